@@ -1,0 +1,62 @@
+"""runjournal's face: the `journal` command. Nothing imports this package.
+
+Each command parses its arguments, calls `journal` or `machine`, and prints; the commands live
+in modules by what they do and are attached here, explicitly.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.inspecting import logs, replay_command, runs, show
+from cli.main import JournalGroup
+from cli.running import resume, run
+from cli.sql import sql
+
+
+@click.group(cls=JournalGroup)
+@click.version_option(package_name="runjournal")
+def cli() -> None:
+    """A SQLite journal for LLM pipelines: every step and effect of a run is an event.
+
+    \b
+    Example:
+        journal run fixtures/lines.py --input fixtures/lines.json
+        journal runs
+    """
+
+
+cli.add_command(run)
+cli.add_command(resume)
+cli.add_command(runs)
+cli.add_command(show)
+cli.add_command(logs)
+cli.add_command(replay_command)
+cli.add_command(sql)
+
+
+def main() -> None:
+    """The console script: every error is one line, with exit code 2 for usage errors."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.UsageError as e:
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"Error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: what was done is journaled; `journal resume RUN` goes on", err=True
+        )
+        sys.exit(1)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (`journal logs | head`): nothing to say
+        sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,166 @@
+"""`journal runs`, `show`, `logs` and `replay`: reading runs back, without the pipeline's code."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+
+from cli.main import db_option, json_option, open_journal
+from cli.output import event_json, event_line, plural, short, table
+from journal import Journal, Run, replay, state_at
+
+
+def status_of(run: Run, journal: Journal) -> str:
+    """The run's status, with `interrupted` for a running run that no live process holds."""
+    if run.status != "running":
+        return run.status
+    lease = journal.lease(run.run_id)
+    return "running" if lease is not None and lease.is_live(journal.clock()) else "interrupted"
+
+
+@click.command()
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show only the newest N.")
+@json_option
+@db_option
+def runs(limit: int | None, as_json: bool, db: Path | None) -> None:
+    """List the journal's runs, newest first.
+
+    A run whose process died shows as `interrupted`: resume it with `journal resume`.
+
+    \b
+    Example:
+        journal runs --limit 10
+    """
+    journal = open_journal(db)
+    found = [(r, status_of(r, journal)) for r in journal.runs(limit=limit)]
+    if as_json:
+        for r, status in found:
+            click.echo(json.dumps({**attrs.asdict(r), "status": status}))
+        return
+    columns = ["run", "machine", "status", "step", "steps", "started", "updated"]
+    rows = [(r.run_id, r.machine, s, r.step, r.steps, r.started_at, r.updated_at) for r, s in found]
+    click.echo(table(columns, rows))
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@json_option
+@db_option
+def show(run_id: str, as_json: bool, db: Path | None) -> None:
+    """Show where RUN stands: status, step, counts, holder, error.
+
+    RUN is a run id or any unique prefix of one.
+
+    \b
+    Example:
+        journal show 3fa2
+    """
+    journal = open_journal(db)
+    run = journal.find_run(run_id)
+    status = status_of(run, journal)
+    lease = journal.lease(run.run_id)
+    if as_json:
+        holder = attrs.asdict(lease) if lease is not None else None
+        click.echo(json.dumps({**attrs.asdict(run), "status": status, "holder": holder}, indent=2))
+        return
+    decisions = plural(run.decisions, "decision")
+    fields: list[tuple[str, Any]] = [
+        ("run", run.run_id),
+        ("machine", run.machine),
+        ("code", f"{run.target} (hash {run.code_hash})"),
+        ("key", run.run_key),
+        ("status", status),
+        ("step", run.step),
+        ("steps", run.steps),
+        ("events", f"{run.last_seq} ({plural(run.effects, 'effect')}, {decisions})"),
+        ("resumes", run.resumes),
+        ("started", run.started_at),
+        ("updated", run.updated_at),
+        ("ended", run.ended_at),
+    ]
+    if status == "running" and lease is not None:
+        fields.append(("holder", lease.describe()))
+    if run.error:
+        fields.append(("error", run.error))
+    if status in ("interrupted", "failed"):
+        fields.append(("next", f"journal resume {run.run_id}"))
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        click.echo(f"{name.ljust(width)}  {'-' if value is None else value}")
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the run ends.")
+@json_option
+@db_option
+def logs(run_id: str, follow: bool, as_json: bool, db: Path | None) -> None:
+    """Print RUN's events, one line each: time, run, seq, step, kind, then key=value fields.
+
+    \b
+    Example:
+        journal logs 3fa2 | grep decision
+    """
+    journal = open_journal(db)
+    run = journal.find_run(run_id)
+    render = event_json if as_json else event_line
+    last = 0
+    while True:
+        for event in journal.events(run.run_id, after=last):
+            click.echo(render(event))
+            last = event.seq
+        if not follow or status_of(journal.run(run.run_id), journal) != "running":
+            return
+        time.sleep(0.5)
+
+
+@click.command("replay")
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--at", "at_seq", type=click.IntRange(min=1), help="Print the whole state at this seq."
+)
+@json_option
+@db_option
+def replay_command(run_id: str, at_seq: int | None, as_json: bool, db: Path | None) -> None:
+    """Show RUN's state after each transition, folded from the journal alone.
+
+    No pipeline code is imported. Without --at, each transition prints the step it ended,
+    the next step, and what changed; with --json, the whole state after each one.
+
+    \b
+    Example:
+        journal replay 3fa2 --at 40
+    """
+    journal = open_journal(db)
+    run = journal.find_run(run_id)
+    if at_seq is not None:
+        at = state_at(journal, run.run_id, at_seq)
+        if as_json:
+            payload = {
+                "seq": at.seq,
+                "step": at.step,
+                "transitions": at.transitions,
+                "state": at.state,
+            }
+            click.echo(json.dumps(payload))
+        else:
+            click.echo(f"# run {run.run_id} after seq {at.seq}, next step {at.step or '(end)'}")
+            click.echo(json.dumps(at.state, indent=2, ensure_ascii=False))
+        return
+    for change in replay(journal, run.run_id):
+        if as_json:
+            payload = {"seq": change.seq, "at": change.at, "step": change.step, "to": change.to}
+            click.echo(json.dumps({**payload, "state": change.state}, ensure_ascii=False))
+            continue
+        if change.step is None:
+            click.echo(f"#{change.seq} start -> {change.to}: {short(change.state, 120)}")
+            continue
+        click.echo(f"#{change.seq} {change.step} -> {change.to or '(end)'}")
+        for op in change.ops:
+            value = f" = {short(op['value'])}" if "value" in op else ""
+            click.echo(f"    {op['op']} {op['path'] or '/'}{value}")

@@ -1,0 +1,126 @@
+"""How the command line prints: aligned tables, one grep-able line per event, JSON.
+
+An event line is `at run seq step kind summary`, with the summary in `key=value` form where
+the event has fields worth reading, so `journal logs RUN | grep outcome=page` works.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from journal import Event
+from journal import events as k
+
+_MAX_VALUE = 80
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Rows as text columns, padded to the widest cell of each."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [columns, *cells]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def plural(n: int, word: str) -> str:
+    """`1 decision`, `2 decisions`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def short(value: Any, limit: int = _MAX_VALUE) -> str:
+    """A value on one line, cut to `limit` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pairs(**fields: Any) -> str:
+    """`key=value` pairs, quoting values with spaces; None values are left out."""
+    out = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        text = short(value)
+        if not text or any(c.isspace() or c in '"=' for c in text):
+            text = json.dumps(text, ensure_ascii=False)
+        out.append(f"{key}={text}")
+    return " ".join(out)
+
+
+def _started(d: dict[str, Any]) -> str:
+    return pairs(machine=d["machine"], target=d["target"], key=d.get("run_key"), step=d["step"])
+
+
+def _resumed(d: dict[str, Any]) -> str:
+    code = d.get("code_hash")
+    before = d.get("code_hash_before")
+    return pairs(
+        from_seq=d.get("from_seq"),
+        was=d.get("status_before"),
+        code=code if code == before else f"{before}->{code}",
+        taken_over_from=d.get("taken_over_from"),
+    )
+
+
+def _transition(d: dict[str, Any]) -> str:
+    return pairs(to=d["to"] or "(end)", changes=len(d["delta"]))
+
+
+def _effect(d: dict[str, Any]) -> str:
+    return pairs(name=d["name"], call=d["call"], result=d["result"])
+
+
+def _decision(d: dict[str, Any]) -> str:
+    return pairs(
+        item=d["item"], outcome=d["outcome"], reason=d.get("reason"), **d.get("inputs", {})
+    )
+
+
+def _failed(d: dict[str, Any]) -> str:
+    return pairs(error=d["error"])
+
+
+SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    k.RUN_STARTED: _started,
+    k.RUN_RESUMED: _resumed,
+    k.TRANSITION: _transition,
+    k.SNAPSHOT: lambda d: pairs(step=d["step"], transitions=d["transitions"]),
+    k.EFFECT_DONE: _effect,
+    k.DECISION: _decision,
+    k.RUN_FAILED: _failed,
+    k.RUN_DONE: lambda d: pairs(steps=d.get("steps")),
+}
+
+
+def event_line(e: Event) -> str:
+    summary = SUMMARIES.get(e.kind)
+    text = summary(e.data) if summary is not None else short(e.data, 160)
+    return f"{e.at} {e.run_id} {e.seq:>5} {e.step or '-'} {e.kind} {text}".rstrip()
+
+
+def event_json(e: Event) -> str:
+    return json.dumps(
+        {
+            "run_id": e.run_id,
+            "seq": e.seq,
+            "at": e.at,
+            "kind": e.kind,
+            "step": e.step,
+            "data": e.data,
+        },
+        ensure_ascii=False,
+    )

@@ -1,0 +1,60 @@
+"""runjournal's record: the SQLite event log of runs, their leases, and folds of their state.
+
+This package opens, writes and reads the journal file and imports nothing from `machine` or
+`cli`. Everything a user or the rest of runjournal may use is listed here.
+"""
+
+from journal import events
+from journal.errors import (
+    AmbiguousRunId,
+    BadPatch,
+    ConcurrentAppend,
+    JournalError,
+    JournalMissing,
+    JournalTooNew,
+    LeaseHeld,
+    LeaseLost,
+    NotAJournal,
+    NotJSON,
+    QueryFailed,
+    QueryRefused,
+    RunNotFound,
+)
+from journal.events import Clock, Event
+from journal.fold import Change, StateAt, replay, state_at
+from journal.leases import Holder, Lease
+from journal.query import Rows, query
+from journal.store import Durability, Journal, Run
+from journal.writer import Heartbeat, RunWriter
+
+__all__ = [
+    "AmbiguousRunId",
+    "BadPatch",
+    "Change",
+    "Clock",
+    "ConcurrentAppend",
+    "Durability",
+    "Event",
+    "Heartbeat",
+    "Holder",
+    "Journal",
+    "JournalError",
+    "JournalMissing",
+    "JournalTooNew",
+    "Lease",
+    "LeaseHeld",
+    "LeaseLost",
+    "NotAJournal",
+    "NotJSON",
+    "QueryFailed",
+    "QueryRefused",
+    "Rows",
+    "Run",
+    "RunNotFound",
+    "RunWriter",
+    "StateAt",
+    "events",
+    "query",
+    "replay",
+    "state_at",
+]

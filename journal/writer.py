@@ -1,0 +1,139 @@
+"""The one writer of a run: numbers its events, batches them into commits, keeps its lease.
+
+Events are of two sorts. An effect's outcome must be on disk before the run goes on, so
+`commit` appends it at once. A transition, a snapshot or a decision is computed from what is
+already journaled; if it is lost in a crash, resuming computes it again. `record` holds those
+and they ride along with the next commit, so a step with one effect costs one commit, not two.
+They are also written when too many are held or they have waited too long.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+from journal.errors import LeaseLost
+from journal.events import Event, dumps, timestamp
+from journal.leases import Holder
+from journal.store import Journal
+
+
+class RunWriter:
+    """Appends the events of one run; any thread may use it."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        run_id: str,
+        *,
+        last_seq: int,
+        heartbeat: Heartbeat | None = None,
+        max_pending: int = 256,
+        max_delay: float = 0.5,
+    ) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.last_seq = last_seq
+        self.heartbeat = heartbeat
+        self.max_pending = max_pending
+        self.max_delay = max_delay
+        self.bytes_written = 0
+        """The size of the JSON data of every event handed to this writer so far."""
+        self._events: list[Event] = []
+        self._texts: list[str] = []
+        self._pending_since = 0.0
+        self._lock = threading.Lock()
+
+    def _add(self, kind: str, step: str | None, data: dict[str, Any], now: float) -> Event:
+        # Encoded now, so a value JSON cannot hold fails at the call that gave it.
+        text = dumps(data)
+        self.last_seq += 1
+        event = Event(self.run_id, self.last_seq, timestamp(now), kind, step, data)
+        self._events.append(event)
+        self._texts.append(text)
+        self.bytes_written += len(text)
+        return event
+
+    def record(self, kind: str, step: str | None, data: dict[str, Any]) -> Event:
+        """Hold an event that can be computed again, to be written with the next commit."""
+        now = self.journal.clock()
+        with self._lock:
+            if not self._events:
+                self._pending_since = now
+            event = self._add(kind, step, data, now)
+            if len(self._events) >= self.max_pending or now - self._pending_since >= self.max_delay:
+                self._write()
+            return event
+
+    def commit(
+        self, kind: str, step: str | None, data: dict[str, Any], *, sync: bool = False
+    ) -> Event:
+        """Append an event, with everything held before it, in one transaction.
+
+        With `sync`, the commit is on disk when this returns, whatever the journal's durability.
+        """
+        with self._lock:
+            event = self._add(kind, step, data, self.journal.clock())
+            try:
+                self._write(sync=sync)
+            except BaseException:
+                # Nothing was written: take this event back so the run's seqs stay gapless.
+                self._events.pop()
+                self._texts.pop()
+                self.last_seq -= 1
+                raise
+            return event
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write()
+
+    def _write(self, *, sync: bool = False) -> None:
+        if not self._events:
+            return
+        if self.heartbeat is not None and self.heartbeat.lost:
+            msg = (
+                f"run {self.run_id}: another process took over this run's lease; "
+                "this process stops without writing"
+            )
+            raise LeaseLost(msg)
+        self.journal.append(self._events, texts=self._texts, sync=sync)
+        self._events, self._texts = [], []
+
+
+class Heartbeat:
+    """Renews a run's lease from a thread of its own until stopped."""
+
+    def __init__(self, journal: Journal, run_id: str, holder: Holder, ttl: float) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.holder = holder
+        self.ttl = ttl
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{run_id}", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        # A connection of its own: the run's thread may be in the middle of a write.
+        journal = self.journal.reopen()
+        try:
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    renewed = journal.renew_lease(self.run_id, self.holder.owner, self.ttl)
+                except sqlite3.OperationalError:
+                    continue  # the journal was busy; two more beats come before the expiry
+                if not renewed:
+                    self.lost = True
+                    return
+        finally:
+            journal.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

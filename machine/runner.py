@@ -1,0 +1,332 @@
+"""The runner: starts a run, resumes one, and executes steps until the run ends.
+
+A run executes in one process at a time, the holder of its lease. Each step's handler gets the
+state and a context; what it returns becomes a transition event holding the change to the
+state. Resuming folds the state from the journal, re-enters the unfinished step, and lets the
+context answer from the journal every call already made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from journal import (
+    ConcurrentAppend,
+    Event,
+    Heartbeat,
+    Holder,
+    Journal,
+    JournalError,
+    LeaseLost,
+    NotJSON,
+    Run,
+    RunWriter,
+    delta,
+    fold,
+)
+from journal import events as k
+from journal.events import dumps
+from machine import convert
+from machine.context import Checkpoint, Context, no_checkpoint
+from machine.definition import Fail, Finish, Goto, Machine
+from machine.errors import InputMismatch, StateNotJSON, WrongMachine
+
+MEMO_KINDS = (k.EFFECT_DONE, k.DECISION)
+"""The kinds of event a re-entered step finds again at their place."""
+
+
+@attrs.frozen
+class Options:
+    """How runs execute; the defaults suit production, tests shorten them."""
+
+    lease_ttl: float = 30.0
+    checkpoint: Checkpoint = no_checkpoint
+    on_start: Callable[[Run], None] | None = None
+    """Called once the run exists and this process holds it, before its first step."""
+
+
+@attrs.frozen
+class Outcome:
+    """What `start` or `resume` did: the run as it now stands."""
+
+    run: Run
+    created: bool = False
+    """A new run was started (rather than one with the same run key found)."""
+    executed: bool = True
+    """Steps were executed (false for a run that was already done)."""
+    code_changed: tuple[str, str] | None = None
+    """The code hash the run had and the one it resumed with, when they differ."""
+
+
+@attrs.frozen
+class Prepared:
+    """A run's first state, checked, before anything is written."""
+
+    machine: Machine[Any]
+    input: Any
+    state: Any
+    state_json: Any
+
+
+def prepare(machine: Machine[Any], input: Any) -> Prepared:
+    """Check `machine` and turn `input` into its first state, or raise saying what is wrong."""
+    machine.check()
+    state = machine.initial_state(input)
+    if not convert.round_trips(machine.converter, state, machine.state):
+        msg = (
+            f"the state of machine {machine.name!r} does not survive JSON unchanged; "
+            "use JSON-friendly field types (str, int, float, bool, lists, tuples, attrs classes)"
+        )
+        raise StateNotJSON(msg)
+    return Prepared(machine, input, state, convert.to_json(machine.converter, state))
+
+
+def start(
+    journal: Journal,
+    prepared: Prepared,
+    *,
+    target: str,
+    code_hash: str,
+    run_key: str | None = None,
+    options: Options | None = None,
+) -> Outcome:
+    """Start a run of the prepared machine and input, and execute it to its end.
+
+    With a `run_key` already used by a run of this machine, nothing new starts: a done run is
+    reported and an unfinished one resumed.
+    """
+    options = options or Options()
+    machine = prepared.machine
+    holder = Holder.this_process()
+    run, created = journal.create_run(
+        machine=machine.name,
+        target=target,
+        code_hash=code_hash,
+        step=machine.start,
+        state=prepared.state_json,
+        input=prepared.input,
+        run_key=run_key,
+        holder=holder,
+        lease_ttl=options.lease_ttl,
+    )
+    if not created:
+        if run.status == "done":
+            return Outcome(run, created=False, executed=False)
+        return resume(
+            journal, run.run_id, machine, target=target, code_hash=code_hash, options=options
+        )
+    live = _Live(journal, machine, run.run_id, holder, options, last_seq=run.last_seq)
+    if options.on_start is not None:
+        options.on_start(run)
+    return live.execute(
+        prepared.state, prepared.state_json, machine.start, visit=0, recorded={}, created=True
+    )
+
+
+def resume(
+    journal: Journal,
+    run_id: str,
+    machine: Machine[Any],
+    *,
+    target: str,
+    code_hash: str,
+    options: Options | None = None,
+) -> Outcome:
+    """Take the run's lease, rebuild its state from the journal, and execute it to its end."""
+    options = options or Options()
+    machine.check()
+    run = journal.run(run_id)
+    if run.status == "done":
+        return Outcome(run, executed=False)
+    if run.machine != machine.name:
+        msg = f"run {run_id} is a run of machine {run.machine!r}, but {target} is {machine.name!r}"
+        raise WrongMachine(msg)
+    holder = Holder.this_process()
+    taken = journal.acquire_lease(run_id, holder, options.lease_ttl)
+    try:
+        run = journal.run(run_id)  # again: the last holder may have written until it let go
+        at = fold.state_at(journal, run_id)
+        try:
+            state = convert.structure(machine.converter, at.state, machine.state, "the state")
+        except convert.ConversionError as e:
+            msg = (
+                f"run {run_id}: the state in the journal no longer fits {machine.state.__name__} "
+                f"({'; '.join(e.errors)}); the state type changed since the run started"
+            )
+            raise InputMismatch(msg) from e
+        recorded = {
+            e.data["call"]: e for e in journal.events(run_id, after=at.seq, kinds=MEMO_KINDS)
+        }
+    except BaseException:
+        journal.release_lease(run_id, holder.owner)
+        raise
+    live = _Live(journal, machine, run_id, holder, options, last_seq=run.last_seq)
+    changed = (run.code_hash, code_hash) if run.code_hash != code_hash else None
+    live.writer.commit(
+        k.RUN_RESUMED,
+        at.step,
+        {
+            "status_before": run.status,
+            "code_hash_before": run.code_hash,
+            "code_hash": code_hash,
+            "target": target,
+            "from_seq": at.seq,
+            "taken_over_from": taken.describe() if taken else None,
+        },
+    )
+    if options.on_start is not None:
+        options.on_start(journal.run(run_id))
+    outcome = live.execute(state, at.state, at.step, visit=at.transitions, recorded=recorded)
+    return attrs.evolve(outcome, code_changed=changed)
+
+
+class _Live:
+    """A run being executed by this process: its writer, lease and heartbeat."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        machine: Machine[Any],
+        run_id: str,
+        holder: Holder,
+        options: Options,
+        *,
+        last_seq: int,
+    ) -> None:
+        self.journal = journal
+        self.machine = machine
+        self.run_id = run_id
+        self.holder = holder
+        self.options = options
+        self.heartbeat = Heartbeat(journal, run_id, holder, options.lease_ttl).start()
+        self.writer = RunWriter(journal, run_id, last_seq=last_seq, heartbeat=self.heartbeat)
+
+    def execute(
+        self,
+        state: Any,
+        state_json: Any,
+        step: str | None,
+        *,
+        visit: int,
+        recorded: dict[str, Event],
+        created: bool = False,
+    ) -> Outcome:
+        writable = True
+        try:
+            if step is not None:
+                self._loop(state, state_json, step, visit, recorded)
+        except (LeaseLost, ConcurrentAppend):
+            writable = False  # another process owns the run now
+            raise
+        except BaseException:
+            # Interrupted (Ctrl-C, a journal error): what is held was computed and is true.
+            with contextlib.suppress(JournalError):
+                self.writer.flush()
+            raise
+        finally:
+            self.heartbeat.stop()
+            if writable and not self.heartbeat.lost:
+                with contextlib.suppress(JournalError):
+                    self.journal.release_lease(self.run_id, self.holder.owner)
+        return Outcome(self.journal.run(self.run_id), created=created)
+
+    def _loop(
+        self, state: Any, state_json: Any, step: str, visit: int, recorded: dict[str, Event]
+    ) -> None:
+        machine, writer = self.machine, self.writer
+        state_bytes = len(dumps(state_json))
+        since_snapshot = delta_bytes = 0
+        while True:
+            handler = machine.steps.get(step)
+            if handler is None:
+                self._fail(
+                    step, f"the machine has no step {step!r} (steps: {', '.join(machine.steps)})"
+                )
+                return
+            ctx = Context(
+                run_id=self.run_id,
+                step=step,
+                visit=visit,
+                writer=writer,
+                converter=machine.converter,
+                recorded=recorded,
+                checkpoint=self.options.checkpoint,
+            )
+            recorded = {}
+            try:
+                result = handler(ctx, state)
+            except NotJSON as e:
+                self._fail(step, f"step {step!r}: {e}")
+                return
+            except JournalError:
+                raise
+            except Exception as e:
+                error = ctx.mismatch or e
+                trace = traceback.format_exc(limit=-12)
+                self._fail(step, f"{type(error).__name__}: {error}", trace=trace)
+                return
+            if ctx.mismatch is not None:
+                self._fail(step, str(ctx.mismatch))
+                return
+            problem = self._check(step, result)
+            if problem is not None:
+                self._fail(step, problem)
+                return
+            if isinstance(result, Fail):
+                self._fail(step, result.reason)
+                return
+            assert isinstance(result, Goto | Finish)
+            new_json = convert.to_json(machine.converter, result.state)
+            ops = delta.diff(state_json, new_json)
+            to = result.step if isinstance(result, Goto) else None
+            before = writer.bytes_written
+            try:
+                writer.record(k.TRANSITION, step, {"to": to, "delta": ops})
+            except NotJSON as e:
+                self._fail(step, f"step {step!r} returned a state the journal cannot hold: {e}")
+                return
+            delta_bytes += writer.bytes_written - before
+            visit += 1
+            since_snapshot += 1
+            # A snapshot costs the size of the state: take one only once the changes since the
+            # last have cost as much, so snapshots never more than double the journal.
+            if since_snapshot >= machine.snapshot_every and delta_bytes >= state_bytes:
+                state_bytes = len(dumps(new_json))
+                writer.record(
+                    k.SNAPSHOT, step, {"state": new_json, "step": to, "transitions": visit}
+                )
+                since_snapshot = delta_bytes = 0
+            if to is None:
+                writer.commit(k.RUN_DONE, step, {"steps": visit})
+                return
+            state, state_json, step = result.state, new_json, to
+
+    def _check(self, step: str, result: Any) -> str | None:
+        machine = self.machine
+        if not isinstance(result, Goto | Finish | Fail):
+            return (
+                f"step {step!r} returned {type(result).__name__}, not a transition: "
+                "return ctx.goto(step, state), ctx.finish(state) or ctx.fail(reason)"
+            )
+        if isinstance(result, Goto) and result.step not in machine.steps:
+            return (
+                f"step {step!r} goes to {result.step!r}, which is not a step "
+                f"(steps: {', '.join(machine.steps)})"
+            )
+        if not isinstance(result, Fail) and not isinstance(result.state, machine.state):
+            return (
+                f"step {step!r} returned a state of type {type(result.state).__name__}, "
+                f"not {machine.state.__name__}"
+            )
+        return None
+
+    def _fail(self, step: str, error: str, *, trace: str | None = None) -> None:
+        data: dict[str, Any] = {"error": error}
+        if trace is not None:
+            data["traceback"] = trace
+        self.writer.commit(k.RUN_FAILED, step, data)

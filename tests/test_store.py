@@ -1,0 +1,252 @@
+"""Tests for `journal.store`: opening, appending, the append-only rule, the runs projection."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from journal import (
+    ConcurrentAppend,
+    Event,
+    Holder,
+    Journal,
+    JournalMissing,
+    JournalTooNew,
+    NotAJournal,
+    NotJSON,
+    RunNotFound,
+    RunWriter,
+    state_at,
+)
+from journal import events as k
+
+
+def new_run(journal: Journal, state: Any = None, **kwargs: Any) -> str:
+    run, created = journal.create_run(
+        machine=kwargs.get("machine", "m"),
+        target="t.py:m",
+        code_hash="c0de",
+        step="a",
+        state={"n": 0} if state is None else state,
+        input={"n": 0},
+        run_key=kwargs.get("run_key"),
+        holder=Holder.this_process(),
+        lease_ttl=30,
+    )
+    assert created
+    return run.run_id
+
+
+def test_open_creates_a_wal_journal_with_its_schema_version(db: Path) -> None:
+    """A new journal is in WAL mode and its user_version is the number of migrations."""
+    Journal.open(db, create=True).close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+
+
+def test_open_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
+    """Reading commands never create a journal where there was none."""
+    with pytest.raises(JournalMissing, match="no journal at"):
+        Journal.open(tmp_path / "nothing.db")
+    assert not (tmp_path / "nothing.db").exists()
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(NotAJournal, match="not a journal"):
+        Journal.open(path)
+    assert path.read_text().startswith("these are my notes")
+
+
+def test_another_sqlite_database_is_refused_not_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    sqlite3.connect(path).execute("CREATE TABLE users (id INTEGER)")
+    with pytest.raises(NotAJournal, match="tables users"):
+        Journal.open(path, create=True)
+    names = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert names == [("users",)]
+
+
+def test_a_journal_from_a_newer_version_is_refused(db: Path) -> None:
+    Journal.open(db, create=True).close()
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+        "VALUES ('runjournal', '0999_from_the_future', '2030-01-01')"
+    )
+    conn.commit()
+    with pytest.raises(JournalTooNew, match="newer runjournal"):
+        Journal.open(db)
+
+
+def test_processes_creating_one_journal_at_once_all_succeed(db: Path) -> None:
+    """The schema is created in one write transaction: racing creators do not collide."""
+    code = f"from journal import Journal; Journal.open({str(db)!r}, create=True).close()"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)
+    ]
+    errors = [p.communicate()[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, errors
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+
+
+def test_append_and_read_back_in_order(journal: Journal) -> None:
+    run_id = new_run(journal)
+    writer = RunWriter(journal, run_id, last_seq=1)
+    writer.record(
+        k.TRANSITION, "a", {"to": "b", "delta": [{"op": "replace", "path": "/n", "value": 1}]}
+    )
+    writer.commit(k.EFFECT_DONE, "b", {"name": "x", "call": "#0", "result": [1, "two"]})
+    events = list(journal.events(run_id))
+    assert [(e.seq, e.kind) for e in events] == [
+        (1, k.RUN_STARTED),
+        (2, k.TRANSITION),
+        (3, k.EFFECT_DONE),
+    ]
+    assert events[2].data["result"] == [1, "two"]
+    assert state_at(journal, run_id).state == {"n": 1}
+
+
+def test_a_taken_seq_fails_the_whole_batch(journal: Journal) -> None:
+    """Optimistic concurrency: a second writer at the same seq fails and writes nothing."""
+    run_id = new_run(journal)
+    first = RunWriter(journal, run_id, last_seq=1)
+    second = RunWriter(journal, run_id, last_seq=1)
+    first.commit(k.EFFECT_DONE, "a", {"name": "x", "call": "#0", "result": 1})
+    second.record(k.DECISION, "a", {"call": "#1", "item": 1, "outcome": "o", "inputs": {}})
+    with pytest.raises(ConcurrentAppend, match="seq 2 is already taken"):
+        second.commit(k.EFFECT_DONE, "a", {"name": "y", "call": "#0", "result": 2})
+    assert [e.kind for e in journal.events(run_id)] == [k.RUN_STARTED, k.EFFECT_DONE]
+    assert journal.run(run_id).last_seq == 2
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET kind = 'x'",
+        "UPDATE events SET data = '{}' WHERE seq = 1",
+        "DELETE FROM events",
+        "DELETE FROM events WHERE seq = 1",
+    ],
+)
+def test_events_are_append_only(journal: Journal, db: Path, statement: str) -> None:
+    """Not even a plain sqlite3 connection can change or delete an event."""
+    new_run(journal)
+    conn = sqlite3.connect(db)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute(statement)
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+
+
+def test_data_that_is_not_json_is_refused_before_writing(journal: Journal) -> None:
+    run_id = new_run(journal)
+    writer = RunWriter(journal, run_id, last_seq=1)
+    with pytest.raises(NotJSON):
+        writer.commit(k.EFFECT_DONE, "a", {"name": "x", "call": "#0", "result": {1, 2}})
+    assert journal.run(run_id).last_seq == 1
+    writer.commit(k.EFFECT_DONE, "a", {"name": "x", "call": "#0", "result": [1, 2]})
+    assert [e.seq for e in journal.events(run_id)] == [1, 2]
+
+
+def test_the_runs_table_rebuilds_from_events_alone(journal: Journal) -> None:
+    """Dropping the projection and deriving it again gives the same rows."""
+    ids = [new_run(journal) for _ in range(3)]
+    for i, run_id in enumerate(ids):
+        writer = RunWriter(journal, run_id, last_seq=1)
+        for j in range(i + 2):
+            writer.commit(k.EFFECT_DONE, "a", {"name": "x", "call": f"#{j}", "result": j})
+            writer.record(k.DECISION, "a", {"call": "d", "item": j, "outcome": "o", "inputs": {}})
+            writer.record(k.TRANSITION, "a", {"to": "a", "delta": []})
+        writer.record(k.TRANSITION, "a", {"to": None, "delta": []})
+        writer.commit(k.RUN_DONE if i else k.RUN_FAILED, "a", {"error": "boom", "steps": 3})
+    before = [attrs.asdict(r) for r in journal.runs()]
+    journal.rebuild_runs()
+    after = [attrs.asdict(r) for r in journal.runs()]
+    assert after == before
+    assert {r["status"] for r in after} == {"done", "failed"}
+
+
+def test_run_key_finds_the_existing_run(journal: Journal) -> None:
+    run_id = new_run(journal, run_key="2026-11-26")
+    again, created = journal.create_run(
+        machine="m",
+        target="t.py:m",
+        code_hash="c0de",
+        step="a",
+        state={},
+        input={},
+        run_key="2026-11-26",
+        holder=Holder.this_process(),
+        lease_ttl=30,
+    )
+    assert not created
+    assert again.run_id == run_id
+    assert len(journal.runs()) == 1
+
+
+def test_find_run_by_prefix(journal: Journal) -> None:
+    run_id = new_run(journal)
+    assert journal.find_run(run_id[:4]).run_id == run_id
+    with pytest.raises(RunNotFound):
+        journal.find_run("not-hex")
+    with pytest.raises(RunNotFound):
+        journal.find_run("f" * 12 if not run_id.startswith("f") else "0" * 12)
+
+
+def test_reading_a_long_run_streams_in_flat_memory(journal: Journal) -> None:
+    """Memory while iterating 40,000 events stays far below what holding them would take."""
+    run_id = new_run(journal)
+    writer = RunWriter(journal, run_id, last_seq=1, max_pending=1000)
+    payload = "x" * 200
+    for i in range(40_000):
+        writer.record(
+            k.DECISION, "a", {"call": str(i), "item": i, "outcome": payload, "inputs": {}}
+        )
+    writer.flush()
+    tracemalloc.start()
+    count = 0
+    for event in journal.events(run_id):
+        count += 1
+        assert event.kind == k.RUN_STARTED or event.data["outcome"] == payload
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == 40_001
+    assert peak < 2_000_000, f"peak {peak} bytes: events were held, not streamed"
+
+
+def test_state_at_uses_the_newest_snapshot(journal: Journal) -> None:
+    """The fold starts at the newest whole state before the seq asked for."""
+    run_id = new_run(journal, state={"n": 0})
+    writer = RunWriter(journal, run_id, last_seq=1)
+    for n in range(1, 6):
+        writer.record(
+            k.TRANSITION, "a", {"to": "a", "delta": [{"op": "replace", "path": "/n", "value": n}]}
+        )
+    writer.record(k.SNAPSHOT, "a", {"state": {"n": 5}, "step": "a", "transitions": 5})
+    writer.record(
+        k.TRANSITION, "a", {"to": "b", "delta": [{"op": "add", "path": "/m", "value": 1}]}
+    )
+    writer.flush()
+    assert state_at(journal, run_id).state == {"n": 5, "m": 1}
+    assert state_at(journal, run_id).transitions == 6
+    assert state_at(journal, run_id, 3).state == {"n": 2}
+    assert journal.run(run_id).snapshot_seq == 7
+
+
+def test_events_carry_their_run_and_time(journal: Journal) -> None:
+    run_id = new_run(journal)
+    event = next(journal.events(run_id))
+    assert isinstance(event, Event)
+    assert event.run_id == run_id
+    assert event.at.endswith("Z")
+    assert journal.conn.execute("SELECT date(at) FROM events").fetchone()[0] == event.at[:10]

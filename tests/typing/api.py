@@ -1,0 +1,44 @@
+"""Type-checks the public API as a pipeline author sees it: run by mypy, never executed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+import journal
+import machine
+from machine import Context, Machine, Transition
+
+
+@attrs.frozen
+class State:
+    n: int = 0
+    seen: tuple[int, ...] = ()
+
+
+typed: Machine[State] = Machine("typed", state=State, start="go")
+
+
+@typed.input
+def numbers(values: list[int]) -> State:
+    return State(seen=tuple(values))
+
+
+@typed.step
+def go(ctx: Context, s: State) -> Transition:
+    if s.n == len(s.seen):
+        return ctx.finish(s)
+    doubled = ctx.effect("double", lambda: s.seen[s.n] * 2, key=f"n{s.n}")
+    ctx.decide(item=s.n, outcome="doubled", reason="always", value=doubled)
+    return ctx.goto("go", attrs.evolve(s, n=s.n + 1))
+
+
+def run(path: Path) -> tuple[str, int]:
+    with journal.Journal.open(path, create=True, durability="full") as j:
+        prepared: machine.Prepared = machine.prepare(typed, [1, 2, 3])
+        outcome: machine.Outcome = machine.start(j, prepared, target="api:typed", code_hash="0")
+        at: journal.StateAt = journal.state_at(j, outcome.run.run_id)
+        changes: list[journal.Change] = list(journal.replay(j, outcome.run.run_id))
+        rows: journal.Rows = journal.query(path, "select count(*) from events")
+        return outcome.run.status, at.transitions + len(changes) + len(rows.columns)
