@@ -10,6 +10,9 @@ import sys
 
 import click
 
+from cli.actions import actions, resolve_command
+from cli.costs import cost
+from cli.fake import fake_model
 from cli.inspecting import logs, replay_command, runs, show
 from cli.main import JournalGroup
 from cli.running import resume, run
@@ -35,6 +38,10 @@ cli.add_command(show)
 cli.add_command(logs)
 cli.add_command(replay_command)
 cli.add_command(sql)
+cli.add_command(cost)
+cli.add_command(actions)
+cli.add_command(resolve_command)
+cli.add_command(fake_model)
 
 
 def main() -> None:

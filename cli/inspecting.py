@@ -78,11 +78,14 @@ def show(run_id: str, as_json: bool, db: Path | None) -> None:
         ("step", run.step),
         ("steps", run.steps),
         ("events", f"{run.last_seq} ({plural(run.effects, 'effect')}, {decisions})"),
+        ("actions", run.actions),
         ("resumes", run.resumes),
         ("started", run.started_at),
         ("updated", run.updated_at),
         ("ended", run.ended_at),
     ]
+    if run.model_calls or run.model_failures:
+        fields.append(("model", _model_line(run)))
     if status == "running" and lease is not None:
         fields.append(("holder", lease.describe()))
     if run.error:
@@ -92,6 +95,17 @@ def show(run_id: str, as_json: bool, db: Path | None) -> None:
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         click.echo(f"{name.ljust(width)}  {'-' if value is None else value}")
+
+
+def _model_line(run: Run) -> str:
+    calls = plural(run.model_calls, "call")
+    failed = plural(run.model_failures, "failed attempt")
+    trouble = f"{failed}, {plural(run.rejections, 'rejected answer')}"
+    tokens = (
+        f"tokens {run.input_tokens:,} in, {run.output_tokens:,} out, "
+        f"{run.cache_write_tokens:,} cache write, {run.cache_read_tokens:,} cache read"
+    )
+    return f"{calls} ({trouble}); {tokens}; cost ${run.cost_usd:.6f}"
 
 
 @click.command()

@@ -43,7 +43,10 @@ def plural(n: int, word: str) -> str:
 
 def short(value: Any, limit: int = _MAX_VALUE) -> str:
     """A value on one line, cut to `limit` characters."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -55,7 +58,8 @@ def pairs(**fields: Any) -> str:
         if value is None:
             continue
         text = short(value)
-        if not text or any(c.isspace() or c in '"=' for c in text):
+        # A string with spaces is quoted; JSON values (objects, lists) stand as they are.
+        if not text or (isinstance(value, str) and any(c.isspace() or c == '"' for c in text)):
             text = json.dumps(text, ensure_ascii=False)
         out.append(f"{key}={text}")
     return " ".join(out)
@@ -94,6 +98,68 @@ def _failed(d: dict[str, Any]) -> str:
     return pairs(error=d["error"])
 
 
+def _asked(d: dict[str, Any]) -> str:
+    return pairs(call=d["call"], round=d["round"], attempt=d["attempt"], model=d["model"])
+
+
+def _model_failed(d: dict[str, Any]) -> str:
+    return pairs(
+        call=d["call"],
+        round=d["round"],
+        attempt=d["attempt"],
+        status=d["status"],
+        error=d["error_type"],
+        retry_in=d["delay_s"] if d["delay_s"] is None else round(d["delay_s"], 3),
+        request_id=d["request_id"],
+    )
+
+
+def _answered(d: dict[str, Any]) -> str:
+    u = d["usage"]
+    return pairs(
+        call=d["call"],
+        round=d["round"],
+        model=d["model"],
+        stop=d["stop_reason"],
+        tokens_in=u["input_tokens"],
+        tokens_out=u["output_tokens"],
+        cache_write=u["cache_write_5m_tokens"] + u["cache_write_1h_tokens"] or None,
+        cache_read=u["cache_read_tokens"] or None,
+        cost_usd=f"{d['cost_usd']:.6f}",
+        ms=d["latency_ms"],
+        request_id=d["request_id"],
+    )
+
+
+def _rejected(d: dict[str, Any]) -> str:
+    return pairs(call=d["call"], round=d["round"], schema=d["name"], errors="; ".join(d["errors"]))
+
+
+def _action(d: dict[str, Any]) -> str:
+    return pairs(
+        action=d["name"],
+        key=d["key"],
+        attempt=d.get("attempt"),
+        result=d.get("result"),
+        done_in_run=d.get("done_in_run"),
+        outcome=d.get("outcome"),
+        by=d.get("by"),
+    )
+
+
+def _action_failed(d: dict[str, Any]) -> str:
+    return pairs(
+        action=d["name"],
+        key=d["key"],
+        attempt=d["attempt"],
+        status=d["status"],
+        error=d["error_type"],
+        in_doubt=d["in_doubt"] or None,
+        retry_in=d["delay_s"],
+        message=d["message"],
+    )
+
+
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     k.RUN_STARTED: _started,
     k.RUN_RESUMED: _resumed,
@@ -103,6 +169,16 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     k.DECISION: _decision,
     k.RUN_FAILED: _failed,
     k.RUN_DONE: lambda d: pairs(steps=d.get("steps")),
+    k.MODEL_REQUESTED: _asked,
+    k.MODEL_FAILED: _model_failed,
+    k.MODEL_ANSWERED: _answered,
+    k.OUTPUT_REJECTED: _rejected,
+    k.ACTION_INTENDED: _action,
+    k.ACTION_DONE: _action,
+    k.ACTION_SKIPPED: _action,
+    k.ACTION_RESOLVED: _action,
+    k.ACTION_FAILED: _action_failed,
+    k.RUN_NEEDS_ATTENTION: lambda d: pairs(action=d["name"], key=d["key"], message=d["message"]),
 }
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -14,7 +15,10 @@ from cli.main import InputError, db_option, open_journal
 from cli.output import plural
 from journal import Run
 from machine import Options, Outcome, TargetNotFound
+from machine.model import Models, anthropic_api, offline
+from machine.pricing import PriceTable
 
+F = TypeVar("F", bound=Callable[..., Any])
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
 
 
@@ -54,6 +58,29 @@ def read_input(path: Path | None) -> Any:
     return values
 
 
+def model_options(fn: F) -> F:
+    """`--fake-model SPEC` and `--prices FILE`, for commands that execute a run."""
+    fn = click.option(
+        "--prices",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A price file (the format of machine/prices.json) whose models add to or "
+        "replace the shipped prices.",
+    )(fn)
+    return click.option(
+        "--fake-model",
+        "fake_model",
+        metavar="SPEC",
+        help="Answer every ask from the offline fake Messages API, with faults: none, chaos, "
+        "or rates such as '429=0.2,garbage=0.1,seed=7'. Without it, ANTHROPIC_API_KEY is used.",
+    )(fn)
+
+
+def models_for(fake_model: str | None, prices: Path | None) -> Models:
+    """The models a run uses, from the command line; bad specs and price files exit 2."""
+    table = PriceTable.load(prices)
+    return offline(fake_model, prices=table) if fake_model is not None else anthropic_api(table)
+
+
 def _announce(verb: str) -> Any:
     def on_start(run: Run) -> None:
         click.echo(f"run {run.run_id} {verb}: {run.machine} ({run.target})", err=True)
@@ -72,21 +99,23 @@ def report(outcome: Outcome) -> None:
     if not outcome.executed:
         click.echo(f"run {run.run_id} is already done ({run.steps} steps): nothing to do")
         return
-    counts = ", ".join(
-        [
-            plural(run.steps, "step"),
-            plural(run.effects, "effect"),
-            plural(run.decisions, "decision"),
-        ]
-    )
+    counts = [plural(run.steps, "step")]
+    for n, word in ((run.decisions, "decision"), (run.actions, "action"), (run.effects, "effect")):
+        if n:
+            counts.append(plural(n, word))
+    if run.model_calls:
+        counts.append(f"{plural(run.model_calls, 'model call')} costing ${run.cost_usd:.4f}")
     if run.status == "done":
-        click.echo(f"run {run.run_id} done: {counts}")
+        click.echo(f"run {run.run_id} done: {', '.join(counts)}")
         return
-    if run.status == "failed":
+    if run.status == "needs_attention":
+        click.echo(f"run {run.run_id} stopped at step {run.step}: {run.error}", err=True)
+    elif run.status == "failed":
         click.echo(f"run {run.run_id} failed at step {run.step}: {run.error}", err=True)
+        click.echo(f"after fixing the cause: journal resume {run.run_id}", err=True)
     else:
         click.echo(f"run {run.run_id} stopped ({run.status}) at step {run.step}", err=True)
-    click.echo(f"after fixing the cause: journal resume {run.run_id}", err=True)
+        click.echo(f"journal resume {run.run_id} goes on", err=True)
     click.get_current_context().exit(1)
 
 
@@ -104,8 +133,16 @@ def report(outcome: Outcome) -> None:
     help="A run key: starting the same machine with the same key again resumes that run, "
     "or reports it if it is done, and never starts a second one.",
 )
+@model_options
 @db_option
-def run(target: str, input_path: Path | None, run_key: str | None, db: Path | None) -> None:
+def run(
+    target: str,
+    input_path: Path | None,
+    run_key: str | None,
+    fake_model: str | None,
+    prices: Path | None,
+    db: Path | None,
+) -> None:
     """Start a run of the machine in TARGET and execute it to its end.
 
     TARGET is path/to/file.py or package.module, with :NAME to pick one machine when the
@@ -114,8 +151,9 @@ def run(target: str, input_path: Path | None, run_key: str | None, db: Path | No
 
     \b
     Example:
-        journal run fixtures/lines.py --input fixtures/lines.json --key 2026-11-26
+        journal run fixtures/triage.py --input fixtures/tickets.jsonl --fake-model chaos
     """
+    models = models_for(fake_model, prices)
     loaded = machine.load(target)
     # Everything is checked before the journal is opened: bad input never touches it.
     prepared = machine.prepare(loaded.machine, read_input(input_path))
@@ -126,7 +164,7 @@ def run(target: str, input_path: Path | None, run_key: str | None, db: Path | No
         target=loaded.location,
         code_hash=loaded.code_hash,
         run_key=run_key,
-        options=Options(on_start=_announce("started")),
+        options=Options(on_start=_announce("started"), models=models),
     )
     if not outcome.created and outcome.executed:
         click.echo(
@@ -141,8 +179,15 @@ def run(target: str, input_path: Path | None, run_key: str | None, db: Path | No
     "--target",
     help="Where the machine's code is now, if it moved since the run started.",
 )
+@model_options
 @db_option
-def resume(run_id: str, target: str | None, db: Path | None) -> None:
+def resume(
+    run_id: str,
+    target: str | None,
+    fake_model: str | None,
+    prices: Path | None,
+    db: Path | None,
+) -> None:
     """Rebuild RUN's state from the journal and go on from its unfinished step.
 
     Effects whose outcome is journaled are not run again. RUN is a run id or any unique
@@ -152,6 +197,7 @@ def resume(run_id: str, target: str | None, db: Path | None) -> None:
     Example:
         journal resume 3fa2
     """
+    models = models_for(fake_model, prices)
     journal = open_journal(db)
     found = journal.find_run(run_id)
     if found.status == "done":
@@ -170,6 +216,6 @@ def resume(run_id: str, target: str | None, db: Path | None) -> None:
         loaded.machine,
         target=loaded.location,
         code_hash=loaded.code_hash,
-        options=Options(on_start=_announce("resumed")),
+        options=Options(on_start=_announce("resumed"), models=models),
     )
     report(outcome)

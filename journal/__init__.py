@@ -6,6 +6,8 @@ This package opens, writes and reads the journal file and imports nothing from `
 
 from journal import events
 from journal.errors import (
+    ActionBusy,
+    ActionDone,
     AmbiguousRunId,
     BadPatch,
     ConcurrentAppend,
@@ -24,10 +26,13 @@ from journal.events import Clock, Event
 from journal.fold import Change, StateAt, replay, state_at
 from journal.leases import Holder, Lease
 from journal.query import Rows, query
-from journal.store import Durability, Journal, Run
+from journal.store import Action, Durability, Journal, Run
 from journal.writer import Heartbeat, RunWriter
 
 __all__ = [
+    "Action",
+    "ActionBusy",
+    "ActionDone",
     "AmbiguousRunId",
     "BadPatch",
     "Change",

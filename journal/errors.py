@@ -47,6 +47,22 @@ class QueryFailed(JournalError, ValueError):
     """A read-only query is not valid SQL or fails in SQLite."""
 
 
+class ActionDone(JournalError):
+    """An action key claimed for an intent is done already, by this run or another."""
+
+    def __init__(self, name: str, key: str, run_id: str, seq: int, result: object) -> None:
+        self.name, self.key, self.run_id, self.seq, self.result = name, key, run_id, seq, result
+        super().__init__(f"action {name} {key!r} was done by run {run_id} (seq {seq})")
+
+
+class ActionBusy(JournalError):
+    """An action key claimed for an intent is being acted on by another run right now."""
+
+    def __init__(self, name: str, key: str, run_id: str) -> None:
+        self.name, self.key, self.run_id = name, key, run_id
+        super().__init__(f"action {name} {key!r} is in progress in run {run_id}")
+
+
 class BadPatch(JournalError, ValueError):
     """A state change in the journal cannot be applied to the state it follows."""
 

@@ -13,14 +13,16 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from journal import events as k
-from journal.events import Event
+from journal.events import Event, dumps
 
 
 class Changes(NamedTuple):
-    """Column values to set and counters to add to, for one run's row."""
+    """Column values to set and counters to add to, for one run's row; and action keys."""
 
     sets: dict[str, Any]
     adds: dict[str, int | float]
+    keys: dict[tuple[str, str], dict[str, Any]]
+    """The new state of each action key the events touch, for the `action_keys` table."""
 
 
 Projector = Callable[[Event, Changes], None]
@@ -66,6 +68,58 @@ def _failed(e: Event, c: Changes) -> None:
     c.sets.update(status="failed", ended_at=e.at, error=e.data["error"])
 
 
+def _answered(e: Event, c: Changes) -> None:
+    usage = e.data["usage"]
+    _add(c, "model_calls", 1)
+    _add(c, "input_tokens", usage["input_tokens"])
+    _add(c, "output_tokens", usage["output_tokens"])
+    _add(c, "cache_write_tokens", usage["cache_write_5m_tokens"] + usage["cache_write_1h_tokens"])
+    _add(c, "cache_read_tokens", usage["cache_read_tokens"])
+    _add(c, "cost_usd", e.data["cost_usd"])
+
+
+def _key(e: Event, c: Changes, status: str, **fields: Any) -> None:
+    d = e.data
+    if d.get("repeat"):
+        return  # an action meant to repeat is never in the seen-store
+    entry = c.keys.setdefault((d["name"], d["key"]), {"attempts": 0, "result": None})
+    attempts = fields.pop("attempts", 0)
+    entry["attempts"] += attempts
+    entry.update(
+        run_id=e.run_id,
+        step=e.step,
+        call=d.get("call"),
+        status=status,
+        seq=e.seq,
+        updated_at=e.at,
+        **fields,
+    )
+
+
+def _intended(e: Event, c: Changes) -> None:
+    _key(e, c, "intended", attempts=1)
+
+
+def _action_done(e: Event, c: Changes) -> None:
+    _key(e, c, "done", result=dumps(e.data["result"]))
+    _add(c, "actions", 1)
+
+
+def _action_failed(e: Event, c: Changes) -> None:
+    _key(e, c, "in_doubt" if e.data.get("in_doubt") else "failed")
+
+
+def _resolved(e: Event, c: Changes) -> None:
+    if e.data["outcome"] == "done":
+        _key(e, c, "done", result=dumps(e.data.get("result")))
+    else:
+        _key(e, c, "not_done")
+
+
+def _needs_attention(e: Event, c: Changes) -> None:
+    c.sets.update(status="needs_attention", error=e.data["message"])
+
+
 def _add(c: Changes, column: str, amount: int | float) -> None:
     c.adds[column] = c.adds.get(column, 0) + amount
 
@@ -86,12 +140,20 @@ PROJECTORS: dict[str, Projector] = {
     k.RUN_FAILED: _failed,
     k.EFFECT_DONE: _count("effects"),
     k.DECISION: _count("decisions"),
+    k.MODEL_ANSWERED: _answered,
+    k.MODEL_FAILED: _count("model_failures"),
+    k.OUTPUT_REJECTED: _count("rejections"),
+    k.ACTION_INTENDED: _intended,
+    k.ACTION_DONE: _action_done,
+    k.ACTION_FAILED: _action_failed,
+    k.ACTION_RESOLVED: _resolved,
+    k.RUN_NEEDS_ATTENTION: _needs_attention,
 }
 
 
 def project(events: Iterable[Event]) -> Changes:
     """What appending `events`, in order, changes in their run's row."""
-    changes = Changes({}, {})
+    changes = Changes({}, {}, {})
     last: Event | None = None
     for e in events:
         projector = PROJECTORS.get(e.kind)
@@ -110,17 +172,37 @@ def _update_sql(sets: tuple[str, ...], adds: tuple[str, ...]) -> str:
     return f"UPDATE runs SET {', '.join(assignments)} WHERE run_id = ?"
 
 
+_UPSERT_KEY = """
+INSERT INTO action_keys (name, key, run_id, step, call, status, attempts, result, seq, updated_at)
+VALUES (:name, :key, :run_id, :step, :call, :status, :attempts, :result, :seq, :updated_at)
+ON CONFLICT (name, key) DO UPDATE SET
+    run_id = excluded.run_id, step = excluded.step, call = excluded.call,
+    status = excluded.status, attempts = action_keys.attempts + excluded.attempts,
+    result = coalesce(excluded.result, action_keys.result),
+    seq = excluded.seq, updated_at = excluded.updated_at
+-- A key done by one run stays that run's: nothing another run records can undo it.
+WHERE action_keys.status != 'done' OR action_keys.run_id = excluded.run_id
+"""
+
+
 def _apply(conn: sqlite3.Connection, run_id: str, changes: Changes) -> None:
-    """Write `changes` to the run's row inside the caller's transaction."""
-    sets, adds = changes
+    """Write `changes` to the run's row and the action keys, inside the caller's transaction."""
+    sets, adds, keys = changes
     sql = _update_sql(tuple(sets), tuple(adds))
     conn.execute(sql, (*sets.values(), *adds.values(), run_id))
+    for (name, key), entry in keys.items():
+        conn.execute(_UPSERT_KEY, {"name": name, "key": key, **entry})
 
 
 def _rebuild(conn: sqlite3.Connection, read: Callable[[str], Iterable[Event]]) -> None:
     """Derive the whole runs table again from the events, inside the caller's transaction."""
-    run_ids = [row[0] for row in conn.execute("SELECT DISTINCT run_id FROM events ORDER BY run_id")]
+    # Runs in the order they started: where two runs touched one action key, the later wins.
+    run_ids = [
+        row[0]
+        for row in conn.execute("SELECT run_id FROM events WHERE seq = 1 ORDER BY at, run_id")
+    ]
     conn.execute("DELETE FROM runs")
+    conn.execute("DELETE FROM action_keys")
     for run_id in run_ids:
         conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
         _apply(conn, run_id, project(read(run_id)))

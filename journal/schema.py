@@ -19,6 +19,25 @@ if TYPE_CHECKING:
 MIGRATION_SET = "runjournal"
 
 
+def _view(view: str, kind: str, /, **columns: str) -> str:
+    """A view of one kind of event: each column is a JSON path into `data` ($.x) or SQL."""
+    selected = [
+        f"json_extract(data, '{source}') AS {column}"
+        if source.startswith("$")
+        else f"{source} AS {column}"
+        for column, source in columns.items()
+    ]
+    return (
+        f"CREATE VIEW {view} AS SELECT run_id, seq, at, step, {', '.join(selected)} "
+        f"FROM events WHERE kind = '{kind}'"
+    )
+
+
+def _fields(*names: str) -> dict[str, str]:
+    """Columns named as the `data` fields they come from."""
+    return {name: f"$.{name}" for name in names}
+
+
 _M0001 = (
     """
     CREATE TABLE events (
@@ -88,42 +107,164 @@ _M0001 = (
         data TEXT NOT NULL
     )
     """,
+    _view(
+        "decisions",
+        "decision",
+        item="$.item",
+        outcome="$.outcome",
+        reason="$.reason",
+        inputs="$.inputs",
+    ),
+    _view("effects", "effect.done", name="$.name", call="$.call", result="$.result"),
+    _view(
+        "transitions",
+        "transition",
+        to_step="$.to",
+        changes="json_array_length(data, '$.delta')",
+        delta="$.delta",
+    ),
+)
+
+
+_M0002 = (
+    *(
+        f"ALTER TABLE runs ADD COLUMN {column} {kind} NOT NULL DEFAULT 0"
+        for column, kind in (
+            ("model_calls", "INTEGER"),
+            ("model_failures", "INTEGER"),
+            ("rejections", "INTEGER"),
+            ("input_tokens", "INTEGER"),
+            ("output_tokens", "INTEGER"),
+            ("cache_write_tokens", "INTEGER"),
+            ("cache_read_tokens", "INTEGER"),
+            ("cost_usd", "REAL"),
+        )
+    ),
+    _view(
+        "model_calls",
+        "model.answered",
+        **_fields("call", "round", "attempt", "model", "request_id", "stop_reason"),
+        input_tokens="$.usage.input_tokens",
+        output_tokens="$.usage.output_tokens",
+        cache_write_tokens="json_extract(data, '$.usage.cache_write_5m_tokens')"
+        " + json_extract(data, '$.usage.cache_write_1h_tokens')",
+        cache_read_tokens="$.usage.cache_read_tokens",
+        **_fields("cost_usd", "latency_ms"),
+    ),
+    _view(
+        "model_failures",
+        "model.failed",
+        **_fields(
+            "call",
+            "round",
+            "attempt",
+            "status",
+            "error_type",
+            "retryable",
+            "delay_s",
+            "request_id",
+            "message",
+        ),
+    ),
+    _view(
+        "rejections",
+        "output.rejected",
+        **_fields("call", "round"),
+        schema="$.name",
+        **_fields("errors", "raw"),
+    ),
+    *(
+        f"""
+        CREATE VIEW cost_by_{by} AS
+        SELECT {column} AS {by}, count(*) AS calls,
+               sum(m.input_tokens) AS input_tokens, sum(m.output_tokens) AS output_tokens,
+               sum(m.cache_write_tokens) AS cache_write_tokens,
+               sum(m.cache_read_tokens) AS cache_read_tokens,
+               sum(m.cost_usd) AS cost_usd
+        FROM model_calls m JOIN runs r ON r.run_id = m.run_id
+        GROUP BY 1 ORDER BY 1
+        """
+        for by, column in (
+            ("run", "m.run_id"),
+            ("machine", "r.machine"),
+            ("model", "m.model"),
+            ("day", "date(m.at)"),
+        )
+    ),
+)
+
+
+_ACTION_KINDS = (
+    "'action.intended', 'action.done', 'action.failed', 'action.skipped', 'action.resolved'"
+)
+
+_M0003 = (
+    "ALTER TABLE runs ADD COLUMN actions INTEGER NOT NULL DEFAULT 0",
+    # The seen-store: the latest state of each action key across every run, so that a key
+    # done by one run is not done again by another, and two runs never act on a key at once.
     """
-    CREATE VIEW decisions AS
-    SELECT run_id, seq, at, step,
-           json_extract(data, '$.item') AS item,
-           json_extract(data, '$.outcome') AS outcome,
-           json_extract(data, '$.reason') AS reason,
-           json_extract(data, '$.inputs') AS inputs
-    FROM events WHERE kind = 'decision'
+    CREATE TABLE action_keys (
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        step TEXT,
+        call TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        seq INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (name, key)
+    ) WITHOUT ROWID
     """,
-    """
-    CREATE VIEW effects AS
-    SELECT run_id, seq, at, step,
-           json_extract(data, '$.name') AS name,
-           json_extract(data, '$.call') AS call,
-           json_extract(data, '$.result') AS result
-    FROM events WHERE kind = 'effect.done'
-    """,
-    """
-    CREATE VIEW transitions AS
-    SELECT run_id, seq, at, step,
-           json_extract(data, '$.to') AS to_step,
-           json_array_length(data, '$.delta') AS changes,
-           json_extract(data, '$.delta') AS delta
-    FROM events WHERE kind = 'transition'
+    f"""
+    CREATE VIEW actions AS
+    SELECT run_id, step, call, name, key, status, attempts, result, intended_at, updated_at, seq
+    FROM (
+        SELECT run_id, seq, step,
+               json_extract(data, '$.call') AS call,
+               json_extract(data, '$.name') AS name,
+               json_extract(data, '$.key') AS key,
+               CASE kind
+                   WHEN 'action.intended' THEN 'intended'
+                   WHEN 'action.done' THEN 'done'
+                   WHEN 'action.skipped' THEN 'skipped'
+                   WHEN 'action.failed' THEN
+                       CASE WHEN json_extract(data, '$.in_doubt') THEN 'in_doubt' ELSE 'failed' END
+                   WHEN 'action.resolved' THEN 'resolved_' || json_extract(data, '$.outcome')
+               END AS status,
+               sum(kind = 'action.intended') OVER same AS attempts,
+               json_extract(data, '$.result') AS result,
+               min(CASE WHEN kind = 'action.intended' THEN at END) OVER same AS intended_at,
+               at AS updated_at,
+               row_number() OVER (
+                   PARTITION BY run_id, json_extract(data, '$.name'), json_extract(data, '$.key')
+                   ORDER BY seq DESC
+               ) AS latest
+        FROM events
+        WHERE kind IN ({_ACTION_KINDS})
+        WINDOW same AS (
+            PARTITION BY run_id, json_extract(data, '$.name'), json_extract(data, '$.key')
+        )
+    )
+    WHERE latest = 1
     """,
 )
 
 
-def _m0001(db: sqlite_utils.Database) -> None:
-    # Statement by statement: executescript() would commit the caller's transaction.
-    for statement in _M0001:
-        db.execute(statement)
+def _statements(statements: tuple[str, ...]) -> Callable[[sqlite_utils.Database], None]:
+    def migrate(db: sqlite_utils.Database) -> None:
+        # Statement by statement: executescript() would commit the caller's transaction.
+        for statement in statements:
+            db.execute(statement)
+
+    return migrate
 
 
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
-    ("0001_events_runs_leases", _m0001),
+    ("0001_events_runs_leases", _statements(_M0001)),
+    ("0002_model_calls", _statements(_M0002)),
+    ("0003_actions", _statements(_M0003)),
 ]
 
 

@@ -22,6 +22,8 @@ import attrs
 from journal import events as k
 from journal import leases, projection, schema
 from journal.errors import (
+    ActionBusy,
+    ActionDone,
     AmbiguousRunId,
     ConcurrentAppend,
     JournalMissing,
@@ -60,9 +62,41 @@ class Run:
     started_at: str
     updated_at: str
     ended_at: str | None
+    model_calls: int
+    model_failures: int
+    rejections: int
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    cost_usd: float
+    actions: int
 
 
 _RUN_COLUMNS = ", ".join(f.name for f in attrs.fields(Run))
+
+
+@attrs.frozen
+class Action:
+    """A row of the `actions` view: one action key in one run, as its latest event leaves it."""
+
+    run_id: str
+    step: str | None
+    call: str
+    name: str
+    key: str
+    status: str
+    """intended (running, or in doubt if no process holds the run), in_doubt, done, failed,
+    skipped (done by another run), resolved_done, resolved_not_done."""
+    attempts: int
+    result: Any
+    """As `json_extract` gives it: a string, a number, or JSON text for an object or array."""
+    intended_at: str | None
+    updated_at: str
+    seq: int
+
+
+_ACTION_COLUMNS = ", ".join(f.name for f in attrs.fields(Action))
 
 
 class Journal:
@@ -145,11 +179,20 @@ class Journal:
     # Appending
 
     def append(
-        self, events: Sequence[Event], *, texts: Sequence[str] | None = None, sync: bool = False
+        self,
+        events: Sequence[Event],
+        *,
+        texts: Sequence[str] | None = None,
+        blobs: Sequence[str] = (),
+        sync: bool = False,
+        claim: tuple[str, str] | None = None,
     ) -> None:
         """Append `events` (all of one run, seqs in order) and update the run's row, atomically.
 
-        `texts` are the events' data already encoded as JSON, when the caller has them.
+        `texts` are the events' data already encoded as JSON, when the caller has them;
+        `blobs` are payloads the events refer to by `blob_ref`, stored in the same transaction.
+        `claim` (action name, key) first checks, in the same transaction, that no run has done
+        that action key (ActionDone) and no other run is acting on it (ActionBusy).
         """
         if not events:
             return
@@ -160,6 +203,10 @@ class Journal:
             (run_id, e.seq, e.at, e.kind, e.step, t) for e, t in zip(events, texts, strict=True)
         ]
         with self._write(sync=sync) as conn:
+            if claim is not None:
+                _claim(conn, run_id, *claim)
+            for blob in blobs:
+                _put_blob(conn, blob)
             _insert(conn, run_id, rows)
             projection._apply(conn, run_id, projection.project(events))
 
@@ -327,6 +374,19 @@ class Journal:
             raise AmbiguousRunId(msg)
         return self._run(self.conn, rows[0][0])
 
+    def actions(self, run_id: str | None = None, *, key: str | None = None) -> list[Action]:
+        """Actions by run and key, oldest first; only one run's, or one key's, when asked."""
+        sql = f"SELECT {_ACTION_COLUMNS} FROM actions WHERE 1"
+        params: list[Any] = []
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        if key is not None:
+            sql += " AND key = ?"
+            params.append(key)
+        rows = self.conn.execute(sql + " ORDER BY intended_at, run_id, seq", params)
+        return [Action(*row) for row in rows]
+
     def runs(self, *, limit: int | None = None) -> list[Run]:
         """All runs, newest first."""
         sql = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, run_id"
@@ -403,9 +463,28 @@ def _insert(conn: sqlite3.Connection, run_id: str, rows: list[tuple[Any, ...]]) 
         raise ConcurrentAppend(msg) from e
 
 
+def _claim(conn: sqlite3.Connection, run_id: str, name: str, key: str) -> None:
+    row = conn.execute(
+        "SELECT run_id, status, result, seq FROM action_keys WHERE name = ? AND key = ?",
+        (name, key),
+    ).fetchone()
+    if row is None:
+        return
+    owner, status, result, seq = row
+    if status == "done":
+        raise ActionDone(name, key, owner, seq, json.loads(result) if result else None)
+    if status in ("intended", "in_doubt") and owner != run_id:
+        raise ActionBusy(name, key, owner)
+
+
+def blob_ref(text: str) -> str:
+    """The name a payload is stored under: `sha256:` and the hex digest of its UTF-8 bytes."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def _put_blob(conn: sqlite3.Connection, text: str) -> str:
-    """Store `text` once under its content hash and return the hash, `sha256:<hex>`."""
-    ref = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    """Store `text` once under its content hash and return the hash."""
+    ref = blob_ref(text)
     conn.execute(
         "INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", (ref, len(text), text)
     )

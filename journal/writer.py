@@ -9,14 +9,16 @@ They are also written when too many are held or they have waited too long.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from journal.errors import LeaseLost
 from journal.events import Event, dumps, timestamp
 from journal.leases import Holder
-from journal.store import Journal
+from journal.store import Journal, blob_ref
 
 
 class RunWriter:
@@ -31,6 +33,7 @@ class RunWriter:
         heartbeat: Heartbeat | None = None,
         max_pending: int = 256,
         max_delay: float = 0.5,
+        redact: Sequence[str] = (),
     ) -> None:
         self.journal = journal
         self.run_id = run_id
@@ -40,20 +43,40 @@ class RunWriter:
         self.max_delay = max_delay
         self.bytes_written = 0
         """The size of the JSON data of every event handed to this writer so far."""
+        self.redact = tuple(s for s in redact if s)
+        """Strings (API keys) that must never reach the journal; replaced wherever they appear."""
         self._events: list[Event] = []
         self._texts: list[str] = []
+        self._blobs: list[str] = []
         self._pending_since = 0.0
         self._lock = threading.Lock()
 
     def _add(self, kind: str, step: str | None, data: dict[str, Any], now: float) -> Event:
         # Encoded now, so a value JSON cannot hold fails at the call that gave it.
         text = dumps(data)
+        redacted = self._redacted(text)
+        if redacted is not text:
+            # The projection reads the data too (a run's error): it gets the redacted copy.
+            text, data = redacted, json.loads(redacted)
         self.last_seq += 1
         event = Event(self.run_id, self.last_seq, timestamp(now), kind, step, data)
         self._events.append(event)
         self._texts.append(text)
         self.bytes_written += len(text)
         return event
+
+    def _redacted(self, text: str) -> str:
+        for secret in self.redact:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def blob(self, text: str) -> str:
+        """Keep `text` to be stored once, by content hash, with the next write; return its ref."""
+        text = self._redacted(text)
+        with self._lock:
+            self._blobs.append(text)
+        return blob_ref(text)
 
     def record(self, kind: str, step: str | None, data: dict[str, Any]) -> Event:
         """Hold an event that can be computed again, to be written with the next commit."""
@@ -67,16 +90,23 @@ class RunWriter:
             return event
 
     def commit(
-        self, kind: str, step: str | None, data: dict[str, Any], *, sync: bool = False
+        self,
+        kind: str,
+        step: str | None,
+        data: dict[str, Any],
+        *,
+        sync: bool = False,
+        claim: tuple[str, str] | None = None,
     ) -> Event:
         """Append an event, with everything held before it, in one transaction.
 
         With `sync`, the commit is on disk when this returns, whatever the journal's durability.
+        With `claim`, see `Journal.append`: nothing is written when the action key is taken.
         """
         with self._lock:
             event = self._add(kind, step, data, self.journal.clock())
             try:
-                self._write(sync=sync)
+                self._write(sync=sync, claim=claim)
             except BaseException:
                 # Nothing was written: take this event back so the run's seqs stay gapless.
                 self._events.pop()
@@ -89,7 +119,7 @@ class RunWriter:
         with self._lock:
             self._write()
 
-    def _write(self, *, sync: bool = False) -> None:
+    def _write(self, *, sync: bool = False, claim: tuple[str, str] | None = None) -> None:
         if not self._events:
             return
         if self.heartbeat is not None and self.heartbeat.lost:
@@ -98,8 +128,10 @@ class RunWriter:
                 "this process stops without writing"
             )
             raise LeaseLost(msg)
-        self.journal.append(self._events, texts=self._texts, sync=sync)
-        self._events, self._texts = [], []
+        self.journal.append(
+            self._events, texts=self._texts, blobs=self._blobs, sync=sync, claim=claim
+        )
+        self._events, self._texts, self._blobs = [], [], []
 
 
 class Heartbeat:

@@ -1,49 +1,94 @@
-"""runjournal's behaviour: machine definitions, the runner, and the effect API steps use.
+"""runjournal's behaviour: machines, the runner, and what steps use (effects, asks, actions).
 
-Everything a pipeline author or the command line may use is listed here.
+Everything a pipeline author, a test of a pipeline, or the command line may use is listed here.
 """
 
+from machine.actions import resolve
 from machine.context import Checkpoint, Context
-from machine.convert import ConversionError
 from machine.definition import Fail, Finish, Goto, Machine, Transition
 from machine.errors import (
+    ActionFailed,
+    CallFailed,
+    ConversionError,
     DefinitionError,
+    FakeSpecError,
     InputMismatch,
     MachineError,
+    ModelCallFailed,
+    ModelUnavailable,
+    NeedsAttention,
+    NothingToResolve,
+    OutputRejected,
+    PriceFileError,
     ReplayMismatch,
+    Retryable,
     RunAlreadyDone,
+    SchemaError,
     StateNotJSON,
     TargetLoadError,
     TargetNotFound,
+    UnknownModel,
     WrongMachine,
 )
+from machine.fake import FakeModel, FakeServer, Faults, parse_spec, serve
+from machine.files import atomic_write
 from machine.loader import Target, load
+from machine.model import Models, anthropic_api, offline
+from machine.pricing import Price, PriceTable, Usage, cost
+from machine.retry import RetryPolicy
 from machine.runner import Options, Outcome, Prepared, prepare, resume, start
 
 __all__ = [
+    "ActionFailed",
+    "CallFailed",
     "Checkpoint",
     "Context",
     "ConversionError",
     "DefinitionError",
     "Fail",
+    "FakeModel",
+    "FakeServer",
+    "FakeSpecError",
+    "Faults",
     "Finish",
     "Goto",
     "InputMismatch",
     "Machine",
     "MachineError",
+    "ModelCallFailed",
+    "ModelUnavailable",
+    "Models",
+    "NeedsAttention",
+    "NothingToResolve",
     "Options",
     "Outcome",
+    "OutputRejected",
     "Prepared",
+    "Price",
+    "PriceFileError",
+    "PriceTable",
     "ReplayMismatch",
+    "RetryPolicy",
+    "Retryable",
     "RunAlreadyDone",
+    "SchemaError",
     "StateNotJSON",
     "Target",
     "TargetLoadError",
     "TargetNotFound",
     "Transition",
+    "UnknownModel",
+    "Usage",
     "WrongMachine",
+    "anthropic_api",
+    "atomic_write",
+    "cost",
     "load",
+    "offline",
+    "parse_spec",
     "prepare",
+    "resolve",
     "resume",
+    "serve",
     "start",
 ]

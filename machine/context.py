@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import cattrs
 
@@ -20,12 +20,19 @@ from machine import convert
 from machine.definition import Fail, Finish, Goto
 from machine.errors import ReplayMismatch
 
+if TYPE_CHECKING:
+    from machine.errors import NeedsAttention
+    from machine.model import ModelSession, Retrying
+
 T = TypeVar("T")
 S = TypeVar("S")
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each point a run passes: `effect.before` (the effect is about to
-run), `effect.after` (it ran, its outcome is not journaled yet), `effect.done` (journaled).
+run), `effect.after` (it ran, its outcome is not journaled yet), `effect.done` (journaled);
+`model.before` (a request is about to be sent), `model.answered` (its answer is journaled);
+`action.before`, `action.intended` (the intent is on disk), `action.ran` (the action ran, its
+outcome is not journaled yet), `action.done`.
 
 Tests pass one that stops or kills the process at a chosen point; by default it does nothing.
 """
@@ -36,6 +43,22 @@ _SCALARS = frozenset({str, int, bool, type(None)})
 
 def no_checkpoint(name: str) -> None:
     return None
+
+
+OPERATIONS: dict[str, str] = {
+    k.EFFECT_DONE: "effect",
+    k.DECISION: "decision",
+    k.MODEL_REQUESTED: "ask",
+    k.MODEL_FAILED: "ask",
+    k.MODEL_ANSWERED: "ask",
+    k.OUTPUT_REJECTED: "ask",
+    k.ACTION_INTENDED: "act",
+    k.ACTION_DONE: "act",
+    k.ACTION_FAILED: "act",
+    k.ACTION_SKIPPED: "act",
+    k.ACTION_RESOLVED: "act",
+}
+"""Which context call each kind of event belongs to; a re-entered step finds these again."""
 
 
 class Context:
@@ -49,8 +72,10 @@ class Context:
         visit: int,
         writer: RunWriter,
         converter: cattrs.Converter,
-        recorded: dict[str, Event],
+        recorded: dict[str, list[Event]],
         checkpoint: Checkpoint = no_checkpoint,
+        models: ModelSession | None = None,
+        retrying: Retrying | None = None,
     ) -> None:
         self.run_id = run_id
         self.step = step
@@ -59,28 +84,35 @@ class Context:
         self.writer = writer
         self.converter = converter
         self.checkpoint = checkpoint
+        self.models = models
+        self.retrying = retrying
         self.mismatch: ReplayMismatch | None = None
+        self.stopped: NeedsAttention | None = None
         self._recorded = recorded
         self._calls = 0
 
-    def place(self, kind: str, name: str | None, key: str | None) -> tuple[str, Event | None]:
-        """The place of the next call, and the event the journal holds there, if any."""
+    def place(self, operation: str, name: str | None, key: str | None) -> tuple[str, list[Event]]:
+        """The place of the next call, and the events the journal holds there (oldest first)."""
         index = self._calls
         self._calls += 1
         call = key if key is not None else f"#{index}"
-        event = self._recorded.get(call)
-        if event is not None and (event.kind != kind or event.data.get("name") != name):
-            had = f"{event.kind} {event.data.get('name') or ''}".strip()
-            now = f"{kind} {name or ''}".strip()
-            msg = (
-                f"run {self.run_id}, step {self.step!r} (visit {self.visit}), call {call}: "
-                f"the journal has {had!r} there but the code now makes {now!r}. The code "
-                "changed in a way this run cannot follow: revert it, or start a new run"
-            )
-            # Kept as well as raised: a handler that catches every exception must not hide it.
-            self.mismatch = ReplayMismatch(msg)
-            raise self.mismatch
-        return call, event
+        events = self._recorded.get(call, [])
+        if events:
+            had = (OPERATIONS.get(events[0].kind, events[0].kind), events[0].data.get("name"))
+            if had != (operation, name):
+                self.fail_mismatch(call, f"{had[0]} {had[1] or ''}", f"{operation} {name or ''}")
+        return call, events
+
+    def fail_mismatch(self, call: str, had: str, now: str) -> NoReturn:
+        """Stop the step: at `call` the journal holds `had`, but the code now does `now`."""
+        msg = (
+            f"run {self.run_id}, step {self.step!r} (visit {self.visit}), call {call}: "
+            f"the journal has {had.strip()!r} there but the code now makes {now.strip()!r}. "
+            "The code changed in a way this run cannot follow: revert it, or start a new run"
+        )
+        # Kept as well as raised: a handler that catches every exception must not hide it.
+        self.mismatch = ReplayMismatch(msg)
+        raise self.mismatch
 
     def effect(self, name: str, fn: Callable[[], Any], *, key: str | None = None) -> Any:
         """Run `fn` once and journal its result; after a crash, return the journaled result.
@@ -88,9 +120,9 @@ class Context:
         The result must be JSON (or attrs values, which are unstructured); what is returned is
         the journaled JSON form, the same on the first run and on a resume.
         """
-        call, event = self.place(k.EFFECT_DONE, name, key)
-        if event is not None:
-            return event.data["result"]
+        call, events = self.place("effect", name, key)
+        if events:
+            return events[-1].data["result"]
         self.checkpoint("effect.before")
         result = fn()
         if type(result) in _SCALARS:
@@ -104,8 +136,8 @@ class Context:
 
     def decide(self, *, item: Any, outcome: str, reason: str | None = None, **inputs: Any) -> None:
         """Record a decision about `item`: its `outcome`, the `reason`, and the inputs to it."""
-        call, event = self.place(k.DECISION, None, None)
-        if event is not None:
+        call, events = self.place("decision", None, None)
+        if events:
             return
         data = {
             "call": call,
@@ -115,6 +147,66 @@ class Context:
             "inputs": convert.to_json(self.converter, inputs),
         }
         self.writer.record(k.DECISION, self.step, data)
+
+    def ask(
+        self,
+        schema: type[T],
+        *,
+        prompt: str,
+        system: str | None = None,
+        model: str | None = None,
+        max_tokens: int = 1024,
+        retries: int = 2,
+        cache_system: bool = False,
+        temperature: float | None = None,
+        key: str | None = None,
+    ) -> T:
+        """Ask the model; return its answer as a validated `schema` (an attrs class, or str).
+
+        The answer is forced through a tool whose JSON schema is derived from `schema`, then
+        structured and validated; an answer that does not fit is recorded and the model is asked
+        again with the errors, at most `retries` more times. Transport errors are retried apart,
+        per the retry policy. Every attempt is journaled and priced; after a crash, an answer in
+        the journal is returned without a request.
+        """
+        if self.models is None:
+            msg = "this run has no model configured (Options.models)"
+            raise RuntimeError(msg)
+        return self.models.ask(
+            self,
+            schema,
+            prompt=prompt,
+            system=system,
+            model=model,
+            max_tokens=max_tokens,
+            retries=retries,
+            cache_system=cache_system,
+            temperature=temperature,
+            key=key,
+        )
+
+    def act(
+        self,
+        name: str,
+        key: str,
+        fn: Callable[[str], Any],
+        *,
+        idempotent: bool,
+        what: Any = None,
+        repeat: bool = False,
+    ) -> Any:
+        """Do an irreversible action once, gated by journaled intent and outcome.
+
+        `fn(key)` does it, handing `key` to the outside system as the idempotency key, and
+        returns a JSON result. `idempotent` says whether that system dedupes by key: it decides
+        what happens to an action whose outcome is unknown (retried with the same key, or the
+        run stops for a person to `journal resolve`). A key done by any run of the journal is not
+        done again (`action.skipped`, naming that run), unless `repeat` is true. `what`
+        describes the action for the journal's intent hash.
+        """
+        from machine.actions import act
+
+        return act(self, name, key, fn, idempotent=idempotent, what=what, repeat=repeat)
 
     def goto(self, step: str, state: S) -> Goto[S]:
         """Go on with the step named `step` and the new `state`."""

@@ -6,26 +6,24 @@ error, never silently converted, because the same conversion checks what the mod
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
-from cattrs.cols import homogenous_tuple_structure_factory, is_sequence, list_structure_factory
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_any_set,
+    is_sequence,
+    list_structure_factory,
+)
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import make_converter
 
+from machine.errors import ConversionError
+
 T = TypeVar("T")
-
-
-class ConversionError(ValueError):
-    """A value does not fit the type asked for; `errors` lists each problem with its path."""
-
-    def __init__(self, what: str, type_name: str, errors: list[str]) -> None:
-        self.what = what
-        self.type_name = type_name
-        self.errors = errors
-        super().__init__(f"{what} does not fit {type_name}: {'; '.join(errors)}")
 
 
 _JSON_NAMES = {
@@ -46,7 +44,9 @@ def json_name(value: Any) -> str:
 
 
 def _strict(kind: type, accepts: tuple[type, ...]) -> Any:
-    def structure(value: Any, _: type) -> Any:
+    def structure(value: Any, type_: type) -> Any:
+        if type_ is not kind and issubclass(type_, enum.Enum):
+            return _enum_member(value, type_)  # an IntEnum or a str enum, dispatched here
         # bool is an int subclass, but JSON's true is not a number.
         if not isinstance(value, accepts) or (isinstance(value, bool) and kind is not bool):
             raise TypeError(f"expected {_JSON_NAMES[kind]}, got {json_name(value)}")
@@ -71,10 +71,30 @@ def _objects_only(converter: cattrs.Converter) -> Any:
     return factory
 
 
+def _enum_member(value: Any, type_: type[enum.Enum]) -> Any:
+    # By value and JSON type: true is not the member whose value is 1.
+    for member in type_:
+        if type(member.value) is type(value) and member.value == value:
+            return member
+    raise ValueError(f"expected one of {[m.value for m in type_]}, got {value!r}")
+
+
+def _is_array(type_: Any) -> bool:
+    return is_sequence(type_) or is_any_set(type_) or getattr(type_, "__origin__", None) is tuple
+
+
 def _arrays_only(converter: cattrs.Converter) -> Any:
     def factory(type_: Any) -> Any:
-        # Without this, a string would become a list of its characters.
-        if getattr(type_, "__origin__", None) is tuple:
+        # Without this, a string would become a list (or set) of its characters.
+        origin = getattr(type_, "__origin__", None)
+        inner: Any
+        if is_any_set(type_):
+            as_list = list_structure_factory(list[type_.__args__[0]], converter)
+            collect = frozenset if origin is frozenset else set
+            inner = lambda value, _: collect(as_list(value, None))  # noqa: E731
+        elif origin is tuple and not (len(type_.__args__) == 2 and type_.__args__[1] is ...):
+            inner = converter.gen_structure_hetero_tuple(type_)
+        elif origin is tuple:
             inner = homogenous_tuple_structure_factory(type_, converter)
         else:
             inner = list_structure_factory(type_, converter)
@@ -92,12 +112,11 @@ def _arrays_only(converter: cattrs.Converter) -> Any:
 def make() -> cattrs.Converter:
     """A converter for pipeline values; each Machine builds its own."""
     converter = make_converter()
-    converter.register_structure_hook(str, _strict(str, (str,)))
-    converter.register_structure_hook(int, _strict(int, (int,)))
-    converter.register_structure_hook(float, _strict(float, (int, float)))
-    converter.register_structure_hook(bool, _strict(bool, (bool,)))
+    for kind, accepts in ((str, (str,)), (int, (int,)), (float, (int, float)), (bool, (bool,))):
+        converter.register_structure_hook(kind, _strict(kind, accepts))
+    converter.register_structure_hook(enum.Enum, _enum_member)
     converter.register_structure_hook_factory(attrs.has, _objects_only(converter))
-    converter.register_structure_hook_factory(is_sequence, _arrays_only(converter))
+    converter.register_structure_hook_factory(_is_array, _arrays_only(converter))
     return converter
 
 

@@ -15,7 +15,7 @@ import attrs
 import cattrs
 
 from machine import convert
-from machine.errors import DefinitionError, InputMismatch
+from machine.errors import ConversionError, DefinitionError, InputMismatch
 
 if TYPE_CHECKING:
     from machine.context import Context
@@ -110,7 +110,7 @@ class Machine(Generic[S]):
             if self._input is None:
                 return convert.structure(self.converter, raw, self.state, "input")
             value = convert.structure(self.converter, raw, self._input_type, "input")
-        except convert.ConversionError as e:
+        except ConversionError as e:
             raise InputMismatch(str(e)) from e
         try:
             state = self._input(value)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from machine.retry import Failure
+
 
 class MachineError(Exception):
     """Base class of every error the machine layer raises."""
@@ -37,3 +42,80 @@ class RunAlreadyDone(MachineError):
 
 class WrongMachine(MachineError, ValueError):
     """The code loaded to resume a run is not the machine that started it."""
+
+
+class NeedsAttention(MachineError):
+    """An action's outcome is unknown and the action is not safe to repeat: a person decides."""
+
+    def __init__(self, message: str, *, name: str, key: str, call: str) -> None:
+        super().__init__(message)
+        self.name, self.key, self.call = name, key, call
+
+
+class ActionFailed(MachineError):
+    """An action failed for sure (a fatal error, or retries used up)."""
+
+
+class NothingToResolve(MachineError, LookupError):
+    """`journal resolve` named a key that has no action in doubt in that run."""
+
+
+class ConversionError(MachineError, ValueError):
+    """A value does not fit the type asked for; `errors` lists each problem with its path."""
+
+    def __init__(self, what: str, type_name: str, errors: list[str]) -> None:
+        self.what = what
+        self.type_name = type_name
+        self.errors = errors
+        super().__init__(f"{what} does not fit {type_name}: {'; '.join(errors)}")
+
+
+class FakeSpecError(MachineError, ValueError):
+    """A --fake-model spec that cannot be parsed; the message says what is wrong."""
+
+
+class SchemaError(MachineError, TypeError):
+    """A type that cannot be described as JSON Schema; the message names the field path."""
+
+
+class ModelUnavailable(MachineError):
+    """No way to reach a model: no API key, and no fake model asked for."""
+
+
+class ModelCallFailed(MachineError):
+    """The API did not answer: a fatal error, or retries used up. Names run, step and call."""
+
+
+class OutputRejected(MachineError):
+    """Every answer the model gave, first and retried, failed validation."""
+
+
+class UnknownModel(MachineError, LookupError):
+    """No price for a model: the message names it, some models the table knows, and the fix."""
+
+
+class PriceFileError(MachineError, ValueError):
+    """A price file that cannot be read; the message names the file and the problem."""
+
+
+class Retryable(Exception):
+    """Raised by an action's code to say: this failed, and trying again is safe."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CallFailed(MachineError):
+    """The call did not succeed: `failure` is the last failure, `attempts` how many were made,
+    `exhausted` True when it stopped for lack of attempts (False: the failure was not retryable)."""
+
+    def __init__(self, failure: Failure, *, attempts: int, exhausted: bool) -> None:
+        if exhausted:
+            msg = f"gave up after {attempts} attempts: {failure.describe()}"
+        else:
+            msg = f"not retryable: {failure.describe()}"
+        super().__init__(msg)
+        self.failure = failure
+        self.attempts = attempts
+        self.exhausted = exhausted

@@ -9,6 +9,8 @@ context answer from the journal every call already made.
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -32,12 +34,17 @@ from journal import (
 from journal import events as k
 from journal.events import dumps
 from machine import convert
-from machine.context import Checkpoint, Context, no_checkpoint
+from machine.context import OPERATIONS, Checkpoint, Context, no_checkpoint
 from machine.definition import Fail, Finish, Goto, Machine
-from machine.errors import InputMismatch, StateNotJSON, WrongMachine
-
-MEMO_KINDS = (k.EFFECT_DONE, k.DECISION)
-"""The kinds of event a re-entered step finds again at their place."""
+from machine.errors import (
+    ConversionError,
+    InputMismatch,
+    NeedsAttention,
+    StateNotJSON,
+    WrongMachine,
+)
+from machine.model import Models, ModelSession, Retrying, anthropic_api
+from machine.retry import RetryPolicy
 
 
 @attrs.frozen
@@ -46,6 +53,13 @@ class Options:
 
     lease_ttl: float = 30.0
     checkpoint: Checkpoint = no_checkpoint
+    models: Models | None = None
+    """How `ctx.ask` reaches a model; None means the Anthropic API with ANTHROPIC_API_KEY."""
+    retry: RetryPolicy = attrs.Factory(RetryPolicy)
+    """How model calls and actions are retried."""
+    sleep: Callable[[float], None] = time.sleep
+    seed: int | None = None
+    """Seeds the backoff jitter; None draws it from the system."""
     on_start: Callable[[Run], None] | None = None
     """Called once the run exists and this process holds it, before its first step."""
 
@@ -153,15 +167,15 @@ def resume(
         at = fold.state_at(journal, run_id)
         try:
             state = convert.structure(machine.converter, at.state, machine.state, "the state")
-        except convert.ConversionError as e:
+        except ConversionError as e:
             msg = (
                 f"run {run_id}: the state in the journal no longer fits {machine.state.__name__} "
                 f"({'; '.join(e.errors)}); the state type changed since the run started"
             )
             raise InputMismatch(msg) from e
-        recorded = {
-            e.data["call"]: e for e in journal.events(run_id, after=at.seq, kinds=MEMO_KINDS)
-        }
+        recorded: dict[str, list[Event]] = {}
+        for event in journal.events(run_id, after=at.seq, kinds=tuple(OPERATIONS)):
+            recorded.setdefault(event.data["call"], []).append(event)
     except BaseException:
         journal.release_lease(run_id, holder.owner)
         raise
@@ -203,8 +217,15 @@ class _Live:
         self.run_id = run_id
         self.holder = holder
         self.options = options
+        models = options.models or anthropic_api()
+        self.retrying = Retrying(
+            options.retry, options.sleep, random.Random(options.seed), journal.clock
+        )
+        self.models = ModelSession(models, self.retrying)
         self.heartbeat = Heartbeat(journal, run_id, holder, options.lease_ttl).start()
-        self.writer = RunWriter(journal, run_id, last_seq=last_seq, heartbeat=self.heartbeat)
+        self.writer = RunWriter(
+            journal, run_id, last_seq=last_seq, heartbeat=self.heartbeat, redact=models.secrets
+        )
 
     def execute(
         self,
@@ -213,7 +234,7 @@ class _Live:
         step: str | None,
         *,
         visit: int,
-        recorded: dict[str, Event],
+        recorded: dict[str, list[Event]],
         created: bool = False,
     ) -> Outcome:
         writable = True
@@ -236,7 +257,7 @@ class _Live:
         return Outcome(self.journal.run(self.run_id), created=created)
 
     def _loop(
-        self, state: Any, state_json: Any, step: str, visit: int, recorded: dict[str, Event]
+        self, state: Any, state_json: Any, step: str, visit: int, recorded: dict[str, list[Event]]
     ) -> None:
         machine, writer = self.machine, self.writer
         state_bytes = len(dumps(state_json))
@@ -256,6 +277,8 @@ class _Live:
                 converter=machine.converter,
                 recorded=recorded,
                 checkpoint=self.options.checkpoint,
+                models=self.models,
+                retrying=self.retrying,
             )
             recorded = {}
             try:
@@ -263,15 +286,24 @@ class _Live:
             except NotJSON as e:
                 self._fail(step, f"step {step!r}: {e}")
                 return
+            except NeedsAttention as e:
+                self._stop(step, ctx.stopped or e)
+                return
             except JournalError:
                 raise
             except Exception as e:
+                if ctx.stopped is not None and ctx.mismatch is None:
+                    self._stop(step, ctx.stopped)
+                    return
                 error = ctx.mismatch or e
                 trace = traceback.format_exc(limit=-12)
                 self._fail(step, f"{type(error).__name__}: {error}", trace=trace)
                 return
             if ctx.mismatch is not None:
                 self._fail(step, str(ctx.mismatch))
+                return
+            if ctx.stopped is not None:
+                self._stop(step, ctx.stopped)
                 return
             problem = self._check(step, result)
             if problem is not None:
@@ -324,6 +356,10 @@ class _Live:
                 f"not {machine.state.__name__}"
             )
         return None
+
+    def _stop(self, step: str, stop: NeedsAttention) -> None:
+        data = {"call": stop.call, "name": stop.name, "key": stop.key, "message": str(stop)}
+        self.writer.commit(k.RUN_NEEDS_ATTENTION, step, data)
 
     def _fail(self, step: str, error: str, *, trace: str | None = None) -> None:
         data: dict[str, Any] = {"error": error}

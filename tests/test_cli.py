@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, cli, digest
+from conftest import FIXTURES, cli, digest, journal_command
 
 LINES = str(FIXTURES / "lines.py")
 
@@ -268,3 +269,45 @@ def test_a_usage_error_is_one_line_with_exit_2(db: Path) -> None:
     assert_one_line_error(cli("runs", "--no-such-flag", db=db), says="No such option")
     assert_one_line_error(cli("sql", "select 1", "--json", "--csv", db=db), says="one of --json")
     assert_one_line_error(cli("replay", "ab", "--at", "0", db=db), says="--at")
+
+
+TRIAGE = str(FIXTURES / "triage.py")
+TICKETS = str(FIXTURES / "tickets.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (("--fake-model", "bogus"), "'bogus' is not name=rate"),
+        (("--fake-model", "429=2"), "outside [0, 1]"),
+        (("--fake-model", "chaos", "--prices", "absent.json"), "cannot read the price file"),
+        (("--fake-model", "chaos", "--prices", "bad.json"), "model 'x'"),
+    ],
+)
+def test_bad_model_flags(
+    done_run: str, db: Path, tmp_path: Path, flags: tuple[str, ...], says: str
+) -> None:
+    (tmp_path / "bad.json").write_text('{"models": {"x": []}}')
+    before = digest(db)
+    assert_one_line_error(
+        cli("run", TRIAGE, "--input", TICKETS, *flags, db=db, cwd=tmp_path), says=says
+    )
+    assert digest(db) == before
+
+
+def test_no_api_key_fails_the_run_saying_what_to_do(tmp_path: Path, db: Path) -> None:
+    """Without a key the first ask fails the run, resumably, and says how to run offline."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    result = subprocess.run(
+        [*journal_command(), "run", TRIAGE, "--input", TICKETS, "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "ANTHROPIC_API_KEY is not set" in result.stderr and "--fake-model" in result.stderr
+    assert "Traceback" not in result.stderr

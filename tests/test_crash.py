@@ -17,9 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conftest import FIXTURES, cli, spawn
+from conftest import FIXTURES, cli, journal_command, spawn
 
 from journal import Journal, state_at
+from machine import FakeModel, Faults, serve
 
 LINES = str(FIXTURES / "lines.py")
 
@@ -133,3 +134,107 @@ def test_two_resumes_at_once_one_proceeds_the_other_names_the_holder(tmp_path: P
     with Journal.open(db) as journal:
         assert journal.run(run_id).status == "done"
         assert journal.run(run_id).resumes == 1
+
+
+def triage_env(url: str) -> dict[str, str]:
+    return {**os.environ, "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "test-key"}
+
+
+def decisions(db: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute("SELECT item, outcome FROM decisions ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path) -> None:
+    """30+ SIGKILLs of the triage pipeline against the fake API on loopback and the pager.
+
+    The fake's request log shows no answered request asked again beyond one per kill (the one
+    in flight); the final decisions equal an uninterrupted run's; exactly one page per ticket
+    at or above the threshold, none for the others.
+    """
+    tickets = str(FIXTURES / "tickets.jsonl")
+    triage = str(FIXTURES / "triage.py")
+    faults = Faults({"429": 0.05, "529": 0.05, "missing": 0.03}, seed=11)
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    with serve(FakeModel(faults=faults, retry_after=0.01)) as server:
+        done = subprocess.run(
+            [*journal_command(), "run", triage, "--input", tickets, "--db", "journal.db"],
+            cwd=reference,
+            env=triage_env(server.url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    expected = decisions(reference / "journal.db")
+    expected_pages = {item for item, outcome in expected if outcome == "page"}
+    assert 0 < len(expected_pages) < len(expected)
+
+    work, log = tmp_path / "work", tmp_path / "requests.jsonl"
+    work.mkdir()
+    db = work / "journal.db"
+    seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    kills = 0
+    # Answers take 150 ms, so that a run lasts long enough to be killed in.
+    with serve(FakeModel(faults=faults, retry_after=0.01, latency=0.15), log=log) as server:
+        env = triage_env(server.url)
+        while True:
+            ids = run_ids(db)
+            args = ["resume", ids[0]] if ids else ["run", triage, "--input", tickets]
+            process = subprocess.Popen(
+                [*journal_command(), *args, "--db", str(db)],
+                cwd=work,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            if kills >= 30:
+                _, err = process.communicate(timeout=180)
+                assert process.returncode == 0, (seed, err)
+                break
+            seen = len(log.read_text().splitlines()) if log.exists() else 0
+            if kills % 6 == 0:
+                time.sleep(rng.uniform(0, 1.0))  # during start-up or the lease, rebuild, fold
+            else:
+                # Once this process is asking, at a random moment within the next few calls.
+                deadline = time.monotonic() + 30
+                while process.poll() is None and time.monotonic() < deadline:
+                    if log.exists() and len(log.read_text().splitlines()) > seen:
+                        break
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0, 0.1))
+            if process.poll() is not None:
+                assert process.returncode == 0, (
+                    seed,
+                    process.stderr.read() if process.stderr else "",
+                )
+                break
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    assert kills >= 30, f"seed {seed}: the run ended after {kills} kills"
+
+    assert decisions(db) == expected, f"seed {seed}"
+    with Journal.open(db) as journal:
+        (run,) = journal.runs()
+        assert run.status == "done"
+        assert run.resumes >= 10, f"seed {seed}: only {run.resumes} kills landed in the run"
+        answered = run.model_calls
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    ok = Counter(line["body_hash"] for line in lines if line["status"] == 200)
+    repeated = sum(n - 1 for n in ok.values())
+    assert repeated <= kills, f"seed {seed}: {repeated} answered requests asked again"
+    assert answered == len(ok), f"seed {seed}: the journal holds an answer twice, or lost one"
+
+    outbox = work / "outbox"
+    assert {p.stem for p in outbox.glob("T-*.json")} == expected_pages, f"seed {seed}"
+    calls = Counter((outbox / "requests.log").read_text().split())
+    assert set(calls) == expected_pages
+    assert sum(calls.values()) - len(calls) <= kills, f"seed {seed}: pager called too often"

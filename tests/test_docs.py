@@ -60,15 +60,24 @@ def test_the_readme_starts_with_the_two_setup_commands() -> None:
 
 def _section(title: str) -> str:
     start = README.index(f"### {title}")
-    end = README.index("\n## ", start)
-    return README[start:end]
+    ends = [README.find(mark, start + 4) for mark in ("\n## ", "\n### ")]
+    return README[start : min(e for e in ends if e != -1)]
+
+
+def _blocks(title: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", _section(title), re.S)
 
 
 def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
-    """The worked example's shell blocks, run in order: run, kill, resume, query, replay."""
-    blocks = re.findall(r"```bash\n(.*?)```", _section("Run it, kill it, resume it"), re.S)
-    for title in ("Query it with SQL", "Replay it"):
-        blocks += re.findall(r"```bash\n(.*?)```", _section(title), re.S)
+    """The worked example's shell blocks, run in order: run, kill, resume, query, replay, ask."""
+    main_job = re.search(r"\.venv/bin/(journal run .*)", README)
+    assert main_job is not None
+    blocks = [
+        b
+        for title in ("Run it, kill it, resume it", "Query it with SQL", "Replay it")
+        for b in _blocks(title)
+    ]
+    blocks += [main_job.group(1), *_blocks("Ask a model")]
     script = "set -e\n" + "\n".join(blocks)
     shutil.copytree(ROOT / "fixtures", tmp_path / "fixtures")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -83,3 +92,6 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     assert {line.split()[0] for line in written} == {f"item-{i}" for i in range(10)}
     assert "item-1,long" not in result.stdout  # --json was asked for; rows are objects
     assert '"kind": "decision"' in result.stdout
+    assert "claude-haiku-4-5  63" in result.stdout  # journal cost --by model, after the main job
+    assert "rate_limit_error" in result.stdout
+    assert len(list((tmp_path / "outbox").glob("T-*.json"))) > 0

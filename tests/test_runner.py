@@ -210,7 +210,7 @@ def test_code_that_no_longer_fits_the_journal_fails_naming_step_and_call(journal
     assert outcome.run.status == "failed"
     error = outcome.run.error or ""
     assert "step 'tick'" in error and "call #0" in error
-    assert "'effect.done tick'" in error and "'effect.done tock'" in error
+    assert "'effect tick'" in error and "'effect tock'" in error
 
 
 def test_an_exception_fails_the_run_and_a_resume_after_the_fix_finishes_it(

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import pytest
+import sqlite_utils
 
 from journal import (
     ConcurrentAppend,
@@ -23,6 +24,7 @@ from journal import (
     NotJSON,
     RunNotFound,
     RunWriter,
+    schema,
     state_at,
 )
 from journal import events as k
@@ -97,7 +99,26 @@ def test_processes_creating_one_journal_at_once_all_succeed(db: Path) -> None:
     errors = [p.communicate()[1] for p in processes]
     assert [p.returncode for p in processes] == [0] * 4, errors
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+    applied = conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0]
+    assert applied == len(schema.MIGRATIONS)
+
+
+def test_an_older_journal_is_migrated_and_keeps_its_runs(db: Path) -> None:
+    """A journal made by the first schema gains the later tables and columns, rows intact."""
+    old = sqlite_utils.Database(db)
+    first = sqlite_utils.Migrations(schema.MIGRATION_SET)
+    name, fn = schema.MIGRATIONS[0]
+    first(name=name)(fn)
+    first.apply(old)
+    old.execute("INSERT INTO runs (run_id, machine, status) VALUES ('abc123', 'm', 'done')")
+    old.conn.commit()
+    old.close()
+    with Journal.open(db) as journal:
+        run = journal.run("abc123")
+        assert run.status == "done"
+        assert run.cost_usd == 0
+        assert journal.conn.execute("SELECT count(*) FROM model_calls").fetchone()[0] == 0
+        assert journal.conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
 
 
 def test_append_and_read_back_in_order(journal: Journal) -> None:

@@ -1,0 +1,231 @@
+"""Irreversible actions: intent on disk before, outcome after, never done twice.
+
+`ctx.act(name, key, fn, idempotent=...)` journals `action.intended` and syncs it to disk before
+`fn(key)` runs, then `action.done` (or `action.failed`, per attempt). The `action_keys` table is
+the seen-store: the intent is written only if no run has done that key and no other run is
+acting on it, in the same transaction, so a key is acted on once across the whole journal.
+
+An intent without an outcome is in doubt: the process died while the action ran. If the
+outside system dedupes by key (`idempotent=True`) it is simply done again with the same key.
+If not, only a person can say what happened: the run stops as `needs_attention` until
+`journal resolve` records the answer. A failure whose outcome is unknown (a timeout, a dropped
+connection, a 5xx) is in doubt in the same way, and is not retried blindly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
+
+from journal import Action, ActionBusy, ActionDone, Event, Holder, Journal, RunWriter
+from journal import events as k
+from journal.events import dumps
+from machine import convert, retry
+from machine.errors import ActionFailed, CallFailed, NeedsAttention, NothingToResolve, Retryable
+
+if TYPE_CHECKING:
+    from machine.context import Context
+
+
+@attrs.frozen
+class _Skipped:
+    run_id: str
+    result: Any
+
+
+def intent_hash(name: str, key: str, what: Any) -> str:
+    """A hash of what an action does: its name, its key, and the description it was given."""
+    text = json.dumps([name, key, what], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _outcome(events: list[Event]) -> tuple[str | None, Any]:
+    """Where the journal leaves an action: None (never tried), or its state and result."""
+    state: str | None = None
+    result: Any = None
+    for e in events:
+        if e.kind == k.ACTION_INTENDED:
+            state = "in_doubt"
+        elif e.kind == k.ACTION_FAILED:
+            state = "in_doubt" if e.data.get("in_doubt") else "failed"
+        elif e.kind in (k.ACTION_DONE, k.ACTION_SKIPPED):
+            state, result = "done", e.data.get("result")
+        elif e.kind == k.ACTION_RESOLVED:
+            done = e.data["outcome"] == "done"
+            state, result = ("done", e.data.get("result")) if done else ("not_done", None)
+    return state, result
+
+
+def act(
+    ctx: Context,
+    name: str,
+    key: str,
+    fn: Callable[[str], Any],
+    *,
+    idempotent: bool,
+    what: Any = None,
+    repeat: bool = False,
+) -> Any:
+    """Do the action once; see `Context.act`."""
+    call, events = ctx.place("act", name, None)
+    if events and events[0].data.get("key") != key:
+        ctx.fail_mismatch(call, f"act {name} {events[0].data.get('key')}", f"act {name} {key}")
+    intent = intent_hash(name, key, convert.to_json(ctx.converter, what))
+    state, result = _outcome(events)
+    if state == "done":
+        return result
+    base = {"call": call, "name": name, "key": key, "idempotent": idempotent}
+    if repeat:
+        base["repeat"] = True
+    if state == "in_doubt" and not idempotent:
+        _stop(ctx, base, "its outcome is unknown (the process stopped while it ran)")
+    attempts_before = sum(e.kind == k.ACTION_INTENDED for e in events)
+    doubt: list[retry.Failure] = []
+    busy: list[str] = []
+    writer, step = ctx.writer, ctx.step
+
+    def attempt(n: int) -> Any:
+        ctx.checkpoint("action.before")
+        try:
+            writer.commit(
+                k.ACTION_INTENDED,
+                step,
+                {**base, "intent": intent, "attempt": attempts_before + n},
+                sync=True,
+                claim=None if repeat else (name, key),
+            )
+        except ActionDone as e:
+            return _Skipped(e.run_id, e.result)
+        except ActionBusy as e:
+            busy.append(e.run_id)
+            raise Retryable(f"in progress in run {e.run_id}") from e
+        ctx.checkpoint("action.intended")
+        value = fn(key)
+        ctx.checkpoint("action.ran")
+        value = json.loads(dumps(convert.to_json(ctx.converter, value)))
+        writer.commit(
+            k.ACTION_DONE, step, {**base, "attempt": attempts_before + n, "result": value}
+        )
+        ctx.checkpoint("action.done")
+        return value
+
+    def classify(exc: BaseException, *, now: float) -> retry.Failure:
+        failure = retry.classify(exc, now=now)
+        # Not idempotent and maybe done (a timeout, a dropped connection, a 5xx): doing it
+        # again could do it twice, so it is not retried; a person decides.
+        unknown = (
+            failure.retryable
+            and not isinstance(exc, Retryable)
+            and (failure.status is None or failure.status >= 500)
+        )
+        if unknown and not idempotent:
+            doubt.append(failure)
+            return attrs.evolve(failure, retryable=False)
+        return failure
+
+    def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
+        writer.commit(
+            k.ACTION_FAILED,
+            step,
+            {
+                **base,
+                "attempt": attempts_before + n,
+                "status": failure.status,
+                "error_type": failure.error_type,
+                "message": failure.message,
+                "retryable": failure.retryable,
+                "in_doubt": bool(doubt),
+                "delay_s": wait,
+            },
+        )
+
+    assert ctx.retrying is not None
+    try:
+        done = ctx.retrying.call(attempt, failed, classify)
+    except CallFailed as e:
+        if doubt:
+            _stop(ctx, base, f"its outcome is unknown after {e.failure.message}")
+        if busy and e.exhausted:
+            _stop(ctx, base, f"run {busy[-1]} is acting on the same key; resume once it is done")
+        msg = f"run {ctx.run_id}, step {step!r}: action {name} {key!r} failed: {e}"
+        raise ActionFailed(msg) from e
+    if isinstance(done, _Skipped):
+        skipped = {**base, "done_in_run": done.run_id, "result": done.result}
+        writer.commit(k.ACTION_SKIPPED, step, skipped)
+        return done.result
+    return done
+
+
+def _stop(ctx: Context, base: dict[str, Any], why: str) -> NoReturn:
+    name, key, call = base["name"], base["key"], base["call"]
+    message = (
+        f"action {name} {key!r} needs attention: {why}. Check whether it happened, then "
+        f"`journal resolve {ctx.run_id} {key} --done` (or --not-done) and "
+        f"`journal resume {ctx.run_id}`"
+    )
+    stop = NeedsAttention(message, name=name, key=key, call=call)
+    # Kept on the context too: a handler that catches every exception must not hide it.
+    ctx.stopped = stop
+    raise stop
+
+
+IN_DOUBT = ("intended", "in_doubt")
+"""Statuses of an action whose outcome is unknown, once no process is executing its run."""
+
+
+def resolve(
+    journal: Journal,
+    run_id: str,
+    key: str,
+    *,
+    done: bool,
+    result: Any = None,
+    name: str | None = None,
+    by: str,
+    lease_ttl: float = 30.0,
+) -> Action:
+    """Record a person's answer for an action in doubt: it happened (`done`) or it did not.
+
+    Takes the run's lease for the write, so it is refused while a process executes the run.
+    A resume then goes on: a done action is skipped with `result`, a not-done one is run.
+    """
+    holder = Holder.this_process()
+    journal.acquire_lease(run_id, holder, lease_ttl)
+    try:
+        candidates = [
+            a
+            for a in journal.actions(run_id, key=key)
+            if a.status in IN_DOUBT and name in (None, a.name)
+        ]
+        if not candidates:
+            msg = (
+                f"run {run_id} has no action in doubt with key {key!r} "
+                "(see `journal actions --in-doubt`)"
+            )
+            raise NothingToResolve(msg)
+        if len(candidates) > 1:
+            names = ", ".join(a.name for a in candidates)
+            msg = (
+                f"run {run_id} has several actions in doubt with key {key!r} ({names}): "
+                "add --action NAME"
+            )
+            raise NothingToResolve(msg)
+        (action,) = candidates
+        run = journal.run(run_id)
+        writer = RunWriter(journal, run_id, last_seq=run.last_seq)
+        data = {
+            "call": action.call,
+            "name": action.name,
+            "key": key,
+            "outcome": "done" if done else "not_done",
+            "result": result if done else None,
+            "by": by,
+        }
+        writer.commit(k.ACTION_RESOLVED, action.step, data, sync=True)
+        return action
+    finally:
+        journal.release_lease(run_id, holder.owner)

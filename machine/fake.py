@@ -1,0 +1,490 @@
+"""A fake Anthropic Messages API (`POST /v1/messages`, non-streaming) that the real SDK talks to.
+
+Owns fault specs (`parse_spec`), the fake model (`FakeModel`: answers, faults, usage, prompt
+caching) and its two doors: an in-process `httpx2` transport (`FakeModel.client()`) and a
+loopback HTTP server (`serve`) for tests whose client is another process, perhaps killed.
+
+Everything the fake answers is a function of its seed, the request body and how many times this
+instance has seen that body, hashed with sha256 (never Python's salted `hash()`), so a fresh
+process replays the same answers and faults. Header values are never recorded or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http
+import json
+import math
+import random
+import socket
+import struct
+import threading
+import time
+import types
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import attrs
+import httpx2
+
+from machine import _fake_values as values
+from machine.errors import FakeSpecError
+
+if TYPE_CHECKING:
+    import anthropic
+
+FAULTS: tuple[str, ...] = (
+    "429", "529", "500", "503", "400", "reset", "timeout",
+    "prose", "fence", "wrong_types", "missing", "empty", "truncated", "refusal",
+)  # fmt: skip
+GROUPS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
+    "garbage": ("prose", "fence", "wrong_types", "missing", "empty", "truncated"),
+    "errors": ("429", "529", "500", "503"),
+})  # fmt: skip
+# Transport errors and garbage, never 400 or refusal: a pipeline may rightly treat those as
+# final, and a chaos run must be able to end done.
+CHAOS: Mapping[str, float] = types.MappingProxyType({
+    "429": 0.06, "529": 0.04, "500": 0.03, "503": 0.03, "reset": 0.03, "timeout": 0.03,
+    "prose": 0.02, "fence": 0.02, "wrong_types": 0.01, "missing": 0.01, "empty": 0.01,
+    "truncated": 0.01,
+})  # fmt: skip
+CHAOS_SEED = 7
+_VALID = f"valid names: {', '.join(FAULTS)}, {', '.join(GROUPS)}, seed; or alone: chaos, none"
+# status, error type and message of each error fault; 503 has no type of its own in the API.
+_ERRORS: Mapping[str, tuple[int, str, str]] = types.MappingProxyType({
+    "429": (429, "rate_limit_error", "Number of requests has exceeded your rate limit (fake)."),
+    "529": (529, "overloaded_error", "Overloaded (fake)."),
+    "500": (500, "api_error", "Internal server error (fake)."),
+    "503": (503, "api_error", "Service unavailable (fake)."),
+    "400": (400, "invalid_request_error", "Injected invalid request (fake)."),
+})  # fmt: skip
+
+Responder = Callable[[dict[str, Any]], Any]
+"""Given the request body (a dict), returns the tool input (a dict) for a forced-tool request,
+or the text (a str) for a free-text request."""
+
+
+def _check_rates(instance: Any, attribute: Any, rates: Mapping[str, float]) -> None:
+    for name, rate in rates.items():
+        if name not in FAULTS:
+            raise FakeSpecError(f"unknown fault {name!r}; {_VALID}")
+        if not 0.0 <= rate <= 1.0:  # also rejects NaN
+            raise FakeSpecError(f"rate of {name} is {rate}, outside [0, 1]; {_VALID}")
+    if math.fsum(rates.values()) > 1.0 + 1e-9:
+        total = math.fsum(rates.values())
+        raise FakeSpecError(f"fault rates add up to {total:g}, above 1; {_VALID}")
+
+
+def _read_only(rates: Mapping[str, float]) -> Mapping[str, float]:
+    return types.MappingProxyType(dict(rates))
+
+
+@attrs.frozen
+class Faults:
+    """How often each fault is injected: fault name -> probability per request."""
+
+    rates: Mapping[str, float] = attrs.field(converter=_read_only, validator=_check_rates)
+    seed: int = 0
+
+
+def parse_spec(spec: str) -> Faults:
+    """`chaos`, `none`, or comma-separated `name=rate` items plus optional `seed=N`.
+
+    E.g. "429=0.2,garbage=0.1,seed=7". `garbage` spreads its rate evenly over prose, fence,
+    wrong_types, missing, empty and truncated; `errors` over 429, 529, 500 and 503. A preset may
+    take a seed: "chaos,seed=3". Bad specs raise FakeSpecError with a one-line message.
+    """
+    items = [item.strip() for item in spec.split(",")]
+    if not spec.strip() or "" in items:
+        raise FakeSpecError(f"empty item in fault spec {spec!r}; {_VALID}")
+    rates: dict[str, float] = {}
+    seed: int | None = None
+    preset: str | None = None
+    given: set[str] = set()
+    for item in items:
+        if item in ("chaos", "none"):
+            if preset is not None or given:
+                raise FakeSpecError(f"{item!r} cannot be combined with other rates; {_VALID}")
+            preset = item
+            continue
+        name, eq, text = (part.strip() for part in item.partition("="))
+        if not eq:
+            raise FakeSpecError(f"{item!r} is not name=rate; {_VALID}")
+        if name in given or (name == "seed" and seed is not None):
+            raise FakeSpecError(f"{name!r} is given twice; {_VALID}")
+        if name == "seed":
+            try:
+                seed = int(text)
+            except ValueError:
+                raise FakeSpecError(f"seed must be an integer, not {text!r}; {_VALID}") from None
+            continue
+        if name not in FAULTS and name not in GROUPS:
+            raise FakeSpecError(f"unknown fault {name!r}; {_VALID}")
+        if preset is not None:
+            raise FakeSpecError(f"{preset!r} cannot be combined with other rates; {_VALID}")
+        try:
+            rate = float(text)
+        except ValueError:
+            raise FakeSpecError(
+                f"rate of {name} must be a number, not {text!r}; {_VALID}"
+            ) from None
+        if not 0.0 <= rate <= 1.0:
+            raise FakeSpecError(f"rate of {name} is {text}, outside [0, 1]; {_VALID}")
+        given.add(name)
+        for member in GROUPS.get(name, (name,)):
+            rates[member] = rates.get(member, 0.0) + rate / len(GROUPS.get(name, (name,)))
+    if preset == "chaos":
+        return Faults(CHAOS, seed=CHAOS_SEED if seed is None else seed)
+    return Faults(rates, seed=seed or 0)
+
+
+@attrs.frozen
+class Seen:
+    """One request as the fake saw it."""
+
+    body_hash: str
+    """sha256 of the canonical JSON of the request body (of the raw bytes if not JSON)."""
+    times: int
+    """How many times this fake has seen this same body, this one included."""
+    fault: str | None
+    """The fault injected, or None for a good answer."""
+    request_id: str
+
+
+@attrs.frozen
+class Reply:
+    """An HTTP answer: status, headers and JSON body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Mapping[str, Any]
+
+
+@attrs.frozen
+class Hangup:
+    """No answer: the connection is reset, or left hanging until the client times out."""
+
+    kind: Literal["reset", "timeout"]
+    request_id: str
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def _error(status: int, kind: str, message: str, request_id: str, **headers: str) -> Reply:
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+    return Reply(status, {"request-id": request_id, **headers}, body)
+
+
+class FakeModel:
+    """The fake Messages API: validates, injects faults, answers; one log entry per request.
+
+    For a free-text request, `wrong_types` and `missing` have nothing to damage, and `prose` and
+    `fence` are what a text answer is anyway: those give a good answer, logged with fault None.
+    So do `wrong_types` on a tool with no properties and `missing` on one with none required.
+
+    `reset` and `timeout` give no answer. In-process the transport raises `httpx2.ConnectError`
+    or `httpx2.ReadTimeout` at once (the SDK's `APIConnectionError`, `APITimeoutError`). The
+    server resets the connection (SO_LINGER 0), or waits `timeout_seconds` and then closes it:
+    a client whose read timeout is shorter times out, any other sees a dropped connection.
+
+    A good answer's content depends only on the seed and the body; its `id` and request id
+    also on how many times this instance has seen the body, so they stay unique per instance.
+    A responder that raises or returns the wrong type gets a 500 that says so, marked
+    `x-should-retry: false`.
+    """
+
+    def __init__(
+        self,
+        *,
+        responder: Responder | None = None,
+        faults: Faults | None = None,
+        retry_after: float = 2.0,
+        timeout_seconds: float = 0.5,
+        latency: float = 0.0,
+    ) -> None:
+        self.responder = responder
+        self.faults = faults or Faults({})
+        self.retry_after = retry_after
+        self.timeout_seconds = timeout_seconds
+        self.latency = latency
+        """Seconds each request takes before it is answered, like a model thinking."""
+        self.requests: list[Seen] = []
+        self._times: dict[str, int] = {}
+        self._cached: set[str] = set()  # hashes of prompt prefixes written to the "cache"
+        self._lock = threading.Lock()  # the server answers from several threads
+
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply | Hangup:
+        """Answer one `POST /v1/messages` with this body and these headers."""
+        return self._handle(body, headers)[1]
+
+    def transport(self) -> httpx2.MockTransport:
+        """An httpx2 transport that sends every request to this fake, in-process."""
+        return httpx2.MockTransport(self._on_request)
+
+    def client(self, api_key: str = "fake-key") -> anthropic.Anthropic:
+        """An SDK client with max_retries=0 whose requests go to this fake, in-process."""
+        import anthropic  # here, not at the top: the SDK takes seconds to import
+
+        http_client = anthropic.DefaultHttpxClient(transport=self.transport())
+        return anthropic.Anthropic(
+            api_key=api_key,
+            base_url="http://fake-anthropic.invalid",
+            max_retries=0,
+            http_client=http_client,
+        )
+
+    def _on_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method != "POST" or request.url.path != "/v1/messages":
+            reply: Reply | Hangup = _not_found(request.method, request.url.path)
+        else:
+            reply = self.handle(request.content, request.headers)
+        if isinstance(reply, Hangup) and reply.kind == "reset":
+            raise httpx2.ConnectError("fake: connection reset by peer", request=request)
+        if isinstance(reply, Hangup):
+            # In-process there is no clock to wait on: the client's read timeout "fires" at once.
+            raise httpx2.ReadTimeout("fake: no answer before the read timeout", request=request)
+        return httpx2.Response(reply.status, headers=dict(reply.headers), json=reply.body)
+
+    def _handle(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Seen, Reply | Hangup]:
+        if self.latency:
+            time.sleep(self.latency)
+        try:
+            body: Any = json.loads(raw)
+            body_hash = _digest(values.canonical(body))
+        except ValueError:  # not JSON, or not UTF-8
+            body, body_hash = None, hashlib.sha256(raw).hexdigest()
+        with self._lock:
+            times = self._times[body_hash] = self._times.get(body_hash, 0) + 1
+        seed = self.faults.seed
+        request_id = "req_fake_" + _digest(seed, body_hash, times, "request")[:24]
+        fault, reply = self._answer(body, body_hash, times, request_id, headers)
+        seen = Seen(body_hash, times, fault, request_id)
+        with self._lock:
+            self.requests.append(seen)
+        return seen, reply
+
+    def _answer(
+        self, body: Any, body_hash: str, times: int, request_id: str, headers: Mapping[str, str]
+    ) -> tuple[str | None, Reply | Hangup]:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        bearer = lowered.get("authorization", "").removeprefix("Bearer ").strip()
+        if not lowered.get("x-api-key", "").strip() and not bearer:
+            text = "x-api-key header is required"
+            return None, _error(401, "authentication_error", text, request_id)
+        problem = _invalid(body)
+        if problem is not None:
+            return None, _error(400, "invalid_request_error", problem, request_id)
+        fault = self._draw(body_hash, times)
+        if fault is not None and fault in _ERRORS:
+            status, kind, text = _ERRORS[fault]
+            extra = {"retry-after": f"{self.retry_after:g}"} if fault == "429" else {}
+            return fault, _error(status, kind, text, request_id, **extra)
+        if fault == "reset":
+            return fault, Hangup("reset", request_id)
+        if fault == "timeout":
+            return fault, Hangup("timeout", request_id)
+        rng = random.Random(_digest(self.faults.seed, body_hash, "answer"))
+        try:
+            fault, message = values.answer(body, rng, fault, self.responder)
+        except values.ResponderFailed as e:
+            # Not the model's fault but the test's: say so, and tell the SDK not to retry.
+            return None, _error(500, "api_error", str(e), request_id, **{"x-should-retry": "false"})
+        message["id"] = "msg_fake_" + _digest(self.faults.seed, body_hash, times, "message")[:24]
+        message["usage"] = self._usage(body, message["content"])
+        return fault, Reply(200, {"request-id": request_id}, message)
+
+    def _draw(self, body_hash: str, times: int) -> str | None:
+        """At most one fault, from one draw over the cumulative rates, in the order of FAULTS."""
+        digest = _digest(self.faults.seed, body_hash, times, "fault")
+        draw = int(digest[:16], 16) / 2**64
+        total = 0.0
+        for name in FAULTS:
+            total += self.faults.rates.get(name, 0.0)
+            if draw < total:
+                return name
+        return None
+
+    def _usage(self, body: Mapping[str, Any], content: list[dict[str, Any]]) -> dict[str, Any]:
+        """Tokens as characters / 4; a prompt prefix up to a `cache_control` block is cached."""
+        pieces = values.prompt_pieces(body)
+        sizes = [len(p if isinstance(p, str) else values.canonical(p)) for p, _ in pieces]
+        marks = [i for i, (_, control) in enumerate(pieces) if control is not None]
+        read = created = 0
+        ttl = "5m"
+        if marks:
+            last = marks[-1]
+            control = pieces[last][1] or {}
+            ttl = "1h" if control.get("ttl") == "1h" else "5m"
+            keys = {
+                i: _digest(body["model"], values.canonical([p for p, _ in pieces[: i + 1]]))
+                for i in marks
+            }
+            with self._lock:
+                hits = [i for i in marks if keys[i] in self._cached]
+                self._cached.update(keys.values())
+            full = values.tokens(sum(sizes[: last + 1]))
+            read = values.tokens(sum(sizes[: hits[-1] + 1])) if hits else 0
+            created = full - read
+            uncached = values.tokens(sum(sizes[last + 1 :]))
+        else:
+            uncached = values.tokens(sum(sizes))
+        return {
+            "input_tokens": uncached,
+            "output_tokens": values.tokens(values.output_chars(content)),
+            "cache_creation_input_tokens": created,
+            "cache_read_input_tokens": read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": created if ttl == "5m" else 0,
+                "ephemeral_1h_input_tokens": created if ttl == "1h" else 0,
+            },
+            "service_tier": "standard",
+        }
+
+
+def _invalid(body: Any) -> str | None:
+    """What is wrong with a request body, the way the API words it; None if nothing."""
+    if not isinstance(body, dict):
+        return "request body must be a JSON object"
+    for field in ("model", "max_tokens", "messages"):
+        if field not in body:
+            return f"{field}: Field required"
+    if not isinstance(body["messages"], list) or not isinstance(body["max_tokens"], int):
+        return "messages must be a list and max_tokens an integer"
+    if body.get("stream"):
+        return "stream: the fake Messages API answers non-streaming requests only"
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        name = choice.get("name")
+        return None if values.tool_named(body, name) else f"tool_choice: no tool {name!r} in tools"
+    return None
+
+
+def _not_found(method: str, path: str) -> Reply:
+    request_id = "req_fake_" + _digest(method, path, "not found")[:24]
+    message = f"{method} {path}: the fake serves POST /v1/messages only"
+    return _error(404, "not_found_error", message, request_id)
+
+
+class _Httpd(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], model: FakeModel, log: IO[str] | None) -> None:
+        super().__init__(address, _Handler)
+        self.model = model
+        self.log = log
+        self.log_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._aborted: set[socket.socket] = set()
+
+    def abort(self, connection: socket.socket) -> None:
+        """Close `connection` with a TCP reset instead of an orderly FIN."""
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._aborted.add(connection)
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self._aborted:
+            self._aborted.discard(request)
+            self.close_request(request)  # no shutdown(SHUT_WR): that would send a FIN first
+            return
+        super().shutdown_request(request)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Httpd
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        raw = self.rfile.read(length) if length > 0 else b""
+        if path != "/v1/messages":
+            self._send(_not_found("POST", path))
+            return
+        model = self.server.model
+        seen, reply = model._handle(raw, dict(self.headers.items()))
+        status = reply.status if isinstance(reply, Reply) else None
+        if self.server.log is not None:
+            line = {**attrs.asdict(seen), "status": status}
+            with self.server.log_lock:  # flushed before answering: a killed client can't lose it
+                self.server.log.write(json.dumps(line) + "\n")
+                self.server.log.flush()
+        self.close_connection = True
+        if isinstance(reply, Reply):
+            self._send(reply)
+        elif reply.kind == "reset":
+            self.server.abort(self.connection)
+        else:
+            self.server.stopping.wait(model.timeout_seconds)  # then close without answering
+
+    def _other(self) -> None:
+        self._send(_not_found(self.command, urlsplit(self.path).path))
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _other
+
+    def _send(self, reply: Reply) -> None:
+        data = json.dumps(reply.body, ensure_ascii=False).encode()
+        try:
+            reason = http.HTTPStatus(reply.status).phrase
+        except ValueError:
+            reason = "Overloaded" if reply.status == 529 else ""
+        try:
+            self.send_response(reply.status, reason)
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except ConnectionError:
+            pass  # the client went away (or was killed): nothing left to tell it
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the JSON log is the record, and stderr noise helps no test."""
+
+
+class FakeServer:
+    """The fake on a loopback HTTP server, in a daemon thread; a context manager."""
+
+    def __init__(self, model: FakeModel, *, host: str, port: int, log: Path | None) -> None:
+        self._log = log.open("a", encoding="utf-8") if log is not None else None
+        self._httpd = _Httpd((host, port), model, self._log)
+        self.url = f"http://{host}:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            name=f"fake-anthropic {self.url}",
+        )  # fmt: skip
+        self._thread.start()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop serving; hanging `timeout` answers end at once. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._httpd.stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+        if self._log is not None:
+            with self._httpd.log_lock:
+                self._log.close()
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(
+    model: FakeModel, *, host: str = "127.0.0.1", port: int = 0, log: Path | None = None
+) -> FakeServer:
+    """Serve `model` at http://HOST:PORT (port 0: any free one), appending to `log` if given."""
+    return FakeServer(model, host=host, port=port, log=log)

@@ -1,0 +1,325 @@
+"""Model calls: `ctx.ask` through the anthropic SDK, journaled, retried, validated and priced.
+
+Two loops that never mix. The transport loop (`machine.retry`) sends one request until the API
+answers, journaling every attempt (`model.requested`, `model.failed`, `model.answered`); the
+SDK's own retries are off. The validation loop reads the answer (`machine.output`); an answer
+that does not fit is journaled (`output.rejected`) and the model is asked again with the errors
+in the conversation. An API error is never pasted into a prompt.
+
+On resume, an answer in the journal is read again instead of asked for: nothing is paid twice.
+A journaled request whose hash differs from the one the code now builds stops the step, named
+by step and call, rather than returning an answer to another question.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from journal import Event, JournalError
+from journal import events as k
+from machine import output, retry
+from machine.errors import CallFailed, ModelCallFailed, ModelUnavailable, OutputRejected
+from machine.jsonschema import tool_for
+from machine.pricing import Price, PriceTable, Usage, cost
+
+if TYPE_CHECKING:
+    import anthropic
+
+    from machine.context import Context
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Models:
+    """How a run reaches models: a client factory, the prices, and the retry policy.
+
+    The client is made on the first `ask`, so a run that asks nothing needs no API key.
+    """
+
+    connect: Callable[[], anthropic.Anthropic]
+    prices: PriceTable
+    secrets: tuple[str, ...] = ()
+    """Strings the journal must never hold (the API key)."""
+
+
+def anthropic_api(prices: PriceTable | None = None) -> Models:
+    """The real Anthropic API, with `ANTHROPIC_API_KEY` (and `ANTHROPIC_BASE_URL` if set)."""
+    key = os.environ.get("ANTHROPIC_API_KEY", "")
+
+    def connect() -> anthropic.Anthropic:
+        import anthropic  # only when a step asks: importing the SDK takes a while
+
+        if not key:
+            msg = (
+                "ANTHROPIC_API_KEY is not set: set it to call the Anthropic API, "
+                "or run offline with --fake-model"
+            )
+            raise ModelUnavailable(msg)
+        return anthropic.Anthropic(api_key=key, max_retries=0)
+
+    return Models(connect, prices or PriceTable.load(), secrets=(key,) if key else ())
+
+
+def offline(spec: str = "none", *, prices: PriceTable | None = None) -> Models:
+    """The fake Messages API of `machine.fake`, in this process, with the faults of `spec`."""
+    from machine.fake import FakeModel, parse_spec
+
+    fake = FakeModel(faults=parse_spec(spec), retry_after=0.2)
+    return Models(fake.client, prices or PriceTable.load())
+
+
+@attrs.frozen
+class Retrying:
+    """How one run retries what fails, model calls and actions alike."""
+
+    policy: retry.RetryPolicy
+    sleep: Callable[[float], None]
+    rng: random.Random
+    clock: Callable[[], float]
+
+    def call(
+        self,
+        fn: Callable[[int], T],
+        on_failure: Callable[[int, retry.Failure, float | None], None],
+        classify: Callable[..., retry.Failure] = retry.classify,
+    ) -> T:
+        def classify_or_raise(exc: BaseException, *, now: float) -> retry.Failure:
+            if isinstance(exc, JournalError):
+                raise exc  # the journal's trouble is not the call's: never retried, never hidden
+            return classify(exc, now=now)
+
+        return retry.call(
+            fn,
+            policy=self.policy,
+            on_failure=on_failure,
+            sleep=self.sleep,
+            rng=self.rng,
+            clock=self.clock,
+            classify=classify_or_raise,
+        )
+
+
+class ModelSession:
+    """The model side of one executing run: its client, made once."""
+
+    def __init__(self, models: Models, retrying: Retrying) -> None:
+        self.models = models
+        self.retrying = retrying
+        self.clock = retrying.clock
+        self._client: anthropic.Anthropic | None = None
+
+    def client(self) -> anthropic.Anthropic:
+        if self._client is None:
+            self._client = self.models.connect()
+        return self._client
+
+    def ask(
+        self,
+        ctx: Context,
+        schema: type[T],
+        *,
+        prompt: str,
+        system: str | None,
+        model: str | None,
+        max_tokens: int,
+        retries: int,
+        cache_system: bool,
+        temperature: float | None,
+        key: str | None,
+    ) -> T:
+        name = schema.__name__
+        call, recorded = ctx.place("ask", name, key)
+        if model is None:
+            msg = f"step {ctx.step!r}: ctx.ask needs model=, e.g. model='claude-haiku-4-5'"
+            raise ValueError(msg)
+        # Priced before anything is sent: an unknown model is an error, never $0.
+        price = self.models.prices.price(model, on=_day(self.clock()))
+        tool = None if schema is str else tool_for(schema)
+        tool_name = None if tool is None else str(tool["name"])
+        asking = _Ask(self, ctx, call, name, price, _rounds(recorded))
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+        errors: list[str] = []
+        for round_ in range(retries + 1):
+            request = _request(model, system, messages, tool, max_tokens, cache_system, temperature)
+            response = asking.answer(round_, request)
+            answer = output.read_answer(response, schema, tool=tool_name, converter=ctx.converter)
+            if isinstance(answer, output.Accepted):
+                return answer.value
+            asking.rejected(round_, answer)
+            errors = answer.errors
+            messages += output.feedback(response, answer, schema_name=name, tool=tool_name)
+        msg = (
+            f"run {ctx.run_id}, step {ctx.step!r}, call {call}: {retries + 1} answers in a row "
+            f"did not fit {name}; the last: {'; '.join(errors)}"
+        )
+        raise OutputRejected(msg)
+
+
+def _day(t: float) -> datetime.date:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).date()
+
+
+def _rounds(recorded: list[Event]) -> dict[int, dict[str, Event]]:
+    """The journaled events of one ask, by round and kind."""
+    rounds: dict[int, dict[str, Event]] = {}
+    for e in recorded:
+        rounds.setdefault(e.data["round"], {})[e.kind] = e
+    return rounds
+
+
+def _request(
+    model: str,
+    system: str | None,
+    messages: list[dict[str, Any]],
+    tool: dict[str, Any] | None,
+    max_tokens: int,
+    cache_system: bool,
+    temperature: float | None,
+) -> dict[str, Any]:
+    request: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if system is not None:
+        block: dict[str, Any] = {"type": "text", "text": system}
+        if cache_system:
+            block["cache_control"] = {"type": "ephemeral"}
+        request["system"] = [block]
+    if tool is not None:
+        request["tools"] = [tool]
+        request["tool_choice"] = {
+            "type": "tool",
+            "name": tool["name"],
+            "disable_parallel_tool_use": True,
+        }
+    if temperature is not None:
+        request["temperature"] = temperature
+    return request
+
+
+def _hash(request: dict[str, Any]) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class _Ask:
+    """One `ctx.ask` call: its place, its journaled rounds, and the events it writes."""
+
+    def __init__(
+        self,
+        session: ModelSession,
+        ctx: Context,
+        call: str,
+        name: str,
+        price: Price,
+        rounds: dict[int, dict[str, Event]],
+    ) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.call = call
+        self.name = name
+        self.price = price
+        self.rounds = rounds
+
+    def _data(self, round_: int, **fields: Any) -> dict[str, Any]:
+        return {"call": self.call, "name": self.name, "round": round_, **fields}
+
+    def answer(self, round_: int, request: dict[str, Any]) -> dict[str, Any]:
+        """The response to `request`: from the journal if it holds one, else from the API."""
+        request_hash = _hash(request)
+        journaled = self.rounds.get(round_, {})
+        for kind in (k.MODEL_ANSWERED, k.MODEL_REQUESTED):
+            event = journaled.get(kind)
+            if event is not None and event.data["request_hash"] != request_hash:
+                self.ctx.fail_mismatch(
+                    self.call,
+                    f"ask {self.name} round {round_} (request {event.data['request_hash']})",
+                    f"ask {self.name} round {round_} (request {request_hash})",
+                )
+        answered = journaled.get(k.MODEL_ANSWERED)
+        if answered is not None:
+            return {
+                "content": answered.data["content"],
+                "stop_reason": answered.data["stop_reason"],
+            }
+        return self._send(round_, request, request_hash)
+
+    def _send(self, round_: int, request: dict[str, Any], request_hash: str) -> dict[str, Any]:
+        session, writer, step = self.session, self.ctx.writer, self.ctx.step
+        request_ref = writer.blob(json.dumps(request, ensure_ascii=False))
+        client = session.client()
+
+        def attempt(n: int) -> tuple[Any, float, int]:
+            writer.commit(
+                k.MODEL_REQUESTED,
+                step,
+                self._data(
+                    round_,
+                    attempt=n,
+                    model=request["model"],
+                    request_hash=request_hash,
+                    request=request_ref,
+                ),
+            )
+            self.ctx.checkpoint("model.before")
+            started = time.perf_counter()
+            message = client.messages.create(**request)
+            return message, time.perf_counter() - started, n
+
+        def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
+            writer.commit(
+                k.MODEL_FAILED,
+                step,
+                self._data(
+                    round_,
+                    attempt=n,
+                    status=failure.status,
+                    error_type=failure.error_type,
+                    message=failure.message,
+                    request_id=failure.request_id,
+                    retryable=failure.retryable,
+                    delay_s=wait,
+                ),
+            )
+
+        try:
+            message, latency, attempts = session.retrying.call(attempt, failed)
+        except CallFailed as e:
+            msg = f"run {self.ctx.run_id}, step {step!r}, call {self.call}: {e}"
+            raise ModelCallFailed(msg) from e
+        body = message.model_dump(mode="json", exclude_none=True)
+        usage = Usage.from_api(body.get("usage", {}))
+        writer.commit(
+            k.MODEL_ANSWERED,
+            step,
+            self._data(
+                round_,
+                attempt=attempts,
+                model=request["model"],
+                request_hash=request_hash,
+                request_id=getattr(message, "_request_id", None),
+                stop_reason=body.get("stop_reason"),
+                content=body.get("content", []),
+                usage=attrs.asdict(usage),
+                cost_usd=float(cost(self.price, usage)),
+                latency_ms=round(latency * 1000, 1),
+            ),
+        )
+        self.ctx.checkpoint("model.answered")
+        return {"content": body.get("content", []), "stop_reason": body.get("stop_reason")}
+
+    def rejected(self, round_: int, answer: output.Rejected) -> None:
+        if k.OUTPUT_REJECTED in self.rounds.get(round_, {}):
+            return  # journaled before the crash
+        self.ctx.writer.commit(
+            k.OUTPUT_REJECTED,
+            self.ctx.step,
+            self._data(round_, errors=answer.errors, raw=answer.raw),
+        )

@@ -1,0 +1,332 @@
+"""Tests for irreversible actions (`ctx.act`): intent before effect, never twice, in-doubt handling.
+
+The crash matrix kills real processes with SIGKILL at each window of an action, then resumes
+them with `journal resume` (and `journal resolve` where a person must answer).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from conftest import ROOT, cli, spawn
+
+import machine
+from journal import Journal
+from journal import events as k
+from machine import Context, Machine, Options, Retryable, Transition
+
+ACTING = str(ROOT / "tests" / "pipelines" / "acting.py")
+STOP_AT = str(ROOT / "tests" / "pipelines" / "stop_at.py")
+
+WINDOWS = ["action.before", "action.intended", "action.ran", "action.done"]
+
+
+def write_input(tmp_path: Path, keys: list[str], *, idempotent: bool, pause: float = 0.0) -> Path:
+    store = tmp_path / "store"
+    store.mkdir(exist_ok=True)
+    path = tmp_path / "in.json"
+    path.write_text(
+        json.dumps({"keys": keys, "store": str(store), "idempotent": idempotent, "pause": pause})
+    )
+    return path
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def start_and_kill_at(tmp_path: Path, db: Path, input_path: Path, point: str) -> str:
+    """Start a run in another process, SIGKILL it at `point`, return the run id."""
+    marker = tmp_path / "reached"
+    process = subprocess.Popen(
+        [sys.executable, STOP_AT, ACTING, str(input_path), str(db), point, str(marker)],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, f"never reached {point}"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with Journal.open(db) as journal:
+        (run,) = journal.runs()
+        return run.run_id
+
+
+@pytest.mark.parametrize("point", WINDOWS)
+def test_idempotent_action_killed_at_each_window(tmp_path: Path, db: Path, point: str) -> None:
+    """The outside system dedupes by key: after the resume it holds exactly one effect."""
+    input_path = write_input(tmp_path, ["K-1"], idempotent=True)
+    run_id = start_and_kill_at(tmp_path, db, input_path, point)
+    resumed = cli("resume", run_id, db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    store = tmp_path / "store"
+    assert (store / "K-1").read_text() == "K-1"
+    assert [p.name for p in store.iterdir() if p.name.startswith("K-")] == ["K-1"]
+    calls = len(lines(store / "calls.log"))
+    # In doubt (killed between intent and outcome), it was called again with the same key.
+    assert (
+        calls
+        == {"action.before": 1, "action.intended": 1, "action.ran": 2, "action.done": 1}[point]
+    )
+    with Journal.open(db) as journal:
+        (action,) = journal.actions(run_id)
+        assert action.status == "done"
+
+
+@pytest.mark.parametrize("point", ["action.before", "action.done"])
+def test_non_idempotent_action_with_a_known_outcome_resumes(
+    tmp_path: Path, db: Path, point: str
+) -> None:
+    """Killed before the intent, or after the outcome: the resume needs no one, sends once."""
+    input_path = write_input(tmp_path, ["K-1"], idempotent=False)
+    run_id = start_and_kill_at(tmp_path, db, input_path, point)
+    resumed = cli("resume", run_id, db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    assert lines(tmp_path / "store" / "sent.log") == ["K-1"]
+
+
+@pytest.mark.parametrize(
+    ("point", "answer", "sent_before"),
+    [("action.intended", "--not-done", 0), ("action.ran", "--done", 1)],
+)
+def test_non_idempotent_action_in_doubt_waits_for_a_person(
+    tmp_path: Path, db: Path, point: str, answer: str, sent_before: int
+) -> None:
+    """In doubt and not safe to repeat: the run stops until `journal resolve`, never sends twice."""
+    input_path = write_input(tmp_path, ["K-1"], idempotent=False)
+    run_id = start_and_kill_at(tmp_path, db, input_path, point)
+    sent = tmp_path / "store" / "sent.log"
+    for _ in range(2):  # resuming again without an answer changes nothing outside
+        stopped = cli("resume", run_id, db=db)
+        assert stopped.returncode == 1
+        assert (
+            "needs attention" in stopped.stderr
+            and f"journal resolve {run_id} K-1" in stopped.stderr
+        )
+        assert len(lines(sent)) == sent_before
+    shown = cli("show", run_id, db=db)
+    assert "needs_attention" in shown.stdout and "K-1" in shown.stdout
+    in_doubt = cli("actions", "--in-doubt", "--json", db=db)
+    assert [json.loads(line)["key"] for line in in_doubt.stdout.splitlines()] == ["K-1"]
+
+    resolved = cli("resolve", run_id, "K-1", answer, "--by", "tester", db=db)
+    assert resolved.returncode == 0, resolved.stderr
+    done = cli("resume", run_id, db=db)
+    assert done.returncode == 0, done.stderr
+    assert lines(sent) == ["K-1"]
+    with Journal.open(db) as journal:
+        (resolution,) = journal.events(run_id, kinds=(k.ACTION_RESOLVED,))
+        assert resolution.data["by"] == "tester"
+        assert journal.run(run_id).status == "done"
+
+
+def test_two_runs_on_the_same_keys_act_once(tmp_path: Path, db: Path) -> None:
+    """Different run keys, same action keys: the second run skips each, naming the first."""
+    input_path = write_input(tmp_path, ["K-1", "K-2", "K-3"], idempotent=False)
+    first = cli("run", ACTING, "--input", str(input_path), "--key", "2026-11-26", db=db)
+    second = cli("run", ACTING, "--input", str(input_path), "--key", "2026-11-26-again", db=db)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    first_id, second_id = first.stdout.split()[1], second.stdout.split()[1]
+    assert first_id != second_id
+    assert lines(tmp_path / "store" / "sent.log") == ["K-1", "K-2", "K-3"]
+    with Journal.open(db) as journal:
+        skipped = list(journal.events(second_id, kinds=(k.ACTION_SKIPPED,)))
+        assert [e.data["key"] for e in skipped] == ["K-1", "K-2", "K-3"]
+        assert {e.data["done_in_run"] for e in skipped} == {first_id}
+        assert {a.status for a in journal.actions(second_id)} == {"skipped"}
+
+
+def test_two_runs_at_once_on_the_same_keys_act_once(tmp_path: Path, db: Path) -> None:
+    """Started together, the runs race for each key: the journal lets one act, the other skips."""
+    keys = [f"K-{i}" for i in range(8)]
+    input_path = write_input(tmp_path, keys, idempotent=False, pause=0.05)
+    cli("runs", db=db)  # create the journal first, so both processes find it
+    first = spawn("run", ACTING, "--input", str(input_path), "--key", "a", db=db)
+    second = spawn("run", ACTING, "--input", str(input_path), "--key", "b", db=db)
+    for process in (first, second):
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    assert Counter(lines(tmp_path / "store" / "sent.log")) == Counter(keys)
+
+
+def test_the_intent_is_synced_before_the_action_even_at_normal_durability(db: Path) -> None:
+    """Traced statements: the intent's transaction runs under synchronous=FULL, then the action."""
+    statements: list[str] = []
+    journal = Journal.open(db, create=True, tracer=statements.append)
+    marker = "-- the action runs"
+    run_one(journal, one_action(lambda key: statements.append(marker) or key))
+    journal.close()
+    before = [s.strip() for s in statements[: statements.index(marker)]]
+    begin = max(i for i, s in enumerate(before) if s == "BEGIN IMMEDIATE")
+    assert before[begin - 1] == "PRAGMA synchronous = FULL"
+    assert any("INSERT INTO events" in s and "action.intended" in s for s in before[begin:])
+    assert before[-2:] == ["COMMIT", "PRAGMA synchronous = NORMAL"]
+    # And the durability the journal was opened with is back for everything else.
+    assert statements[-1].strip() != "PRAGMA synchronous = FULL"
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to count fsyncs")
+def test_each_intent_costs_an_fsync_at_normal_durability(tmp_path: Path) -> None:
+    """Counted by the kernel: 20 actions sync at least 20 times more than 20 plain effects."""
+
+    def syncs(kind: str) -> int:
+        script = tmp_path / f"{kind}.py"
+        script.write_text(
+            SYNC_SCRIPT.format(root=str(ROOT), kind=kind, db=str(tmp_path / f"{kind}.db"))
+        )
+        traced = subprocess.run(
+            ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert traced.returncode == 0, traced.stderr
+        counts = [
+            int(line.split()[3])
+            for line in traced.stderr.splitlines()
+            if line.strip().endswith(("fsync", "fdatasync"))
+        ]
+        return sum(counts)
+
+    # The same run with effects instead of actions: what creating the journal and closing it
+    # cost. Each intent adds at least one sync of the WAL on top.
+    assert syncs("act") >= syncs("effect") + 20
+
+
+SYNC_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import attrs, machine
+from journal import Journal
+from machine import Machine
+
+@attrs.frozen
+class S:
+    n: int = 0
+
+m = Machine("syncs", state=S, start="go")
+
+@m.step
+def go(ctx, s):
+    if s.n == 20:
+        return ctx.finish(s)
+    if {kind!r} == "act":
+        ctx.act("ping", f"P-{{s.n}}", lambda key: key, idempotent=True)
+    else:
+        ctx.effect("ping", lambda: s.n)
+    return ctx.goto("go", S(s.n + 1))
+
+with Journal.open({db!r}, create=True) as journal:
+    machine.start(journal, machine.prepare(m, {{}}), target="t", code_hash="0")
+"""
+
+
+@attrs.frozen
+class Once:
+    n: int = 0
+
+
+def one_action(fn: Any, *, idempotent: bool = True, repeat: bool = False) -> Machine[Once]:
+    m = Machine("one", state=Once, start="go")
+
+    @m.step
+    def go(ctx: Context, s: Once) -> Transition:
+        ctx.act("ping", "P-1", fn, idempotent=idempotent, repeat=repeat)
+        return ctx.finish(s)
+
+    return m
+
+
+def run_one(
+    journal: Journal, m: Machine[Once], sleeps: list[float] | None = None
+) -> machine.Outcome:
+    options = Options(sleep=(sleeps if sleeps is not None else []).append, seed=0)
+    return machine.start(
+        journal, machine.prepare(m, {}), target="t", code_hash="0", options=options
+    )
+
+
+def test_a_retryable_failure_is_retried_with_the_same_key(journal: Journal) -> None:
+    keys: list[str] = []
+
+    def flaky(key: str) -> str:
+        keys.append(key)
+        if len(keys) == 1:
+            raise Retryable("the pager is busy", retry_after=1.5)
+        return "paged"
+
+    sleeps: list[float] = []
+    outcome = run_one(journal, one_action(flaky), sleeps)
+    assert outcome.run.status == "done"
+    assert keys == ["P-1", "P-1"]
+    assert sleeps == [1.5]
+    events = [e.kind for e in journal.events(outcome.run.run_id) if e.kind.startswith("action.")]
+    assert events == [k.ACTION_INTENDED, k.ACTION_FAILED, k.ACTION_INTENDED, k.ACTION_DONE]
+
+
+def test_a_fatal_failure_fails_the_step_once(journal: Journal) -> None:
+    calls: list[str] = []
+
+    def broken(key: str) -> str:
+        calls.append(key)
+        raise ValueError("no such pager")
+
+    outcome = run_one(journal, one_action(broken))
+    assert outcome.run.status == "failed"
+    assert "action ping 'P-1' failed" in (outcome.run.error or "")
+    assert calls == ["P-1"]
+
+
+def test_an_unknown_outcome_of_a_non_idempotent_action_is_not_retried(journal: Journal) -> None:
+    """A timeout may have come after the effect: no blind retry, the run needs a person."""
+    calls: list[str] = []
+
+    def times_out(key: str) -> str:
+        calls.append(key)
+        raise TimeoutError("no answer from the mail server")
+
+    outcome = run_one(journal, one_action(times_out, idempotent=False))
+    assert calls == ["P-1"]
+    assert outcome.run.status == "needs_attention"
+    assert "journal resolve" in (outcome.run.error or "")
+    (failed,) = journal.events(outcome.run.run_id, kinds=(k.ACTION_FAILED,))
+    assert failed.data["in_doubt"] is True
+
+
+def test_repeat_opts_out_of_the_seen_store(journal: Journal) -> None:
+    calls: list[str] = []
+    for _ in range(2):
+        run_one(journal, one_action(lambda key: calls.append(key) or len(calls), repeat=True))
+    assert calls == ["P-1", "P-1"]
+    # Repeatable actions never enter the seen-store: the first plain action on the key acts.
+    once: list[str] = []
+    for _ in range(2):
+        run_one(journal, one_action(lambda key: once.append(key) or 1))
+    assert once == ["P-1"]
+
+
+def test_resolve_refuses_what_it_cannot_do(tmp_path: Path, db: Path) -> None:
+    input_path = write_input(tmp_path, ["K-1"], idempotent=False)
+    run_id = start_and_kill_at(tmp_path, db, input_path, "action.intended")
+    for args, says in (
+        (("resolve", run_id, "K-9", "--done"), "no action in doubt with key 'K-9'"),
+        (("resolve", run_id, "K-1"), "say --done or --not-done"),
+        (("resolve", run_id, "K-1", "--not-done", "--result", "1"), "--result goes with --done"),
+        (("resolve", run_id, "K-1", "--done", "--result", "{nope"), "--result is not JSON"),
+    ):
+        result = cli(*args, db=db)
+        assert result.returncode == 2, result.stderr
+        assert says in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,511 @@
+"""Tests for `machine.fake`, driven through the real `anthropic` SDK."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+import pytest
+from conftest import journal_command
+
+from machine.fake import CHAOS, FAULTS, FakeModel, FakeSpecError, Faults, parse_spec, serve
+
+MODEL = "claude-haiku-4-5"
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        "weight": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "count": {"type": "integer", "exclusiveMinimum": 10, "exclusiveMaximum": 13},
+        "level": {"enum": ["low", "mid", "high"]},
+        "kind": {"const": "ticket"},
+        "reason": {"type": "string", "description": "One sentence on why."},
+        "code": {"type": "string", "minLength": 3, "maxLength": 6},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+        "owner": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/Person"}]},
+        "urgent": {"type": "boolean"},
+    },
+    "required": ["score", "level", "reason", "owner"],
+    "$defs": {
+        "Person": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 18}},
+            "required": ["name"],
+        }
+    },
+}
+TOOL = {"name": "triage", "description": "Score a ticket.", "input_schema": SCHEMA}
+
+
+def forced(prompt: str = "Ticket 1: the site is down.", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": prompt}],
+        "tools": [TOOL],
+        "tool_choice": {"type": "tool", "name": "triage"},
+        **extra,
+    }
+
+
+def free(prompt: str = "Say something.", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": prompt}],
+        **extra,
+    }
+
+
+def ask(model: FakeModel, request: dict[str, Any]) -> anthropic.types.Message:
+    message: anthropic.types.Message = model.client().messages.create(**request)
+    return message
+
+
+def with_fault(fault: str) -> FakeModel:
+    return FakeModel(faults=parse_spec(f"{fault}=1"))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Any]:
+    with serve(FakeModel(), log=tmp_path / "requests.jsonl") as s:
+        yield s
+
+
+def check_input(value: dict[str, Any]) -> None:
+    """The assertions SCHEMA makes, written out."""
+    assert set(value) == set(SCHEMA["properties"])
+    assert isinstance(value["score"], int) and 1 <= value["score"] <= 5
+    assert isinstance(value["weight"], float) and 0 < value["weight"] < 1
+    assert value["count"] in (11, 12)
+    assert value["level"] in ("low", "mid", "high")
+    assert value["kind"] == "ticket"
+    assert isinstance(value["reason"], str) and value["reason"].endswith(".")
+    assert 3 <= len(value["code"]) <= 6
+    assert len(value["tags"]) == 2 and all(isinstance(t, str) and t for t in value["tags"])
+    assert isinstance(value["owner"]["name"], str) and value["owner"]["age"] >= 18
+    assert isinstance(value["urgent"], bool)
+
+
+def test_forced_tool_input_fits_schema() -> None:
+    """A forced-tool request gets one tool_use whose input fits the schema, for many prompts."""
+    model = FakeModel()
+    for n in range(25):
+        message = ask(model, forced(f"Ticket {n}"))
+        assert message.stop_reason == "tool_use"
+        assert message.type == "message" and message.role == "assistant"
+        assert message.model == MODEL and message.stop_sequence is None
+        assert message.id.startswith("msg_fake_")
+        [block] = message.content
+        assert block.type == "tool_use" and block.name == "triage"
+        assert block.id.startswith("toolu_")
+        check_input(block.input)
+
+
+def test_free_text_answer() -> None:
+    """Without a forced tool the answer is a sentence in one text block, ending the turn."""
+    message = ask(FakeModel(), free())
+    [block] = message.content
+    assert block.type == "text" and block.text.endswith(".") and " " in block.text
+    assert message.stop_reason == "end_turn"
+    assert message._request_id is not None and message._request_id.startswith("req_fake_")
+
+
+def test_responder_answers() -> None:
+    """A responder gives the tool input or the text, and sees the request body."""
+    seen: list[dict[str, Any]] = []
+
+    def responder(body: dict[str, Any]) -> Any:
+        seen.append(body)
+        return {"score": 4} if "tools" in body else "Hello."
+
+    model = FakeModel(responder=responder)
+    assert ask(model, forced()).content[0].input == {"score": 4}  # type: ignore[union-attr]
+    assert ask(model, free()).content[0].text == "Hello."  # type: ignore[union-attr]
+    assert seen[0]["tool_choice"]["name"] == "triage"
+
+
+def broken(body: dict[str, Any]) -> Any:
+    raise KeyError("score")
+
+
+@pytest.mark.parametrize(
+    ("responder", "says"),
+    [(lambda body: "not a dict", "needs a dict"), (broken, "raised KeyError: 'score'")],
+)
+def test_responder_failure_is_a_500_not_retried(responder: Any, says: str) -> None:
+    """A responder that raises or returns the wrong type gets a 500 saying so, not retried."""
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        ask(FakeModel(responder=responder), forced())
+    assert says in str(caught.value)
+    assert caught.value.response.headers["x-should-retry"] == "false"
+
+
+def test_answers_are_deterministic_across_instances() -> None:
+    """Two fakes with the same seed give the same answer; another seed gives another."""
+    first = ask(FakeModel(), forced()).model_dump()
+    second = ask(FakeModel(), forced()).model_dump()
+    other = ask(FakeModel(faults=Faults({}, seed=1)), forced()).model_dump()
+    assert first == second
+    assert first["content"] != other["content"]
+
+
+ERRORS = [
+    ("429", 429, "rate_limit_error", anthropic.RateLimitError),
+    ("529", 529, "overloaded_error", anthropic.OverloadedError),
+    ("500", 500, "api_error", anthropic.InternalServerError),
+    ("503", 503, "api_error", anthropic.InternalServerError),
+    ("400", 400, "invalid_request_error", anthropic.BadRequestError),
+]
+
+
+@pytest.mark.parametrize(("fault", "status", "kind", "error"), ERRORS)
+def test_error_faults(fault: str, status: int, kind: str, error: type[Exception]) -> None:
+    """Each error fault raises the SDK's error, with the API's error body and a request id."""
+    model = with_fault(fault)
+    with pytest.raises(error) as caught:
+        ask(model, forced())
+    e = caught.value
+    assert isinstance(e, anthropic.APIStatusError)
+    assert e.status_code == status and e.type == kind
+    assert e.request_id == model.requests[0].request_id and e.request_id.startswith("req_fake_")
+    assert isinstance(e.body, dict)
+    assert e.body["type"] == "error" and e.body["request_id"] == e.request_id
+    assert (e.response.headers.get("retry-after") == "2") == (fault == "429")
+    assert model.requests[0].fault == fault
+
+
+def test_retry_after_is_configurable() -> None:
+    """The 429 retry-after header carries the fake's retry_after, in seconds."""
+    model = FakeModel(faults=parse_spec("429=1"), retry_after=0.25)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        ask(model, free())
+    assert caught.value.response.headers["retry-after"] == "0.25"
+
+
+def test_reset_and_timeout_in_process() -> None:
+    """In-process, reset is a connection error and timeout a timeout, both without a status."""
+    with pytest.raises(anthropic.APIConnectionError) as reset:
+        ask(with_fault("reset"), forced())
+    assert not isinstance(reset.value, anthropic.APITimeoutError)
+    assert isinstance(reset.value.__cause__, httpx2.ConnectError)
+    with pytest.raises(anthropic.APITimeoutError):
+        ask(with_fault("timeout"), forced())
+
+
+def text_of(message: anthropic.types.Message) -> str:
+    [block] = message.content
+    assert block.type == "text"
+    return block.text
+
+
+def test_output_faults_through_the_sdk() -> None:
+    """Each output fault gives the content and stop_reason it promises."""
+    good = ask(FakeModel(), forced()).content[0].input  # type: ignore[union-attr]
+
+    prose = ask(with_fault("prose"), forced())
+    text = text_of(prose)
+    assert prose.stop_reason == "end_turn" and not text.startswith("{")
+    assert json.loads(text[text.index("{") : text.rindex("}") + 1]) == good
+
+    fence = text_of(ask(with_fault("fence"), forced()))
+    assert fence.startswith("```json\n") and fence.endswith("\n```")
+    assert json.loads(fence.removeprefix("```json\n").removesuffix("\n```")) == good
+
+    wrong = ask(with_fault("wrong_types"), forced())
+    [use] = wrong.content
+    assert use.type == "tool_use" and wrong.stop_reason == "tool_use"
+    changed = [k for k in good if use.input[k] != good[k]]
+    assert len(changed) == 1 and type(use.input[changed[0]]) is not type(good[changed[0]])
+
+    missing = ask(with_fault("missing"), forced())
+    [use] = missing.content
+    assert use.type == "tool_use"
+    assert len(set(good) - set(use.input)) == 1 and set(good) - set(use.input) <= {
+        "score",
+        "level",
+        "reason",
+        "owner",
+    }
+
+    empty = ask(with_fault("empty"), forced())
+    assert empty.content == [] and empty.stop_reason == "end_turn"
+    assert empty.usage.output_tokens >= 1
+
+    truncated = ask(with_fault("truncated"), forced())
+    assert truncated.stop_reason == "max_tokens"
+    whole = json.dumps(good)
+    assert whole.startswith(text_of(truncated)) and len(text_of(truncated)) < len(whole)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text_of(truncated))
+
+    refusal = ask(with_fault("refusal"), forced())
+    assert refusal.stop_reason == "refusal" and text_of(refusal)
+
+
+def test_output_faults_on_free_text() -> None:
+    """On free text, wrong_types/missing/prose/fence give a good answer logged as no fault."""
+    good = text_of(ask(FakeModel(), free()))
+    for fault in ("wrong_types", "missing", "prose", "fence"):
+        model = with_fault(fault)
+        assert text_of(ask(model, free())) == good
+        assert model.requests[0].fault is None
+    truncated = ask(with_fault("truncated"), free())
+    assert truncated.stop_reason == "max_tokens" and good.startswith(text_of(truncated))
+
+
+def faults_seen(spec: str, times: int) -> list[str | None]:
+    model = FakeModel(faults=parse_spec(spec), timeout_seconds=0)
+    client = model.client()
+    for _ in range(times):
+        with contextlib.suppress(anthropic.APIError):
+            client.messages.create(**forced())
+    assert [s.times for s in model.requests] == list(range(1, times + 1))
+    assert len({s.body_hash for s in model.requests}) == 1
+    return [s.fault for s in model.requests]
+
+
+def test_fault_sequence_replays_in_a_fresh_instance() -> None:
+    """Repeated identical requests draw afresh each time, and a fresh fake replays the draws."""
+    first = faults_seen("errors=0.4,reset=0.1,garbage=0.3,seed=3", 30)
+    assert first == faults_seen("errors=0.4,reset=0.1,garbage=0.3,seed=3", 30)
+    assert None in first and len(set(first)) > 3
+    assert first != faults_seen("errors=0.4,reset=0.1,garbage=0.3,seed=4", 30)
+
+
+def test_parse_spec_examples() -> None:
+    """The documented specs parse; groups spread their rate evenly."""
+    faults = parse_spec("429=0.2,garbage=0.1,seed=7")
+    assert faults.seed == 7 and faults.rates["429"] == 0.2
+    assert all(math.isclose(faults.rates[n], 0.1 / 6) for n in ("prose", "empty", "truncated"))
+    assert parse_spec("errors=0.4").rates == {
+        n: pytest.approx(0.1) for n in ("429", "529", "500", "503")
+    }
+    assert parse_spec("none") == Faults({}, seed=0)
+    chaos = parse_spec("chaos")
+    assert chaos.rates == CHAOS and chaos.seed == parse_spec("chaos").seed
+    assert "400" not in chaos.rates and "refusal" not in chaos.rates
+    assert {"reset", "timeout", "429", "prose"} <= set(chaos.rates)
+    assert parse_spec(" chaos , seed=3 ").seed == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("nope=0.1", "unknown fault 'nope'"),
+        ("429=1.5", "outside [0, 1]"),
+        ("429=-0.1", "outside [0, 1]"),
+        ("429=nan", "outside [0, 1]"),
+        ("429=0.6,500=0.6", "above 1"),
+        ("429", "not name=rate"),
+        ("429=lots", "must be a number"),
+        ("seed=x", "seed must be an integer"),
+        ("", "empty item"),
+        ("429=0.1,", "empty item"),
+        ("chaos,429=0.1", "cannot be combined"),
+        ("429=0.1,429=0.2", "given twice"),
+    ],
+)
+def test_parse_spec_rejects(spec: str, says: str) -> None:
+    """A bad spec raises FakeSpecError: one line, saying what is wrong, listing valid names."""
+    with pytest.raises(FakeSpecError) as caught:
+        parse_spec(spec)
+    message = str(caught.value)
+    assert says in message and "\n" not in message
+    assert "valid names: " + ", ".join(FAULTS) in message and "garbage" in message
+
+
+def test_faults_validate_when_built_directly() -> None:
+    """Faults checks its rates too, and they cannot be changed afterwards."""
+    with pytest.raises(FakeSpecError, match="unknown fault 'garbage'"):
+        Faults({"garbage": 0.1})
+    faults = Faults({"429": 0.5})
+    with pytest.raises(TypeError):
+        faults.rates["429"] = 1.0  # type: ignore[index]
+
+
+def test_401_without_a_key() -> None:
+    """A request without x-api-key or a bearer token gets 401 authentication_error."""
+    client = FakeModel().client()
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        client.messages.create(**forced(), extra_headers={"Authorization": anthropic.omit})
+    assert caught.value.type == "authentication_error"
+    ok = FakeModel().handle(json.dumps(free()).encode(), {"X-Api-Key": "k"})
+    assert getattr(ok, "status", None) == 200
+
+
+def test_400_for_bad_bodies() -> None:
+    """Not JSON, or a body missing model, max_tokens or messages, gets 400 invalid_request_error."""
+    model = FakeModel()
+    headers = {"x-api-key": "k"}
+    for body, says in [
+        (b"{not json", "JSON object"),
+        (json.dumps({"model": MODEL, "messages": []}).encode(), "max_tokens: Field required"),
+        (json.dumps({**free(), "stream": True}).encode(), "non-streaming"),
+        (json.dumps({**forced(), "tool_choice": {"type": "tool", "name": "x"}}).encode(), "x"),
+    ]:
+        reply = model.handle(body, headers)
+        assert getattr(reply, "status", None) == 400
+        error = reply.body["error"]  # type: ignore[union-attr]
+        assert error["type"] == "invalid_request_error" and says in error["message"]
+    assert [s.fault for s in model.requests] == [None] * 4
+
+
+def cached_request(prompt: str, ttl: str | None = None) -> dict[str, Any]:
+    control: dict[str, Any] = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    system = [{"type": "text", "text": "s" * 800, "cache_control": control}]
+    return {**free(prompt), "system": system}
+
+
+def test_usage_counts_characters_over_four() -> None:
+    """input_tokens is the prompt's characters / 4, output_tokens the answer's; no cache fields."""
+    message = ask(FakeModel(), {**free("u" * 40), "system": "s" * 400})
+    usage = message.usage
+    assert usage.input_tokens == 110
+    assert usage.output_tokens == math.ceil(len(text_of(message)) / 4)
+    assert usage.cache_creation_input_tokens == 0 and usage.cache_read_input_tokens == 0
+    assert ask(FakeModel(), free("")).usage.input_tokens == 1
+
+
+def test_prompt_cache_written_then_read() -> None:
+    """A cache_control prefix is written the first time this fake sees it, then read."""
+    model = FakeModel()
+    first = ask(model, cached_request("u" * 40)).usage
+    assert first.cache_creation_input_tokens == 200 and first.cache_read_input_tokens == 0
+    assert first.cache_creation is not None
+    assert first.cache_creation.ephemeral_5m_input_tokens == 200
+    assert first.cache_creation.ephemeral_1h_input_tokens == 0
+    assert first.input_tokens == 10
+    again = ask(model, cached_request("v" * 80)).usage
+    assert again.cache_read_input_tokens == 200 and again.cache_creation_input_tokens == 0
+    assert again.input_tokens == 20
+    fresh = ask(FakeModel(), cached_request("u" * 40, ttl="1h")).usage
+    assert fresh.cache_creation is not None
+    assert fresh.cache_creation.ephemeral_1h_input_tokens == 200
+    assert fresh.cache_creation.ephemeral_5m_input_tokens == 0
+
+
+def test_failed_request_writes_no_cache() -> None:
+    """A request that errored was never processed: the next one still writes the cache."""
+    model = FakeModel(faults=parse_spec("429=0.5,seed=1"))
+    usages = []
+    for _ in range(8):
+        with contextlib.suppress(anthropic.RateLimitError):
+            usages.append(ask(model, cached_request("u")).usage)
+    assert usages and usages[0].cache_creation_input_tokens == 200
+    assert all(u.cache_read_input_tokens == 200 for u in usages[1:])
+
+
+def sdk(url: str, timeout: float = 5.0) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key="k-secret-123", base_url=url, max_retries=0, timeout=timeout)
+
+
+def log_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_server_answers_and_logs_each_request(server: Any, tmp_path: Path) -> None:
+    """Over HTTP the SDK gets the same answer; each request is one log line, without the key."""
+    client = sdk(server.url)
+    message = client.messages.create(**forced())
+    assert message.model_dump() == ask(FakeModel(), forced()).model_dump()
+    client.messages.create(**free())
+    with pytest.raises(anthropic.AuthenticationError):
+        client.messages.create(**free(), extra_headers={"Authorization": anthropic.omit})
+    log = tmp_path / "requests.jsonl"
+    lines = log_lines(log)
+    assert [line["status"] for line in lines] == [200, 200, 401]
+    assert set(lines[0]) == {"body_hash", "times", "fault", "request_id", "status"}
+    assert lines[0]["request_id"] == message._request_id
+    assert "k-secret-123" not in log.read_text()
+
+
+def test_server_404_elsewhere(server: Any) -> None:
+    """Only POST /v1/messages is served; anything else is a 404 not_found_error."""
+    response = httpx2.get(server.url + "/v1/models")
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+    assert response.headers["request-id"].startswith("req_fake_")
+
+
+def test_server_reset_and_timeout(tmp_path: Path) -> None:
+    """Over HTTP, reset drops the connection; timeout hangs past a short client timeout."""
+    log = tmp_path / "log.jsonl"
+    with serve(FakeModel(faults=parse_spec("reset=1")), log=log) as server:
+        with pytest.raises(anthropic.APIConnectionError) as caught:
+            sdk(server.url).messages.create(**free())
+        assert not isinstance(caught.value, anthropic.APITimeoutError)
+        assert "reset" in repr(caught.value.__cause__)  # an abortive close, not a FIN
+    timeouts = FakeModel(faults=parse_spec("timeout=1"), timeout_seconds=1.0)
+    with serve(timeouts, log=log) as server, pytest.raises(anthropic.APITimeoutError):
+        sdk(server.url, timeout=0.2).messages.create(**free())
+    assert [(line["fault"], line["status"]) for line in log_lines(log)] == [
+        ("reset", None),
+        ("timeout", None),
+    ]
+
+
+def test_server_logs_before_answering(tmp_path: Path) -> None:
+    """The log line is on disk while the client still waits, so a killed client loses nothing."""
+    log = tmp_path / "log.jsonl"
+    model = FakeModel(faults=parse_spec("timeout=1"), timeout_seconds=1.0)
+    errors: list[Exception] = []
+    with serve(model, log=log) as server:
+
+        def call() -> None:
+            try:
+                sdk(server.url).messages.create(**free())
+            except anthropic.APIError as e:
+                errors.append(e)
+
+        waiting = threading.Thread(target=call)
+        waiting.start()
+        deadline = time.monotonic() + 1.0
+        while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log_lines(log)[0]["fault"] == "timeout"
+        assert waiting.is_alive()
+        waiting.join()
+    # The server closed without answering, before the client's own timeout.
+    assert len(errors) == 1 and type(errors[0]) is anthropic.APIConnectionError
+
+
+def test_journal_fake_model_serves_in_another_process(tmp_path: Path) -> None:
+    """`journal fake-model` prints its URL, answers the SDK and logs; the key stays out."""
+    log = tmp_path / "requests.jsonl"
+    command = [*journal_command(), "fake-model", "--port", "0", "--spec", "none"]
+    process = subprocess.Popen(
+        [*command, "--log", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        message = sdk(url).messages.create(**forced())
+        check_input(message.content[0].input)
+    finally:
+        process.kill()
+        process.wait(timeout=5)
+    assert [line["status"] for line in log_lines(log)] == [200]
+    assert "k-secret-123" not in log.read_text()
+
+
+def test_journal_fake_model_rejects_a_bad_spec() -> None:
+    """A bad --spec is one line and exit 2, naming the problem."""
+    result = subprocess.run(
+        [*journal_command(), "fake-model", "--spec", "429=2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "outside [0, 1]" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,362 @@
+"""Tests for `ctx.ask` (machine.model): the real SDK against the fake Messages API.
+
+Each fault class of the fake is injected on the first request and the test checks what the run
+journaled and how it ended. Waits go to a recording `sleep`, never real time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import attrs
+import httpx2
+import pytest
+
+import machine
+from journal import Event, Journal
+from journal import events as k
+from machine import (
+    Context,
+    FakeModel,
+    Faults,
+    Machine,
+    Models,
+    Options,
+    Outcome,
+    PriceTable,
+    Transition,
+    Usage,
+    cost,
+)
+
+MODEL = "claude-haiku-4-5"
+
+
+@attrs.frozen
+class Urgency:
+    """How urgent a ticket is."""
+
+    score: int = attrs.field(validator=attrs.validators.in_(range(1, 6)))
+    reason: str
+
+
+@attrs.frozen
+class Tickets:
+    texts: tuple[str, ...]
+    next: int = 0
+    scores: tuple[int, ...] = ()
+
+
+def scorer(model: str = MODEL, prefix: str = "") -> Machine[Tickets]:
+    m = Machine("scorer", state=Tickets, start="score")
+
+    @m.step
+    def score(ctx: Context, s: Tickets) -> Transition:
+        if s.next == len(s.texts):
+            return ctx.finish(s)
+        u = ctx.ask(Urgency, system="Score urgency.", prompt=prefix + s.texts[s.next], model=model)
+        return ctx.goto("score", attrs.evolve(s, next=s.next + 1, scores=(*s.scores, u.score)))
+
+    return m
+
+
+class Scripted:
+    """A transport whose first requests get the given faults, then good answers; keeps bodies."""
+
+    def __init__(self, *faults: str | None, retry_after: float = 2.0) -> None:
+        self.faults = list(faults)
+        self.good = FakeModel()
+        self.bad = {
+            f: FakeModel(faults=Faults({f: 1.0}), retry_after=retry_after) for f in faults if f
+        }
+        self.bodies: list[dict[str, Any]] = []
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        self.bodies.append(json.loads(request.content))
+        fault = self.faults.pop(0) if self.faults else None
+        model = self.bad[fault] if fault else self.good
+        return model.transport().handle_request(request)
+
+    def models(self) -> Models:
+        client = anthropic.Anthropic(
+            api_key="test-key",
+            max_retries=0,
+            http_client=httpx2.Client(transport=httpx2.MockTransport(self.handle)),
+        )
+        return Models(lambda: client, PriceTable.load())
+
+
+def run(
+    journal: Journal,
+    models: Models,
+    texts: tuple[str, ...] = ("The site is down for everyone",),
+    *,
+    m: Machine[Tickets] | None = None,
+    sleeps: list[float] | None = None,
+    checkpoint: Callable[[str], None] | None = None,
+) -> Outcome:
+    options = Options(
+        models=models,
+        sleep=(sleeps if sleeps is not None else []).append,
+        seed=1,
+        checkpoint=checkpoint or (lambda name: None),
+    )
+    prepared = machine.prepare(m or scorer(), {"texts": list(texts)})
+    return machine.start(journal, prepared, target="test:scorer", code_hash="0", options=options)
+
+
+def kinds(journal: Journal, run_id: str, *wanted: str) -> list[Event]:
+    return list(journal.events(run_id, kinds=wanted))
+
+
+def test_a_clean_ask_is_journaled_and_priced(journal: Journal) -> None:
+    """One request, one answer event with usage and the cost the price table gives."""
+    fake = Scripted()
+    outcome = run(journal, fake.models())
+    assert outcome.run.status == "done"
+    (answered,) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
+    usage = Usage(**answered.data["usage"])
+    price = PriceTable.load().price(MODEL)
+    assert answered.data["cost_usd"] == float(cost(price, usage))
+    assert outcome.run.cost_usd == answered.data["cost_usd"]
+    assert outcome.run.model_calls == 1
+    assert answered.data["request_id"].startswith("req_fake_")
+    body = fake.bodies[0]
+    assert body["tool_choice"]["name"] == "Urgency"
+    assert body["tools"][0]["input_schema"]["properties"]["score"]["maximum"] == 5
+
+
+def test_429_waits_what_retry_after_says(journal: Journal) -> None:
+    """A 429 with retry-after: 2 is retried once, after a wait of exactly 2 seconds."""
+    sleeps: list[float] = []
+    outcome = run(journal, Scripted("429").models(), sleeps=sleeps)
+    assert outcome.run.status == "done"
+    assert sleeps == [2.0]
+    (failed,) = kinds(journal, outcome.run.run_id, k.MODEL_FAILED)
+    assert failed.data["status"] == 429
+    assert failed.data["error_type"] == "rate_limit_error"
+    assert failed.data["delay_s"] == 2.0
+    assert failed.data["request_id"].startswith("req_fake_")
+    assert failed.data["retryable"] is True
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "error_type"),
+    [
+        ("529", 529, "overloaded_error"),
+        ("500", 500, "api_error"),
+        ("503", 503, "api_error"),
+        ("reset", None, "connection_error"),
+        ("timeout", None, "timeout"),
+    ],
+)
+def test_transport_faults_are_retried_with_backoff(
+    journal: Journal, fault: str, status: int | None, error_type: str
+) -> None:
+    """Overloaded, server errors, resets and timeouts: one failed attempt, a jittered wait, done."""
+    sleeps: list[float] = []
+    outcome = run(journal, Scripted(fault).models(), sleeps=sleeps)
+    assert outcome.run.status == "done"
+    (failed,) = kinds(journal, outcome.run.run_id, k.MODEL_FAILED)
+    assert (failed.data["status"], failed.data["error_type"]) == (status, error_type)
+    assert len(sleeps) == 1
+    assert 0 <= sleeps[0] <= 0.5  # full jitter below the first backoff step
+    assert [e.data["attempt"] for e in kinds(journal, outcome.run.run_id, k.MODEL_REQUESTED)] == [
+        1,
+        2,
+    ]
+
+
+def test_a_400_is_sent_exactly_once(journal: Journal) -> None:
+    """A bad request is fatal at once: one request, no wait, the run fails saying why."""
+    fake = Scripted("400", None, None)
+    sleeps: list[float] = []
+    outcome = run(journal, fake.models(), sleeps=sleeps)
+    assert len(fake.bodies) == 1
+    assert sleeps == []
+    assert outcome.run.status == "failed"
+    assert "not retryable: 400 invalid_request_error" in (outcome.run.error or "")
+    (failed,) = kinds(journal, outcome.run.run_id, k.MODEL_FAILED)
+    assert failed.data["retryable"] is False
+    assert failed.data["delay_s"] is None
+
+
+def test_retries_run_out(journal: Journal) -> None:
+    """An API that stays overloaded: six attempts, five waits, then the run fails naming it."""
+    fake = Scripted(*["529"] * 10)
+    sleeps: list[float] = []
+    outcome = run(journal, fake.models(), sleeps=sleeps)
+    assert len(fake.bodies) == 6
+    assert len(sleeps) == 5
+    assert outcome.run.status == "failed"
+    assert "gave up after 6 attempts: 529 overloaded_error" in (outcome.run.error or "")
+
+
+@pytest.mark.parametrize("fault", ["prose", "fence"])
+def test_json_in_prose_or_a_fence_is_found(journal: Journal, fault: str) -> None:
+    """An answer in text rather than through the tool is read from the text: no rejection."""
+    outcome = run(journal, Scripted(fault).models())
+    assert outcome.run.status == "done"
+    assert kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED) == []
+    (answered,) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
+    assert answered.data["content"][0]["type"] == "text"
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("wrong_types", "expected"),
+        ("missing", "required field missing"),
+        ("empty", "the answer was empty"),
+        ("truncated", "cut off at max_tokens"),
+        ("refusal", "the model refused"),
+    ],
+)
+def test_a_bad_answer_is_rejected_and_asked_again(journal: Journal, fault: str, says: str) -> None:
+    """The rejection is journaled with the raw output, and the errors go back to the model."""
+    fake = Scripted(fault)
+    outcome = run(journal, fake.models())
+    assert outcome.run.status == "done"
+    (rejected,) = kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED)
+    assert any(says in error for error in rejected.data["errors"])
+    assert rejected.data["round"] == 0
+    assert len(fake.bodies) == 2
+    feedback = json.dumps(fake.bodies[1]["messages"][-1])
+    assert "was not accepted" in feedback
+    assert says.split()[0] in feedback
+    # Transport and validation never mix: the API's words are not in the prompt, and no wait.
+    assert "rate_limit" not in json.dumps(fake.bodies[1])
+    assert len(fake.bodies[1]["messages"]) >= 2
+
+
+def test_answers_that_never_fit_fail_the_step_naming_schema_and_run(journal: Journal) -> None:
+    """Three refusals (the first answer and two retries): the run fails with the last errors."""
+    fake = Scripted("refusal", "refusal", "refusal", "refusal")
+    outcome = run(journal, fake.models())
+    assert len(fake.bodies) == 3
+    assert outcome.run.status == "failed"
+    error = outcome.run.error or ""
+    assert "OutputRejected" in error and "did not fit Urgency" in error
+    assert outcome.run.run_id in error and "the model refused" in error
+    assert len(kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED)) == 3
+
+
+def test_an_unknown_model_fails_before_any_request(journal: Journal) -> None:
+    """No price, no call: an unknown model is an error, never $0."""
+    fake = Scripted()
+    outcome = run(journal, fake.models(), m=scorer(model="claude-imaginary-9"))
+    assert fake.bodies == []
+    assert outcome.run.status == "failed"
+    assert "claude-imaginary-9" in (outcome.run.error or "")
+    assert outcome.run.cost_usd == 0
+
+
+def test_a_journaled_answer_is_not_asked_again(journal: Journal) -> None:
+    """Interrupted after two answers, the resume asks only for the third ticket."""
+    fake = Scripted()
+    seen = 0
+
+    def stop_after_two(name: str) -> None:
+        nonlocal seen
+        if name == "model.answered":
+            seen += 1
+            if seen == 2:
+                raise KeyboardInterrupt
+
+    texts = ("server down", "invoice wrong", "how do I export")
+    with pytest.raises(KeyboardInterrupt):
+        run(journal, fake.models(), texts, checkpoint=stop_after_two)
+    assert len(fake.bodies) == 2
+    (run_row,) = journal.runs()
+    resumed = machine.resume(
+        journal,
+        run_row.run_id,
+        scorer(),
+        target="test:scorer",
+        code_hash="0",
+        options=Options(models=fake.models(), sleep=[].append),
+    )
+    assert resumed.run.status == "done"
+    assert len(fake.bodies) == 3
+    assert resumed.run.model_calls == 3
+
+
+def test_a_changed_prompt_on_resume_is_reported_by_step_and_call(journal: Journal) -> None:
+    """The journal answered another question: the step stops instead of reusing the answer."""
+    fake = Scripted()
+
+    def stop_at_first_answer(name: str) -> None:
+        if name == "model.answered":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(journal, fake.models(), ("server down",), checkpoint=stop_at_first_answer)
+    (run_row,) = journal.runs()
+    resumed = machine.resume(
+        journal,
+        run_row.run_id,
+        scorer(prefix="URGENT: "),
+        target="test:scorer",
+        code_hash="1",
+        options=Options(models=fake.models(), sleep=[].append),
+    )
+    assert resumed.run.status == "failed"
+    error = resumed.run.error or ""
+    assert "step 'score'" in error and "call #0" in error and "request" in error
+    assert len(fake.bodies) == 1
+
+
+def test_cost_with_cache_writes_and_reads_by_hand() -> None:
+    """Haiku 4.5: 1,000 in, 2,000 5m writes, 500 1h writes, 30,000 reads, 400 out."""
+    usage = Usage.from_api(
+        {
+            "input_tokens": 1000,
+            "output_tokens": 400,
+            "cache_creation_input_tokens": 2500,
+            "cache_read_input_tokens": 30000,
+            "cache_creation": {"ephemeral_5m_input_tokens": 2000, "ephemeral_1h_input_tokens": 500},
+        }
+    )
+    # 1,000 x $1 + 2,000 x $1.25 + 500 x $2 + 30,000 x $0.10 + 400 x $5, per million tokens:
+    # 1,000 + 2,500 + 1,000 + 3,000 + 2,000 = 9,500 -> $0.0095
+    total = cost(PriceTable.load().price("claude-haiku-4-5"), usage)
+    assert total == Decimal("0.0095")
+    assert round(float(total), 5) == 0.0095
+
+
+def test_sql_total_equals_the_total_journal_show_gives(tmp_path: Path) -> None:
+    """`journal sql` over model_calls and `journal show` agree on a chaos run's cost."""
+    from conftest import FIXTURES, cli
+
+    db = tmp_path / "journal.db"
+    done = cli(
+        "run",
+        str(FIXTURES / "triage.py"),
+        "--input",
+        str(FIXTURES / "tickets.jsonl"),
+        "--fake-model",
+        "chaos",
+        db=db,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[1]
+    shown = json.loads(cli("show", run_id, "--json", db=db).stdout)
+    summed = cli(
+        "sql",
+        f"select sum(cost_usd) as total from model_calls where run_id = '{run_id}'",
+        "--json",
+        db=db,
+    )
+    total = json.loads(summed.stdout)["total"]
+    assert shown["cost_usd"] > 0
+    assert abs(total - shown["cost_usd"]) < 1e-9
+    assert f"${shown['cost_usd']:.6f}" in cli("show", run_id, db=db).stdout
+    by_day = json.loads(cli("cost", "--by", "day", "--json", db=db).stdout)
+    assert abs(by_day["cost_usd"] - total) < 1e-9
+    assert shown["cache_read_tokens"] > 0 and shown["cache_write_tokens"] > 0
