@@ -42,8 +42,11 @@ def runs(limit: int | None, as_json: bool, db: Path | None) -> None:
         for r, status in found:
             click.echo(json.dumps({**attrs.asdict(r), "status": status}))
         return
-    columns = ["run", "machine", "status", "step", "steps", "started", "updated"]
-    rows = [(r.run_id, r.machine, s, r.step, r.steps, r.started_at, r.updated_at) for r, s in found]
+    columns = ["run", "machine", "status", "step", "steps", "cost", "started", "updated"]
+    rows = [
+        (r.run_id, r.machine, s, r.step, r.steps, f"${r.cost_usd:.4f}", r.started_at, r.updated_at)
+        for r, s in found
+    ]
     click.echo(table(columns, rows))
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from journal import ConcurrentAppend, Journal, JournalError, LeaseHeld, LeaseLost
+from journal import ConcurrentAppend, Durability, Journal, JournalError, LeaseHeld, LeaseLost
 from machine import MachineError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,11 +57,24 @@ def db_path(db: Path | None) -> Path:
     return db or Path(os.environ.get("JOURNAL_DB") or "journal.db")
 
 
-def open_journal(db: Path | None, *, create: bool = False) -> Journal:
+def open_journal(
+    db: Path | None, *, create: bool = False, durability: Durability = "normal"
+) -> Journal:
     """Open the journal for this command; it is closed when the command ends."""
-    journal = Journal.open(db_path(db), create=create)
+    journal = Journal.open(db_path(db), create=create, durability=durability)
     click.get_current_context().call_on_close(journal.close)
     return journal
+
+
+def durability_option(fn: F) -> F:
+    return click.option(
+        "--durability",
+        type=click.Choice(["normal", "full"]),
+        default="normal",
+        show_default=True,
+        help="normal: every commit survives a crash of the process; full: every commit is "
+        "synced to disk (survives a power loss), at about twice the cost per step.",
+    )(fn)
 
 
 def json_option(fn: F) -> F:

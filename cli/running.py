@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import click
 
 import machine
-from cli.main import InputError, db_option, open_journal
+from cli.main import InputError, db_option, durability_option, open_journal
 from cli.output import plural
-from journal import Run
+from journal import Durability, Run
 from machine import Options, Outcome, TargetNotFound
 from machine.model import Models, anthropic_api, offline
 from machine.pricing import PriceTable
@@ -134,6 +134,7 @@ def report(outcome: Outcome) -> None:
     "or reports it if it is done, and never starts a second one.",
 )
 @model_options
+@durability_option
 @db_option
 def run(
     target: str,
@@ -141,6 +142,7 @@ def run(
     run_key: str | None,
     fake_model: str | None,
     prices: Path | None,
+    durability: Durability,
     db: Path | None,
 ) -> None:
     """Start a run of the machine in TARGET and execute it to its end.
@@ -157,7 +159,7 @@ def run(
     loaded = machine.load(target)
     # Everything is checked before the journal is opened: bad input never touches it.
     prepared = machine.prepare(loaded.machine, read_input(input_path))
-    journal = open_journal(db, create=True)
+    journal = open_journal(db, create=True, durability=durability)
     outcome = machine.start(
         journal,
         prepared,
@@ -180,12 +182,14 @@ def run(
     help="Where the machine's code is now, if it moved since the run started.",
 )
 @model_options
+@durability_option
 @db_option
 def resume(
     run_id: str,
     target: str | None,
     fake_model: str | None,
     prices: Path | None,
+    durability: Durability,
     db: Path | None,
 ) -> None:
     """Rebuild RUN's state from the journal and go on from its unfinished step.
@@ -198,7 +202,7 @@ def resume(
         journal resume 3fa2
     """
     models = models_for(fake_model, prices)
-    journal = open_journal(db)
+    journal = open_journal(db, durability=durability)
     found = journal.find_run(run_id)
     if found.status == "done":
         report(Outcome(found, executed=False))

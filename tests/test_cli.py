@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,25 @@ def test_no_api_key_fails_the_run_saying_what_to_do(tmp_path: Path, db: Path) ->
     assert result.returncode == 1
     assert "ANTHROPIC_API_KEY is not set" in result.stderr and "--fake-model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_logs_follow_prints_events_until_the_run_ends(tmp_path: Path, db: Path) -> None:
+    """`journal logs --follow` started mid-run keeps printing, and exits when the run is done."""
+    from conftest import spawn
+
+    input_path = tmp_path / "in.json"
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    input_path.write_text(json.dumps({"items": words, "out": str(tmp_path / "o"), "pause": 0.1}))
+    running = spawn("run", LINES, "--input", str(input_path), db=db)
+    while not (tmp_path / "o").exists():
+        assert running.poll() is None
+        time.sleep(0.02)
+    run_id = json.loads(cli("runs", "--json", db=db).stdout.splitlines()[0])["run_id"]
+    follower = spawn("logs", run_id, "--follow", db=db)
+    out, _ = follower.communicate(timeout=60)
+    running.wait(timeout=60)
+    assert follower.returncode == 0
+    lines = out.splitlines()
+    assert " run.started " in lines[0]
+    assert " run.done " in lines[-1]
+    assert len(lines) == len({line.split()[2] for line in lines})  # no event twice

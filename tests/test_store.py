@@ -271,3 +271,10 @@ def test_events_carry_their_run_and_time(journal: Journal) -> None:
     assert event.run_id == run_id
     assert event.at.endswith("Z")
     assert journal.conn.execute("SELECT date(at) FROM events").fetchone()[0] == event.at[:10]
+
+
+@pytest.mark.parametrize(("durability", "level"), [("normal", 1), ("full", 2)])
+def test_durability_sets_the_synchronous_level(db: Path, durability: Any, level: int) -> None:
+    """normal is synchronous=NORMAL (1) in WAL; full is FULL (2): every commit synced."""
+    with Journal.open(db, create=True, durability=durability) as journal:
+        assert journal.conn.execute("PRAGMA synchronous").fetchone()[0] == level
