@@ -26,7 +26,8 @@ from journal.events import Clock, Event
 from journal.fold import Change, StateAt, replay, state_at
 from journal.leases import Holder, Lease
 from journal.query import Rows, query
-from journal.store import Action, Durability, Journal, Run
+from journal.rows import Action, Run
+from journal.store import Durability, Journal
 from journal.writer import Heartbeat, RunWriter
 
 __all__ = [

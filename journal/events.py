@@ -39,9 +39,6 @@ ACTION_SKIPPED: Final = "action.skipped"
 ACTION_RESOLVED: Final = "action.resolved"
 RUN_NEEDS_ATTENTION: Final = "run.needs_attention"
 
-STATE_KINDS: Final = (RUN_STARTED, SNAPSHOT, TRANSITION)
-"""The kinds a fold of the state reads: the first state, full snapshots and changes."""
-
 
 @attrs.frozen
 class Event:

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import attrs
-
 from journal import events as k
 from journal import leases, projection, schema
 from journal.errors import (
@@ -32,71 +30,13 @@ from journal.errors import (
 )
 from journal.events import Clock, Event, dumps, timestamp
 from journal.leases import Holder, Lease
+from journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
 
 Durability = Literal["normal", "full"]
 Tracer = Callable[[str], None]
 
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, at, kind, step, data) VALUES (?, ?, ?, ?, ?, ?)"
 _SELECT_EVENTS = "SELECT run_id, seq, at, kind, step, data FROM events WHERE run_id = ?"
-
-
-@attrs.frozen
-class Run:
-    """A row of the `runs` table: where a run stands, derived from its events."""
-
-    run_id: str
-    machine: str
-    target: str
-    code_hash: str
-    run_key: str | None
-    status: str
-    step: str | None
-    steps: int
-    last_seq: int
-    transition_seq: int
-    snapshot_seq: int
-    effects: int
-    decisions: int
-    resumes: int
-    error: str | None
-    started_at: str
-    updated_at: str
-    ended_at: str | None
-    model_calls: int
-    model_failures: int
-    rejections: int
-    input_tokens: int
-    output_tokens: int
-    cache_write_tokens: int
-    cache_read_tokens: int
-    cost_usd: float
-    actions: int
-
-
-_RUN_COLUMNS = ", ".join(f.name for f in attrs.fields(Run))
-
-
-@attrs.frozen
-class Action:
-    """A row of the `actions` view: one action key in one run, as its latest event leaves it."""
-
-    run_id: str
-    step: str | None
-    call: str
-    name: str
-    key: str
-    status: str
-    """intended (running, or in doubt if no process holds the run), in_doubt, done, failed,
-    skipped (done by another run), resolved_done, resolved_not_done."""
-    attempts: int
-    result: Any
-    """As `json_extract` gives it: a string, a number, or JSON text for an object or array."""
-    intended_at: str | None
-    updated_at: str
-    seq: int
-
-
-_ACTION_COLUMNS = ", ".join(f.name for f in attrs.fields(Action))
 
 
 class Journal:
@@ -348,9 +288,7 @@ class Journal:
         return self._run(self.conn, run_id)
 
     def _run(self, conn: sqlite3.Connection, run_id: str) -> Run:
-        row = conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             msg = f"no run {run_id} in {self.path}"
             raise RunNotFound(msg)
@@ -376,7 +314,7 @@ class Journal:
 
     def actions(self, run_id: str | None = None, *, key: str | None = None) -> list[Action]:
         """Actions by run and key, oldest first; only one run's, or one key's, when asked."""
-        sql = f"SELECT {_ACTION_COLUMNS} FROM actions WHERE 1"
+        sql = f"SELECT {ACTION_COLUMNS} FROM actions WHERE 1"
         params: list[Any] = []
         if run_id is not None:
             sql += " AND run_id = ?"
@@ -389,7 +327,7 @@ class Journal:
 
     def runs(self, *, limit: int | None = None) -> list[Run]:
         """All runs, newest first."""
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, run_id"
+        sql = f"SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, run_id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [Run(*row) for row in self.conn.execute(sql)]

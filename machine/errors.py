@@ -36,10 +36,6 @@ class ReplayMismatch(MachineError):
     """On re-entering a step, the code makes a call the journal does not have at that place."""
 
 
-class RunAlreadyDone(MachineError):
-    """A run that is done was asked to run again."""
-
-
 class WrongMachine(MachineError, ValueError):
     """The code loaded to resume a run is not the machine that started it."""
 

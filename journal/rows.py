@@ -1,0 +1,66 @@
+"""The rows a reader gets back: runs (the `runs` table) and actions (the `actions` view)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Run:
+    """A row of the `runs` table: where a run stands, derived from its events."""
+
+    run_id: str
+    machine: str
+    target: str
+    code_hash: str
+    run_key: str | None
+    status: str
+    step: str | None
+    steps: int
+    last_seq: int
+    transition_seq: int
+    snapshot_seq: int
+    effects: int
+    decisions: int
+    resumes: int
+    error: str | None
+    started_at: str
+    updated_at: str
+    ended_at: str | None
+    model_calls: int
+    model_failures: int
+    rejections: int
+    input_tokens: int
+    output_tokens: int
+    cache_write_tokens: int
+    cache_read_tokens: int
+    cost_usd: float
+    actions: int
+
+
+RUN_COLUMNS = ", ".join(f.name for f in attrs.fields(Run))
+
+
+@attrs.frozen
+class Action:
+    """A row of the `actions` view: one action key in one run, as its latest event leaves it."""
+
+    run_id: str
+    step: str | None
+    call: str
+    name: str
+    key: str
+    status: str
+    """intended (running, or in doubt if no process holds the run), in_doubt, done, failed,
+    skipped (done by another run), resolved_done, resolved_not_done."""
+    attempts: int
+    result: Any
+    """As `json_extract` gives it: a string, a number, or JSON text for an object or array."""
+    intended_at: str | None
+    updated_at: str
+    seq: int
+
+
+ACTION_COLUMNS = ", ".join(f.name for f in attrs.fields(Action))
