@@ -55,10 +55,8 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
+    except (click.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort. What the run did is journaled; its lease is released.
         click.echo(
             "interrupted: what was done is journaled; `journal resume RUN` goes on", err=True
         )

@@ -330,3 +330,19 @@ def test_resolve_refuses_what_it_cannot_do(tmp_path: Path, db: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert says in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resolve_is_refused_while_the_run_executes(tmp_path: Path, db: Path) -> None:
+    """A person's answer cannot race the process that holds the run: exit 1, naming it."""
+    input_path = write_input(tmp_path, [f"K-{i}" for i in range(50)], idempotent=True, pause=0.05)
+    running = spawn("run", ACTING, "--input", str(input_path), db=db)
+    calls = tmp_path / "store" / "calls.log"
+    deadline = time.monotonic() + 30
+    while not calls.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run_id = json.loads(cli("runs", "--json", db=db).stdout.splitlines()[0])["run_id"]
+    refused = cli("resolve", run_id, "K-1", "--done", db=db)
+    running.kill()
+    running.wait()
+    assert refused.returncode == 1
+    assert f"is being executed by pid {running.pid}" in refused.stderr

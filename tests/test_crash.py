@@ -238,3 +238,29 @@ def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path
     calls = Counter((outbox / "requests.log").read_text().split())
     assert set(calls) == expected_pages
     assert sum(calls.values()) - len(calls) <= kills, f"seed {seed}: pager called too often"
+
+
+def test_ctrl_c_keeps_what_was_done_and_lets_go_of_the_run(tmp_path: Path) -> None:
+    """SIGINT: one line saying how to go on, exit 1, the lease released, nothing lost."""
+    db, out = tmp_path / "journal.db", tmp_path / "lines.out"
+    input_path = write_input(tmp_path / "in.json", out, 40, 0.02)
+    process = spawn("run", LINES, "--input", str(input_path), db=db)
+    deadline = time.monotonic() + 30
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "interrupted" in err and "journal resume" in err
+    assert "Traceback" not in err
+    (run_id,) = run_ids(db)
+    with Journal.open(db) as journal:
+        assert journal.lease(run_id) is None
+        done_before = journal.run(run_id).steps
+    assert done_before > 0
+    resumed = cli("resume", run_id, db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    lines = [line.split()[0] for line in out.read_text().splitlines()]
+    assert sorted(set(lines)) == sorted(f"item-{i}" for i in range(40))
+    assert len(lines) - 40 <= 1  # at most the effect in flight when the signal came
