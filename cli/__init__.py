@@ -13,7 +13,7 @@ import click
 from cli.actions import actions, resolve_command
 from cli.costs import cost
 from cli.fake import fake_model
-from cli.inspecting import logs, replay_command, runs, show
+from cli.inspecting import logs, replay_command, runs, show, verify_command
 from cli.main import JournalGroup
 from cli.running import resume, run
 from cli.sql import sql
@@ -42,6 +42,7 @@ cli.add_command(cost)
 cli.add_command(actions)
 cli.add_command(resolve_command)
 cli.add_command(fake_model)
+cli.add_command(verify_command)
 
 
 def main() -> None:

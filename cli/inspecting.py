@@ -12,7 +12,7 @@ import click
 
 from cli.main import db_option, json_option, open_journal
 from cli.output import event_json, event_line, plural, short, table
-from journal import Journal, Run, replay, state_at
+from journal import Journal, Run, replay, state_at, verify
 
 
 def status_of(run: Run, journal: Journal) -> str:
@@ -181,3 +181,30 @@ def replay_command(run_id: str, at_seq: int | None, as_json: bool, db: Path | No
         for op in change.ops:
             value = f" = {short(op['value'])}" if "value" in op else ""
             click.echo(f"    {op['op']} {op['path'] or '/'}{value}")
+
+
+@click.command("verify")
+@db_option
+def verify_command(db: Path | None) -> None:
+    """Check the journal: the SQLite file, gapless seqs, and everything derived from the events.
+
+    The runs table and the action keys are rebuilt from the events (then rolled back) and
+    compared with what is stored; each snapshot is compared with the fold before it. Exits 1
+    when anything is wrong, listing it.
+
+    \b
+    Example:
+        journal verify --db /var/lib/pipelines/journal.db
+    """
+    journal = open_journal(db)
+    problems = verify(journal)
+    if not problems:
+        runs, events = journal.conn.execute(
+            "SELECT count(*), coalesce(sum(last_seq), 0) FROM runs"
+        ).fetchone()
+        click.echo(f"ok: {runs} runs, {events} events")
+        return
+    for problem in problems:
+        click.echo(f"{problem.run_id or '-'}  {problem.what}")
+    click.echo(f"{plural(len(problems), 'problem')} in {journal.path}", err=True)
+    click.get_current_context().exit(1)

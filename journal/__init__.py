@@ -28,6 +28,7 @@ from journal.leases import Holder, Lease
 from journal.query import Rows, query
 from journal.rows import Action, Run
 from journal.store import Durability, Journal
+from journal.verify import Problem, verify
 from journal.writer import Heartbeat, RunWriter
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "LeaseLost",
     "NotAJournal",
     "NotJSON",
+    "Problem",
     "QueryFailed",
     "QueryRefused",
     "Rows",
@@ -63,4 +65,5 @@ __all__ = [
     "query",
     "replay",
     "state_at",
+    "verify",
 ]
