@@ -22,7 +22,8 @@ from machine.errors import ReplayMismatch
 
 if TYPE_CHECKING:
     from machine.errors import NeedsAttention
-    from machine.model import ModelSession, Retrying
+    from machine.model import ModelSession
+    from machine.retry import Retrying
 
 T = TypeVar("T")
 S = TypeVar("S")

@@ -17,14 +17,13 @@ import datetime
 import hashlib
 import json
 import os
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from journal import Event, JournalError
+from journal import Event
 from journal import events as k
 from machine import output, retry
 from machine.errors import CallFailed, ModelCallFailed, ModelUnavailable, OutputRejected
@@ -78,41 +77,10 @@ def offline(spec: str = "none", *, prices: PriceTable | None = None) -> Models:
     return Models(fake.client, prices or PriceTable.load())
 
 
-@attrs.frozen
-class Retrying:
-    """How one run retries what fails, model calls and actions alike."""
-
-    policy: retry.RetryPolicy
-    sleep: Callable[[float], None]
-    rng: random.Random
-    clock: Callable[[], float]
-
-    def call(
-        self,
-        fn: Callable[[int], T],
-        on_failure: Callable[[int, retry.Failure, float | None], None],
-        classify: Callable[..., retry.Failure] = retry.classify,
-    ) -> T:
-        def classify_or_raise(exc: BaseException, *, now: float) -> retry.Failure:
-            if isinstance(exc, JournalError):
-                raise exc  # the journal's trouble is not the call's: never retried, never hidden
-            return classify(exc, now=now)
-
-        return retry.call(
-            fn,
-            policy=self.policy,
-            on_failure=on_failure,
-            sleep=self.sleep,
-            rng=self.rng,
-            clock=self.clock,
-            classify=classify_or_raise,
-        )
-
-
 class ModelSession:
     """The model side of one executing run: its client, made once."""
 
-    def __init__(self, models: Models, retrying: Retrying) -> None:
+    def __init__(self, models: Models, retrying: retry.Retrying) -> None:
         self.models = models
         self.retrying = retrying
         self.clock = retrying.clock

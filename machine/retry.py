@@ -2,8 +2,9 @@
 
 Model calls and irreversible actions share it. The SDK client is built with `max_retries=0`, so
 every attempt passes through `call`, and the caller journals each failure from `on_failure`
-before any wait. Time and randomness come in as arguments: nothing here reads a clock or sleeps
-on its own, and there is no module state.
+before any wait. Time and randomness come in as arguments (`Retrying` holds one run's policy,
+sleep, jitter and clock): nothing here reads a clock or sleeps on its own, and there is no
+module state. A journal error raised during an attempt is never classified: it propagates.
 
 Failures are classified by HTTP status, never by exception class, because the SDK's class for a
 status has changed between versions (529 was not an `InternalServerError`, now it is).
@@ -21,6 +22,7 @@ from typing import TypeAlias, TypeVar
 
 import attrs
 
+from journal import JournalError
 from machine.errors import CallFailed, Retryable
 
 T = TypeVar("T")
@@ -296,3 +298,34 @@ def _number(value: str | None) -> float | None:
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
+
+
+@attrs.frozen
+class Retrying:
+    """How one run retries what fails, model calls and actions alike."""
+
+    policy: RetryPolicy
+    sleep: Callable[[float], None]
+    rng: random.Random
+    clock: Callable[[], float]
+
+    def call(
+        self,
+        fn: Callable[[int], T],
+        on_failure: Callable[[int, Failure, float | None], None],
+        classify: Callable[..., Failure] = classify,
+    ) -> T:
+        def classify_or_raise(exc: BaseException, *, now: float) -> Failure:
+            if isinstance(exc, JournalError):
+                raise exc  # the journal's trouble is not the call's: never retried, never hidden
+            return classify(exc, now=now)
+
+        return call(
+            fn,
+            policy=self.policy,
+            on_failure=on_failure,
+            sleep=self.sleep,
+            rng=self.rng,
+            clock=self.clock,
+            classify=classify_or_raise,
+        )

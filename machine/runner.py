@@ -43,8 +43,8 @@ from machine.errors import (
     StateNotJSON,
     WrongMachine,
 )
-from machine.model import Models, ModelSession, Retrying, anthropic_api
-from machine.retry import RetryPolicy
+from machine.model import Models, ModelSession, anthropic_api
+from machine.retry import Retrying, RetryPolicy
 
 
 @attrs.frozen

@@ -431,3 +431,19 @@ def test_policy_rejects_nonsense() -> None:
         RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError, match="base"):
         RetryPolicy(base=-1.0)
+
+
+def test_a_journal_error_during_an_attempt_is_never_retried_or_recorded() -> None:
+    """The journal's trouble is not the call's: it propagates as it is, before any failure."""
+    from journal import ConcurrentAppend
+    from machine.retry import Retrying
+
+    failures: list[object] = []
+
+    def attempt(n: int) -> None:
+        raise ConcurrentAppend("seq 3 is already taken")
+
+    retrying = Retrying(RetryPolicy(), lambda seconds: None, random.Random(0), lambda: 0.0)
+    with pytest.raises(ConcurrentAppend):
+        retrying.call(attempt, lambda *args: failures.append(args))
+    assert failures == []
