@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 import machine
-from cli.main import InputError, db_option, durability_option, open_journal
+from cli.main import F, InputError, db_option, durability_option, open_journal
 from cli.output import plural
 from journal import Durability, Run
 from machine import Options, Outcome, TargetNotFound
 from machine.model import Models, anthropic_api, offline
 from machine.pricing import PriceTable
 
-F = TypeVar("F", bound=Callable[..., Any])
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
 
 
