@@ -2,11 +2,13 @@
 output fault, built from plausible values for the tool's JSON schema or short sentences.
 
 Every choice is drawn from the `random.Random` the caller passes, so an answer is a function of
-the fake's seed and the request. Strictly private to `machine.fake`.
+the fake's seed and the request. Strictly private to the fake (`machine.fake`,
+`machine._fake_server`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -71,6 +73,9 @@ def _value(schema: Schema, rng: random.Random, name: str, root: Schema, depth: i
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list):
             branches = [b for b in schema[key] if _resolve(b, root).get("type") != "null"]
+            # A branch with a format can be written; one with only a pattern cannot (see above).
+            formatted = [b for b in branches if "format" in _resolve(b, root)]
+            branches = formatted or branches
             return _value(rng.choice(branches), rng, name, root, depth) if branches else None
     if isinstance(schema.get("allOf"), list):
         return _value(_merge(schema, root), rng, name, root, depth)
@@ -213,7 +218,8 @@ def _string(schema: Schema, rng: random.Random, name: str) -> str:
         return f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
     if fmt == "date-time":
         return (
-            f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:30Z"
+            f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+            f"T{rng.randint(0, 23):02d}:30:00Z"
         )
     if fmt == "time":
         return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00"
@@ -345,6 +351,11 @@ def answer(
     tool_id = f"toolu_fake_{rng.getrandbits(96):024x}"  # from the request: unique per conversation
     use = {"type": "tool_use", "id": tool_id, "name": tool["name"], "input": good}
     return fault, {**head, "content": [use], "stop_reason": "tool_use", "stop_details": None}
+
+
+def digest(*parts: object) -> str:
+    """The sha256 of `parts` (never Python's salted `hash()`): what the fake keys choices by."""
+    return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
 
 
 def canonical(value: Any) -> str:

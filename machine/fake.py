@@ -2,39 +2,58 @@
 
 Owns fault specs (`parse_spec`), the fake model (`FakeModel`: answers, faults, usage, prompt
 caching) and its two doors: an in-process `httpx2` transport (`FakeModel.client()`) and a
-loopback HTTP server (`serve`) for tests whose client is another process, perhaps killed.
+loopback HTTP server (`serve`, from `machine._fake_server`) for tests whose client is another
+process, perhaps killed.
 
-Everything the fake answers is a function of its seed, the request body and how many times this
-instance has seen that body, hashed with sha256 (never Python's salted `hash()`), so a fresh
-process replays the same answers and faults. Header values are never recorded or logged.
+A good answer and its usage are functions of the fake's settings and the request alone, so a
+request is answered, and billed, the same in any process, however often its run was resumed
+(usage, unless `prompt_cache="instance"`). Faults, message ids and request ids depend also on
+how many times this instance has seen the same body, so a fresh process replays the same
+sequence. All of it is keyed by sha256 (never Python's salted `hash()`). Header values are
+never recorded or logged.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http
 import json
 import math
 import random
-import socket
-import struct
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 import httpx2
 
 from machine import _fake_values as values
+from machine._fake_server import FakeServer, Hangup, Reply, error, not_found, serve
+from machine._fake_values import digest
 from machine.errors import FakeSpecError
 
 if TYPE_CHECKING:
     import anthropic
+
+__all__ = [
+    "CHAOS",
+    "CHAOS_SEED",
+    "FAULTS",
+    "GROUPS",
+    "PROMPT_CACHES",
+    "FakeModel",
+    "FakeServer",
+    "FakeSpecError",
+    "Faults",
+    "Hangup",
+    "PromptCache",
+    "Reply",
+    "Responder",
+    "Seen",
+    "parse_spec",
+    "serve",
+]
 
 FAULTS: tuple[str, ...] = (
     "429", "529", "500", "503", "400", "reset", "timeout",
@@ -61,6 +80,10 @@ _ERRORS: Mapping[str, tuple[int, str, str]] = types.MappingProxyType({
     "503": (503, "api_error", "Service unavailable (fake)."),
     "400": (400, "invalid_request_error", "Injected invalid request (fake)."),
 })  # fmt: skip
+
+PromptCache = Literal["warm", "cold", "instance"]
+"""How the fake bills a prompt prefix marked with `cache_control`; see `FakeModel`."""
+PROMPT_CACHES: tuple[PromptCache, ...] = get_args(PromptCache)
 
 Responder = Callable[[dict[str, Any]], Any]
 """Given the request body (a dict), returns the tool input (a dict) for a forced-tool request,
@@ -154,32 +177,6 @@ class Seen:
     request_id: str
 
 
-@attrs.frozen
-class Reply:
-    """An HTTP answer: status, headers and JSON body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: Mapping[str, Any]
-
-
-@attrs.frozen
-class Hangup:
-    """No answer: the connection is reset, or left hanging until the client times out."""
-
-    kind: Literal["reset", "timeout"]
-    request_id: str
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(":".join(str(p) for p in parts).encode()).hexdigest()
-
-
-def _error(status: int, kind: str, message: str, request_id: str, **headers: str) -> Reply:
-    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
-    return Reply(status, {"request-id": request_id, **headers}, body)
-
-
 class FakeModel:
     """The fake Messages API: validates, injects faults, answers; one log entry per request.
 
@@ -196,6 +193,15 @@ class FakeModel:
     also on how many times this instance has seen the body, so they stay unique per instance.
     A responder that raises or returns the wrong type gets a 500 that says so, marked
     `x-should-retry: false`.
+
+    Usage counts a token per 4 characters. The prompt up to its last `cache_control` block is
+    billed by `prompt_cache`: "warm" (the default) reads it from the cache, as in a pipeline
+    whose traffic keeps its cache warm; "cold" writes it, as to a cache that has always
+    expired. Both are functions of the request alone: a request costs the same in any process,
+    however often its run was resumed. "instance" writes each prefix the first time this
+    instance answers it and reads it afterwards, for tests that want writes and reads from one
+    fake: usage then depends on the instance's history, and a fresh process writes again.
+    Writes are 1-hour ones if that block asks for `"ttl": "1h"`, else 5-minute ones.
     """
 
     def __init__(
@@ -206,16 +212,20 @@ class FakeModel:
         retry_after: float = 2.0,
         timeout_seconds: float = 0.5,
         latency: float = 0.0,
+        prompt_cache: PromptCache = "warm",
     ) -> None:
+        if prompt_cache not in PROMPT_CACHES:
+            raise ValueError(f"prompt_cache is {prompt_cache!r}, not one of {PROMPT_CACHES}")
         self.responder = responder
         self.faults = faults or Faults({})
         self.retry_after = retry_after
         self.timeout_seconds = timeout_seconds
         self.latency = latency
         """Seconds each request takes before it is answered, like a model thinking."""
+        self.prompt_cache: PromptCache = prompt_cache
         self.requests: list[Seen] = []
         self._times: dict[str, int] = {}
-        self._cached: set[str] = set()  # hashes of prompt prefixes written to the "cache"
+        self._cached: set[str] = set()  # prompt prefixes written, for prompt_cache="instance"
         self._lock = threading.Lock()  # the server answers from several threads
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply | Hangup:
@@ -240,7 +250,7 @@ class FakeModel:
 
     def _on_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.method != "POST" or request.url.path != "/v1/messages":
-            reply: Reply | Hangup = _not_found(request.method, request.url.path)
+            reply: Reply | Hangup = not_found(request.method, request.url.path)
         else:
             reply = self.handle(request.content, request.headers)
         if isinstance(reply, Hangup) and reply.kind == "reset":
@@ -255,13 +265,13 @@ class FakeModel:
             time.sleep(self.latency)
         try:
             body: Any = json.loads(raw)
-            body_hash = _digest(values.canonical(body))
+            body_hash = digest(values.canonical(body))
         except ValueError:  # not JSON, or not UTF-8
             body, body_hash = None, hashlib.sha256(raw).hexdigest()
         with self._lock:
             times = self._times[body_hash] = self._times.get(body_hash, 0) + 1
         seed = self.faults.seed
-        request_id = "req_fake_" + _digest(seed, body_hash, times, "request")[:24]
+        request_id = "req_fake_" + digest(seed, body_hash, times, "request")[:24]
         fault, reply = self._answer(body, body_hash, times, request_id, headers)
         seen = Seen(body_hash, times, fault, request_id)
         with self._lock:
@@ -275,33 +285,33 @@ class FakeModel:
         bearer = lowered.get("authorization", "").removeprefix("Bearer ").strip()
         if not lowered.get("x-api-key", "").strip() and not bearer:
             text = "x-api-key header is required"
-            return None, _error(401, "authentication_error", text, request_id)
+            return None, error(401, "authentication_error", text, request_id)
         problem = _invalid(body)
         if problem is not None:
-            return None, _error(400, "invalid_request_error", problem, request_id)
+            return None, error(400, "invalid_request_error", problem, request_id)
         fault = self._draw(body_hash, times)
         if fault is not None and fault in _ERRORS:
             status, kind, text = _ERRORS[fault]
             extra = {"retry-after": f"{self.retry_after:g}"} if fault == "429" else {}
-            return fault, _error(status, kind, text, request_id, **extra)
+            return fault, error(status, kind, text, request_id, **extra)
         if fault == "reset":
             return fault, Hangup("reset", request_id)
         if fault == "timeout":
             return fault, Hangup("timeout", request_id)
-        rng = random.Random(_digest(self.faults.seed, body_hash, "answer"))
+        rng = random.Random(digest(self.faults.seed, body_hash, "answer"))
         try:
             fault, message = values.answer(body, rng, fault, self.responder)
         except values.ResponderFailed as e:
             # Not the model's fault but the test's: say so, and tell the SDK not to retry.
-            return None, _error(500, "api_error", str(e), request_id, **{"x-should-retry": "false"})
-        message["id"] = "msg_fake_" + _digest(self.faults.seed, body_hash, times, "message")[:24]
+            return None, error(500, "api_error", str(e), request_id, **{"x-should-retry": "false"})
+        message["id"] = "msg_fake_" + digest(self.faults.seed, body_hash, times, "message")[:24]
         message["usage"] = self._usage(body, message["content"])
         return fault, Reply(200, {"request-id": request_id}, message)
 
     def _draw(self, body_hash: str, times: int) -> str | None:
         """At most one fault, from one draw over the cumulative rates, in the order of FAULTS."""
-        digest = _digest(self.faults.seed, body_hash, times, "fault")
-        draw = int(digest[:16], 16) / 2**64
+        key = digest(self.faults.seed, body_hash, times, "fault")
+        draw = int(key[:16], 16) / 2**64
         total = 0.0
         for name in FAULTS:
             total += self.faults.rates.get(name, 0.0)
@@ -310,7 +320,8 @@ class FakeModel:
         return None
 
     def _usage(self, body: Mapping[str, Any], content: list[dict[str, Any]]) -> dict[str, Any]:
-        """Tokens as characters / 4; a prompt prefix up to a `cache_control` block is cached."""
+        """Tokens as characters / 4; the prompt up to its last `cache_control` block is read
+        from or written to the cache, as `prompt_cache` says."""
         pieces = values.prompt_pieces(body)
         sizes = [len(p if isinstance(p, str) else values.canonical(p)) for p, _ in pieces]
         marks = [i for i, (_, control) in enumerate(pieces) if control is not None]
@@ -320,13 +331,7 @@ class FakeModel:
             last = marks[-1]
             control = pieces[last][1] or {}
             ttl = "1h" if control.get("ttl") == "1h" else "5m"
-            keys = {
-                i: _digest(body["model"], values.canonical([p for p, _ in pieces[: i + 1]]))
-                for i in marks
-            }
-            with self._lock:
-                hits = [i for i in marks if keys[i] in self._cached]
-                self._cached.update(keys.values())
+            hits = self._cache_hits(body["model"], pieces, marks)
             full = values.tokens(sum(sizes[: last + 1]))
             read = values.tokens(sum(sizes[: hits[-1] + 1])) if hits else 0
             created = full - read
@@ -345,6 +350,20 @@ class FakeModel:
             "service_tier": "standard",
         }
 
+    def _cache_hits(
+        self, model: str, pieces: Sequence[tuple[Any, Any]], marks: list[int]
+    ) -> list[int]:
+        """The marks (indices of `cache_control` pieces) whose prefix the cache holds."""
+        if self.prompt_cache == "warm":
+            return marks
+        if self.prompt_cache == "cold":
+            return []
+        keys = {i: digest(model, values.canonical([p for p, _ in pieces[: i + 1]])) for i in marks}
+        with self._lock:
+            hits = [i for i in marks if keys[i] in self._cached]
+            self._cached.update(keys.values())
+        return hits
+
 
 def _invalid(body: Any) -> str | None:
     """What is wrong with a request body, the way the API words it; None if nothing."""
@@ -362,129 +381,3 @@ def _invalid(body: Any) -> str | None:
         name = choice.get("name")
         return None if values.tool_named(body, name) else f"tool_choice: no tool {name!r} in tools"
     return None
-
-
-def _not_found(method: str, path: str) -> Reply:
-    request_id = "req_fake_" + _digest(method, path, "not found")[:24]
-    message = f"{method} {path}: the fake serves POST /v1/messages only"
-    return _error(404, "not_found_error", message, request_id)
-
-
-class _Httpd(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], model: FakeModel, log: IO[str] | None) -> None:
-        super().__init__(address, _Handler)
-        self.model = model
-        self.log = log
-        self.log_lock = threading.Lock()
-        self.stopping = threading.Event()
-        self._aborted: set[socket.socket] = set()
-
-    def abort(self, connection: socket.socket) -> None:
-        """Close `connection` with a TCP reset instead of an orderly FIN."""
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self._aborted.add(connection)
-
-    def shutdown_request(self, request: Any) -> None:
-        if request in self._aborted:
-            self._aborted.discard(request)
-            self.close_request(request)  # no shutdown(SHUT_WR): that would send a FIN first
-            return
-        super().shutdown_request(request)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Httpd
-
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        raw = self.rfile.read(length) if length > 0 else b""
-        if path != "/v1/messages":
-            self._send(_not_found("POST", path))
-            return
-        model = self.server.model
-        seen, reply = model._handle(raw, dict(self.headers.items()))
-        status = reply.status if isinstance(reply, Reply) else None
-        if self.server.log is not None:
-            line = {**attrs.asdict(seen), "status": status}
-            with self.server.log_lock:  # flushed before answering: a killed client can't lose it
-                self.server.log.write(json.dumps(line) + "\n")
-                self.server.log.flush()
-        self.close_connection = True
-        if isinstance(reply, Reply):
-            self._send(reply)
-        elif reply.kind == "reset":
-            self.server.abort(self.connection)
-        else:
-            self.server.stopping.wait(model.timeout_seconds)  # then close without answering
-
-    def _other(self) -> None:
-        self._send(_not_found(self.command, urlsplit(self.path).path))
-
-    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _other
-
-    def _send(self, reply: Reply) -> None:
-        data = json.dumps(reply.body, ensure_ascii=False).encode()
-        try:
-            reason = http.HTTPStatus(reply.status).phrase
-        except ValueError:
-            reason = "Overloaded" if reply.status == 529 else ""
-        try:
-            self.send_response(reply.status, reason)
-            for key, value in reply.headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except ConnectionError:
-            pass  # the client went away (or was killed): nothing left to tell it
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: the JSON log is the record, and stderr noise helps no test."""
-
-
-class FakeServer:
-    """The fake on a loopback HTTP server, in a daemon thread; a context manager."""
-
-    def __init__(self, model: FakeModel, *, host: str, port: int, log: Path | None) -> None:
-        self._log = log.open("a", encoding="utf-8") if log is not None else None
-        self._httpd = _Httpd((host, port), model, self._log)
-        self.url = f"http://{host}:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-            name=f"fake-anthropic {self.url}",
-        )  # fmt: skip
-        self._thread.start()
-        self._closed = False
-
-    def close(self) -> None:
-        """Stop serving; hanging `timeout` answers end at once. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._httpd.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-        if self._log is not None:
-            with self._httpd.log_lock:
-                self._log.close()
-
-    def __enter__(self) -> FakeServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def serve(
-    model: FakeModel, *, host: str = "127.0.0.1", port: int = 0, log: Path | None = None
-) -> FakeServer:
-    """Serve `model` at http://HOST:PORT (port 0: any free one), appending to `log` if given."""
-    return FakeServer(model, host=host, port=port, log=log)

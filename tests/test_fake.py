@@ -17,7 +17,17 @@ import httpx2
 import pytest
 from conftest import journal_command
 
-from machine.fake import CHAOS, FAULTS, FakeModel, FakeSpecError, Faults, parse_spec, serve
+from machine.fake import (
+    CHAOS,
+    FAULTS,
+    PROMPT_CACHES,
+    FakeModel,
+    FakeSpecError,
+    Faults,
+    Reply,
+    parse_spec,
+    serve,
+)
 
 MODEL = "claude-haiku-4-5"
 SCHEMA: dict[str, Any] = {
@@ -376,9 +386,56 @@ def test_usage_counts_characters_over_four() -> None:
     assert ask(FakeModel(), free("")).usage.input_tokens == 1
 
 
-def test_prompt_cache_written_then_read() -> None:
-    """A cache_control prefix is written the first time this fake sees it, then read."""
+def marked_twice(prompt: str) -> dict[str, Any]:
+    """A request whose system (800 characters) and first user block (400) both have
+    cache_control; the second ends the cached prefix, and `prompt` follows it."""
+    mark = {"type": "ephemeral"}
+    system = [{"type": "text", "text": "s" * 800, "cache_control": mark}]
+    content = [
+        {"type": "text", "text": "d" * 400, "cache_control": mark},
+        {"type": "text", "text": prompt},
+    ]
+    return {**free(), "system": system, "messages": [{"role": "user", "content": content}]}
+
+
+def test_warm_prompt_cache_always_reads() -> None:
+    """By default the prompt up to the last cache_control is read, the first time too."""
+    assert FakeModel().prompt_cache == "warm"
     model = FakeModel()
+    for prompt in ("u" * 40, "u" * 40, "v" * 80):
+        usage = ask(model, cached_request(prompt, ttl="1h")).usage
+        assert usage.cache_read_input_tokens == 200 and usage.cache_creation_input_tokens == 0
+        assert usage.cache_creation is not None
+        assert usage.cache_creation.ephemeral_5m_input_tokens == 0
+        assert usage.cache_creation.ephemeral_1h_input_tokens == 0
+        assert usage.input_tokens == len(prompt) // 4
+    usage = ask(FakeModel(), marked_twice("w" * 40)).usage
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (300, 0)
+    assert usage.input_tokens == 10
+
+
+def test_cold_prompt_cache_always_writes() -> None:
+    """With prompt_cache="cold" the prefix is written every time, at its TTL."""
+    model = FakeModel(prompt_cache="cold")
+    for prompt in ("u" * 40, "u" * 40):
+        usage = ask(model, cached_request(prompt)).usage
+        assert usage.cache_creation_input_tokens == 200 and usage.cache_read_input_tokens == 0
+        assert usage.cache_creation is not None
+        assert usage.cache_creation.ephemeral_5m_input_tokens == 200
+        assert usage.cache_creation.ephemeral_1h_input_tokens == 0
+        assert usage.input_tokens == 10
+    long = ask(model, cached_request("u", ttl="1h")).usage
+    assert long.cache_creation is not None
+    assert long.cache_creation.ephemeral_1h_input_tokens == 200
+    assert long.cache_creation.ephemeral_5m_input_tokens == 0
+    usage = ask(model, marked_twice("w" * 40)).usage
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (0, 300)
+
+
+def test_instance_prompt_cache_written_then_read() -> None:
+    """With prompt_cache="instance" a prefix is written the first time this fake sees it,
+    then read; a longer prefix that starts with a cached one reads that part."""
+    model = FakeModel(prompt_cache="instance")
     first = ask(model, cached_request("u" * 40)).usage
     assert first.cache_creation_input_tokens == 200 and first.cache_read_input_tokens == 0
     assert first.cache_creation is not None
@@ -388,7 +445,9 @@ def test_prompt_cache_written_then_read() -> None:
     again = ask(model, cached_request("v" * 80)).usage
     assert again.cache_read_input_tokens == 200 and again.cache_creation_input_tokens == 0
     assert again.input_tokens == 20
-    fresh = ask(FakeModel(), cached_request("u" * 40, ttl="1h")).usage
+    longer = ask(model, marked_twice("w")).usage
+    assert (longer.cache_read_input_tokens, longer.cache_creation_input_tokens) == (200, 100)
+    fresh = ask(FakeModel(prompt_cache="instance"), cached_request("u" * 40, ttl="1h")).usage
     assert fresh.cache_creation is not None
     assert fresh.cache_creation.ephemeral_1h_input_tokens == 200
     assert fresh.cache_creation.ephemeral_5m_input_tokens == 0
@@ -396,13 +455,71 @@ def test_prompt_cache_written_then_read() -> None:
 
 def test_failed_request_writes_no_cache() -> None:
     """A request that errored was never processed: the next one still writes the cache."""
-    model = FakeModel(faults=parse_spec("429=0.5,seed=1"))
+    model = FakeModel(faults=parse_spec("429=0.5,seed=1"), prompt_cache="instance")
     usages = []
     for _ in range(8):
         with contextlib.suppress(anthropic.RateLimitError):
             usages.append(ask(model, cached_request("u")).usage)
     assert usages and usages[0].cache_creation_input_tokens == 200
     assert all(u.cache_read_input_tokens == 200 for u in usages[1:])
+
+
+def test_an_unknown_prompt_cache_is_refused() -> None:
+    assert PROMPT_CACHES == ("warm", "cold", "instance")
+    with pytest.raises(ValueError, match="'hot'"):
+        FakeModel(prompt_cache="hot")  # type: ignore[arg-type]
+
+
+# A run's requests: cached prefixes, repeated and not, with both TTLs, and uncached ones.
+RUN = [
+    cached_request("ticket 1"),
+    cached_request("ticket 2", ttl="1h"),
+    free("no cache"),
+    marked_twice("ticket 3"),
+    cached_request("ticket 1"),
+    cached_request("ticket 4"),
+    marked_twice("ticket 5"),
+    cached_request("ticket 2", ttl="1h"),
+    forced(
+        "ticket 6",
+        system=[{"type": "text", "text": "t" * 500, "cache_control": {"type": "ephemeral"}}],
+    ),
+    cached_request("ticket 7"),
+]
+
+
+def usages_of(client: anthropic.Anthropic, requests: list[dict[str, Any]]) -> list[Any]:
+    return [client.messages.create(**request).usage.model_dump() for request in requests]
+
+
+@pytest.mark.parametrize("settings", [{}, {"prompt_cache": "cold"}], ids=["default", "cold"])
+def test_usage_does_not_depend_on_a_resume(settings: dict[str, Any]) -> None:
+    """A fresh fake asked only the second half of a run (a resumed process) bills each request
+    as a fake asked the whole run does; here the first is in-process, the second over HTTP."""
+    whole = usages_of(FakeModel(**settings).client(), RUN)
+    half = len(RUN) // 2
+    with serve(FakeModel(**settings)) as server:
+        resumed = usages_of(sdk(server.url), RUN[half:])
+    assert resumed == whole[half:]
+    assert any(u["cache_read_input_tokens"] or u["cache_creation_input_tokens"] for u in resumed)
+
+
+def test_instance_usage_depends_on_a_resume() -> None:
+    """What prompt_cache="instance" is not: a fresh fake writes again what the first read."""
+    whole = usages_of(FakeModel(prompt_cache="instance").client(), RUN)
+    resumed = usages_of(FakeModel(prompt_cache="instance").client(), RUN[5:])
+    assert resumed != whole[5:]
+
+
+def test_handle_reports_the_same_usage_as_the_sdk() -> None:
+    """`handle`, without the SDK, reports the usage the SDK client sees."""
+    for cache in PROMPT_CACHES:
+        reply = FakeModel(prompt_cache=cache).handle(
+            json.dumps(RUN[3]).encode(), {"x-api-key": "k"}
+        )
+        assert isinstance(reply, Reply) and reply.status == 200
+        through_sdk = ask(FakeModel(prompt_cache=cache), RUN[3]).usage.model_dump()
+        assert {k: through_sdk[k] for k in reply.body["usage"]} == reply.body["usage"]
 
 
 def sdk(url: str, timeout: float = 5.0) -> anthropic.Anthropic:

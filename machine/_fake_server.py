@@ -1,0 +1,175 @@
+"""The fake Messages API's HTTP side: its answers (`Reply`, `Hangup`, errors in the API's
+shape) and the loopback server (`serve`) that puts a `FakeModel` before other processes.
+
+Private to `machine.fake`, which exports its public names.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import socket
+import struct
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import attrs
+
+from machine._fake_values import digest
+
+if TYPE_CHECKING:
+    from machine.fake import FakeModel
+
+
+@attrs.frozen
+class Reply:
+    """An HTTP answer: status, headers and JSON body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Mapping[str, Any]
+
+
+@attrs.frozen
+class Hangup:
+    """No answer: the connection is reset, or left hanging until the client times out."""
+
+    kind: Literal["reset", "timeout"]
+    request_id: str
+
+
+def error(status: int, kind: str, message: str, request_id: str, **headers: str) -> Reply:
+    """An error answer, with the API's error body."""
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+    return Reply(status, {"request-id": request_id, **headers}, body)
+
+
+def not_found(method: str, path: str) -> Reply:
+    """The answer to anything but `POST /v1/messages`."""
+    request_id = "req_fake_" + digest(method, path, "not found")[:24]
+    message = f"{method} {path}: the fake serves POST /v1/messages only"
+    return error(404, "not_found_error", message, request_id)
+
+
+class _Httpd(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], model: FakeModel, log: IO[str] | None) -> None:
+        super().__init__(address, _Handler)
+        self.model = model
+        self.log = log
+        self.log_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._aborted: set[socket.socket] = set()
+
+    def abort(self, connection: socket.socket) -> None:
+        """Close `connection` with a TCP reset instead of an orderly FIN."""
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._aborted.add(connection)
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self._aborted:
+            self._aborted.discard(request)
+            self.close_request(request)  # no shutdown(SHUT_WR): that would send a FIN first
+            return
+        super().shutdown_request(request)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Httpd
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        raw = self.rfile.read(length) if length > 0 else b""
+        if path != "/v1/messages":
+            self._send(not_found("POST", path))
+            return
+        model = self.server.model
+        seen, reply = model._handle(raw, dict(self.headers.items()))
+        status = reply.status if isinstance(reply, Reply) else None
+        if self.server.log is not None:
+            line = {**attrs.asdict(seen), "status": status}
+            with self.server.log_lock:  # flushed before answering: a killed client can't lose it
+                self.server.log.write(json.dumps(line) + "\n")
+                self.server.log.flush()
+        self.close_connection = True
+        if isinstance(reply, Reply):
+            self._send(reply)
+        elif reply.kind == "reset":
+            self.server.abort(self.connection)
+        else:
+            self.server.stopping.wait(model.timeout_seconds)  # then close without answering
+
+    def _other(self) -> None:
+        self._send(not_found(self.command, urlsplit(self.path).path))
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _other
+
+    def _send(self, reply: Reply) -> None:
+        data = json.dumps(reply.body, ensure_ascii=False).encode()
+        try:
+            reason = http.HTTPStatus(reply.status).phrase
+        except ValueError:
+            reason = "Overloaded" if reply.status == 529 else ""
+        try:
+            self.send_response(reply.status, reason)
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except ConnectionError:
+            pass  # the client went away (or was killed): nothing left to tell it
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the JSON log is the record, and stderr noise helps no test."""
+
+
+class FakeServer:
+    """The fake on a loopback HTTP server, in a daemon thread; a context manager."""
+
+    def __init__(self, model: FakeModel, *, host: str, port: int, log: Path | None) -> None:
+        self._log = log.open("a", encoding="utf-8") if log is not None else None
+        self._httpd = _Httpd((host, port), model, self._log)
+        self.url = f"http://{host}:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            name=f"fake-anthropic {self.url}",
+        )  # fmt: skip
+        self._thread.start()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop serving; hanging `timeout` answers end at once. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._httpd.stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+        if self._log is not None:
+            with self._httpd.log_lock:
+                self._log.close()
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(
+    model: FakeModel, *, host: str = "127.0.0.1", port: int = 0, log: Path | None = None
+) -> FakeServer:
+    """Serve `model` at http://HOST:PORT (port 0: any free one), appending to `log` if given."""
+    return FakeServer(model, host=host, port=port, log=log)
