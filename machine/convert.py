@@ -1,13 +1,25 @@
 """Between a pipeline's attrs values and the JSON the journal holds, strictly and with clear errors.
 
-The converter is cattrs' JSON converter with strict scalars: a string where an int is due is an
-error, never silently converted, because the same conversion checks what the model returns.
+The converter is cattrs' JSON converter made strict, because the same conversion checks what the
+model returns: a string where an int is due is an error, never silently converted. It reads JSON
+the way JSON Schema does, so that `machine.jsonschema` can describe exactly what it accepts:
+
+- numbers by value: 3.0 is an integer (the int 3) and 3.5 is not; true is never a number nor 1
+  a boolean, in plain fields, Literals and Enums alike;
+- a union takes the first of its members, in order, that structures the value, as anyOf does;
+- a date is an RFC 3339 full-date, a datetime an RFC 3339 date-time, without the offset for a
+  naive one (Python's fromisoformat alone also takes "20241129", "2024-W48-5", "2024-11-29 10:00").
 """
 
 from __future__ import annotations
 
+import collections.abc as abc
+import datetime
 import enum
 import json
+import re
+import types
+import typing
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -36,6 +48,12 @@ _JSON_NAMES = {
     dict: "an object",
     type(None): "null",
 }
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
+_DATETIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:([Zz])|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))?",  # RFC 3339 offsets: under 24 h
+    re.ASCII,
+)
 
 
 def json_name(value: Any) -> str:
@@ -43,10 +61,29 @@ def json_name(value: Any) -> str:
     return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON scalars are equal as JSON Schema's `enum` compares them.
+
+    Numbers by value (1 and 1.0 are equal), but true is not 1, as it is in Python.
+    """
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    return a is None and b is None
+
+
 def _strict(kind: type, accepts: tuple[type, ...]) -> Any:
     def structure(value: Any, type_: type) -> Any:
-        if type_ is not kind and issubclass(type_, enum.Enum):
+        if type_ is not kind and isinstance(type_, type) and issubclass(type_, enum.Enum):
             return _enum_member(value, type_)  # an IntEnum or a str enum, dispatched here
+        if kind is int and isinstance(value, float):
+            # JSON has one number type: JSON Schema's "integer" is any number without a fraction.
+            if value.is_integer():
+                return int(value)
+            raise TypeError(f"expected an integer, got {value!r}")
         # bool is an int subclass, but JSON's true is not a number.
         if not isinstance(value, accepts) or (isinstance(value, bool) and kind is not bool):
             raise TypeError(f"expected {_JSON_NAMES[kind]}, got {json_name(value)}")
@@ -71,12 +108,162 @@ def _objects_only(converter: cattrs.Converter) -> Any:
     return factory
 
 
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
 def _enum_member(value: Any, type_: type[enum.Enum]) -> Any:
-    # By value and JSON type: true is not the member whose value is 1.
+    # By JSON equality: true is not the member whose value is 1, but 2.0 is the one whose is 2.
     for member in type_:
-        if type(member.value) is type(value) and member.value == value:
+        if same_json(value, member.value):
             return member
     raise ValueError(f"expected one of {[m.value for m in type_]}, got {value!r}")
+
+
+def _literal(value: Any, type_: Any) -> Any:
+    # The Literal's own value comes back (Literal[1.0] gives 1.0 for 1), an Enum member as itself.
+    options = typing.get_args(type_)
+    for option in options:
+        if same_json(value, _plain(option)):
+            return option
+    raise ValueError(f"expected one of {[_plain(o) for o in options]}, got {value!r}")
+
+
+def _is_literal(type_: Any) -> bool:
+    return typing.get_origin(type_) is typing.Literal
+
+
+def _is_union(type_: Any) -> bool:
+    return typing.get_origin(type_) in (typing.Union, types.UnionType)
+
+
+def _unwrap(type_: Any) -> Any:
+    while True:
+        if hasattr(type_, "__supertype__"):  # NewType
+            type_ = type_.__supertype__
+        elif typing.get_origin(type_) is typing.Annotated:
+            type_ = typing.get_args(type_)[0]
+        else:
+            return type_
+
+
+def _may_fit(type_: Any, value: Any) -> bool:
+    """Whether `value`'s JSON type may structure as `type_`: True when unsure, never wrongly."""
+    type_ = _unwrap(type_)
+    origin = typing.get_origin(type_) or type_
+    if _is_literal(type_):
+        return any(same_json(value, _plain(o)) for o in typing.get_args(type_))
+    if _is_union(type_):
+        return any(_may_fit(member, value) for member in typing.get_args(type_))
+    if not isinstance(origin, type):
+        return True  # Any, a type variable: let structuring decide
+    if issubclass(origin, enum.Enum):
+        return any(same_json(value, m.value) for m in origin)
+    if origin is bool or origin is type(None):
+        return type(value) is origin
+    if origin is int:
+        return json_name(value) == "an integer" or (isinstance(value, float) and value.is_integer())
+    if origin is float:
+        return json_name(value) in ("an integer", "a number")
+    if origin is str or issubclass(origin, datetime.date):
+        return isinstance(value, str)
+    if attrs.has(origin) or issubclass(origin, abc.Mapping):
+        return isinstance(value, dict)
+    if issubclass(origin, abc.Iterable):
+        return isinstance(value, list | tuple)
+    return True
+
+
+def _knows_keys(type_: Any, value: Any) -> bool:
+    cls = typing.get_origin(_unwrap(type_)) or _unwrap(type_)
+    if not (isinstance(value, dict) and attrs.has(cls)):
+        return True
+    return set(value) <= {a.name for a in attrs.fields(cls) if a.init}
+
+
+def _either(members: tuple[Any, ...]) -> str:
+    names = []
+    for member in members:
+        member = _unwrap(member)
+        origin = typing.get_origin(member) or member
+        if _is_literal(member) or (isinstance(origin, type) and issubclass(origin, enum.Enum)):
+            values = typing.get_args(member) if _is_literal(member) else list(origin)
+            names.append(f"one of {[_plain(v) for v in values]}")
+        elif origin in _JSON_NAMES:
+            names.append(_JSON_NAMES[origin])
+        elif origin in (datetime.date, datetime.datetime):
+            names.append("a date-time" if origin is datetime.datetime else "a date")
+        elif isinstance(origin, type) and (attrs.has(origin) or issubclass(origin, abc.Mapping)):
+            names.append("an object")
+        elif isinstance(origin, type) and issubclass(origin, abc.Iterable):
+            names.append("an array")
+        else:
+            names.append(type_name(member))
+    return " or ".join(dict.fromkeys(names))
+
+
+def _union(converter: cattrs.Converter) -> Any:
+    def structure(value: Any, type_: Any) -> Any:
+        members = typing.get_args(type_)
+        fitting = [member for member in members if _may_fit(member, value)]
+        if not fitting:
+            raise TypeError(f"expected {_either(members)}, got {json_name(value)}")
+        # Members that know every key go first: cattrs ignores unknown keys, so in A | B a B
+        # written as {"x": 1, "b": 2} would otherwise come back as an A, which has no `b`.
+        fitting.sort(key=lambda member: not _knows_keys(member, value))
+        failure: Exception | None = None
+        for member in fitting:
+            try:
+                return converter.structure(value, member)
+            except Exception as e:  # the first member's problem is the one reported
+                failure = failure or e
+        raise cast(Exception, failure)
+
+    return structure
+
+
+def _null(value: Any, _: Any) -> None:
+    if value is not None:
+        raise TypeError(f"expected null, got {json_name(value)}")
+
+
+def _date(value: Any, _: Any) -> datetime.date:
+    match = _DATE.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        try:
+            return datetime.date(*map(int, match.groups()))
+        except ValueError:  # a day the month does not have, or year 0
+            pass
+    raise ValueError(f"expected an RFC 3339 date such as 2024-05-06, got {value!r}")
+
+
+def _datetime(value: Any, _: Any) -> datetime.datetime:
+    match = _DATETIME.fullmatch(value) if isinstance(value, str) else None
+    if match:
+        year, month, day, hour, minute, second, fraction, zulu, sign, hours, minutes = (
+            match.groups()
+        )
+        tz: datetime.tzinfo | None = datetime.UTC if zulu else None
+        if sign:  # "-00:00" is UTC too
+            offset = datetime.timedelta(hours=int(hours), minutes=int(minutes))
+            tz = datetime.timezone(-offset if sign == "-" else offset)
+        # Beyond microseconds a fraction cannot be held: the rest is dropped.
+        micro = int((fraction or "").ljust(6, "0")[:6])
+        date, time = (int(year), int(month), int(day)), (int(hour), int(minute), int(second))
+        try:
+            return datetime.datetime(*date, *time, micro, tzinfo=tz)
+        except ValueError:  # a day the month does not have, hour 24, a leap second, year 0
+            pass
+    msg = "expected an RFC 3339 date-time such as 2024-05-06T07:08:09Z (the offset left out"
+    raise ValueError(f"{msg} for a naive datetime), got {value!r}")
+
+
+def _datetime_text(value: datetime.datetime) -> str:
+    offset = value.utcoffset()
+    if offset is not None and offset % datetime.timedelta(minutes=1):
+        # RFC 3339 offsets are whole minutes; the same instant in UTC compares equal.
+        value = value.astimezone(datetime.UTC)
+    return value.isoformat()
 
 
 def _is_array(type_: Any) -> bool:
@@ -115,6 +302,12 @@ def make() -> cattrs.Converter:
     for kind, accepts in ((str, (str,)), (int, (int,)), (float, (int, float)), (bool, (bool,))):
         converter.register_structure_hook(kind, _strict(kind, accepts))
     converter.register_structure_hook(enum.Enum, _enum_member)
+    converter.register_structure_hook(type(None), _null)  # for a field annotated `None`
+    converter.register_structure_hook(datetime.date, _date)
+    converter.register_structure_hook(datetime.datetime, _datetime)
+    converter.register_unstructure_hook(datetime.datetime, _datetime_text)
+    converter.register_structure_hook_func(_is_literal, _literal)
+    converter.register_structure_hook_func(_is_union, _union(converter))
     converter.register_structure_hook_factory(attrs.has, _objects_only(converter))
     converter.register_structure_hook_factory(_is_array, _arrays_only(converter))
     return converter

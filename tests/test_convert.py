@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -68,3 +69,198 @@ def test_enums_sets_and_tuples_come_back_as_their_types() -> None:
     )
     assert item == Item("x", Level.HIGH, Colour.RED, frozenset({"a", "b"}), ("b", 2), 3.0)
     assert isinstance(item.weight, float)
+
+
+def one(tp: Any) -> type:
+    """A class with one field, `x`, of type `tp`."""
+    return attrs.make_class("One", {"x": attrs.field(type=tp)})
+
+
+def convert_x(tp: Any, value: Any) -> Any:
+    """What `{"x": value}` structures into for a field of type `tp` (ConversionError if none)."""
+    return convert.structure(convert.make(), {"x": value}, one(tp), "the answer").x
+
+
+class Colour2(enum.Enum):
+    BLUE = "blue"
+
+
+@pytest.mark.parametrize(
+    ("tp", "value", "expected"),
+    [
+        (int, 3.0, 3),
+        (int, -0.0, 0),
+        (int, 1e300, int(1e300)),
+        (Level, 2.0, Level.HIGH),
+        (Literal[1, 2, 3], 2.0, 2),
+        (Literal[1.0, 2.5], 1, 1.0),
+        (Literal[Colour2.BLUE], "blue", Colour2.BLUE),
+        (Literal[True, 1], True, True),
+        (Literal[True, 1], 1, 1),
+        (float, 3, 3.0),
+        (int | str, 3.0, 3),
+        (float | int, 3, 3.0),
+        (type(None), None, None),
+    ],
+)
+def test_numbers_are_read_by_value_as_json_schema_reads_them(
+    tp: Any, value: Any, expected: Any
+) -> None:
+    """JSON has one number type: 3.0 is an integer (JSON Schema says so too), read as 3."""
+    got = convert_x(tp, value)
+    assert got == expected
+    assert type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("tp", "value", "says"),
+    [
+        (int, 3.5, "expected an integer, got 3.5"),
+        (int, float("inf"), "expected an integer, got inf"),
+        (int, float("nan"), "expected an integer, got nan"),
+        (int, True, "expected an integer, got a boolean"),
+        (Literal[1, 2, 3], True, "expected one of [1, 2, 3], got True"),
+        (Literal[True], 1, "expected one of [True], got 1"),
+        (Literal[False], 0, "expected one of [False], got 0"),
+        (Literal["a"], 1, "expected one of ['a'], got 1"),
+        (Literal[1], "1", "expected one of [1], got '1'"),
+        (Level, 1.5, "expected one of [1, 2], got 1.5"),
+        (int | str, True, "expected an integer or a string, got a boolean"),
+        (int | None, "x", "expected an integer or null, got a string"),
+        (type(None), 0, "expected null, got an integer"),
+    ],
+)
+def test_true_is_not_one_and_a_fraction_is_not_an_integer(tp: Any, value: Any, says: str) -> None:
+    """Literals and Enums compare by JSON type, as JSON Schema's enum does; unions too."""
+    with pytest.raises(convert.ConversionError) as raised:
+        convert_x(tp, value)
+    assert f"{says} @ $.x" in str(raised.value)
+
+
+UTC = datetime.UTC
+
+
+def tz(hours: int = 0, minutes: int = 0) -> datetime.timezone:
+    return datetime.timezone(datetime.timedelta(hours=hours, minutes=minutes))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-29T10:00:00Z", datetime.datetime(2026, 11, 29, 10, tzinfo=UTC)),
+        ("2026-11-29t10:00:00z", datetime.datetime(2026, 11, 29, 10, tzinfo=UTC)),
+        ("2026-11-29T10:00:00-00:00", datetime.datetime(2026, 11, 29, 10, tzinfo=UTC)),
+        (
+            "2026-11-29T10:00:00.5+05:30",
+            datetime.datetime(2026, 11, 29, 10, 0, 0, 500000, tz(5, 30)),
+        ),
+        ("2026-11-29T10:00:00.1234567Z", datetime.datetime(2026, 11, 29, 10, 0, 0, 123456, UTC)),
+        ("2024-02-29T23:59:59-23:59", datetime.datetime(2024, 2, 29, 23, 59, 59, 0, tz(-23, -59))),
+        ("2026-11-29T10:00:00", datetime.datetime(2026, 11, 29, 10)),
+        ("9999-12-31T23:59:59.999999", datetime.datetime.max),
+    ],
+)
+def test_datetimes_are_rfc_3339(text: str, expected: datetime.datetime) -> None:
+    """RFC 3339 date-times (T or t, Z or z, any fraction), or without offset for naive ones."""
+    got = convert_x(datetime.datetime, text)
+    assert got == expected
+    assert got.utcoffset() == expected.utcoffset()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-29T10:00",  # seconds are required
+        "2026-11-29 10:00:00",  # a space for the T
+        "2026-11-29T10:00:00+0530",  # offset without a colon
+        "2026-11-29T10:00:00+24:00",
+        "2026-11-29T10:00:00+05:60",
+        "2026-11-29T10:00:60Z",  # a leap second: Python cannot hold it
+        "2026-11-29T24:00:00Z",
+        "2026-02-29T10:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "20261129T100000Z",
+        "2026-11-29T10:00:00Z\n",
+        "2026-11-29T10:00:00.Z",
+        "2026-11-29",
+        "\uff12\uff10\uff12\uff16-11-29T10:00:00Z",  # fullwidth digits: \d would take them
+    ],
+)
+def test_other_iso_forms_are_not_datetimes(text: str) -> None:
+    """What fromisoformat also reads, and RFC 3339 does not, is refused."""
+    with pytest.raises(convert.ConversionError, match="expected an RFC 3339 date-time"):
+        convert_x(datetime.datetime, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("2026-11-29", True),
+        ("2024-02-29", True),
+        ("0001-01-01", True),
+        ("20261129", False),
+        ("2026-W48-7", False),
+        ("2026-333", False),
+        ("2023-02-29", False),
+        ("0000-01-01", False),
+        ("2026-11-29T00:00:00", False),
+        ("2026-11-29\n", False),
+        ("2026-1-29", False),
+    ],
+)
+def test_dates_are_rfc_3339_full_dates(text: str, ok: bool) -> None:
+    """Only YYYY-MM-DD of a real day: fromisoformat's other ISO 8601 forms are refused."""
+    if ok:
+        assert convert_x(datetime.date, text) == datetime.date.fromisoformat(text)
+    else:
+        with pytest.raises(convert.ConversionError, match="expected an RFC 3339 date"):
+            convert_x(datetime.date, text)
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        datetime.timedelta(0),
+        datetime.timedelta(hours=-23, minutes=-59),
+        datetime.timedelta(hours=5, minutes=30),
+        datetime.timedelta(seconds=30),
+        datetime.timedelta(hours=-1, seconds=-1, microseconds=-5),
+    ],
+)
+def test_datetimes_are_written_as_rfc_3339(offset: datetime.timedelta) -> None:
+    """An offset that is not whole minutes, which RFC 3339 cannot write, is written in UTC:
+    the same instant, so the value comes back equal."""
+    value = datetime.datetime(2024, 5, 6, 7, 8, 9, 10, tzinfo=datetime.timezone(offset))
+    text = convert.make().unstructure(value)
+    assert convert_x(datetime.datetime, text) == value
+    assert text.endswith("+00:00") or offset % datetime.timedelta(minutes=1) == datetime.timedelta()
+
+
+@attrs.frozen
+class Small:
+    x: int
+    a: int = 0
+
+
+@attrs.frozen
+class Large:
+    x: int
+    b: int = 0
+
+
+@attrs.frozen
+class Holder:
+    shape: Small | Large
+    maybe: Small | None = None
+
+
+def test_a_union_takes_its_first_member_that_fits() -> None:
+    """Members are tried in order, as anyOf does; one that knows every key goes first, so a
+    Large with its `b` does not come back as a Small that dropped it."""
+    c = convert.make()
+    assert c.structure({"shape": {"x": 1}}, Holder).shape == Small(1)
+    assert c.structure({"shape": {"x": 1, "b": 2}}, Holder).shape == Large(1, 2)
+    assert convert.round_trips(c, Holder(Large(1, 2)), Holder)
+    with pytest.raises(convert.ConversionError) as raised:
+        convert.structure(c, {"shape": {"x": 1}, "maybe": {"x": "one"}}, Holder, "the answer")
+    assert "expected an integer, got a string @ $.maybe.x" in str(raised.value)

@@ -18,6 +18,7 @@ from attrs import validators as v
 from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from machine.convert import ConversionError, make, structure
 from machine.jsonschema import SchemaError, input_schema, tool_for
@@ -162,113 +163,16 @@ def field(tp: Any, **kwargs: Any) -> dict[str, Any]:
     return schema
 
 
-# A validator for the subset of JSON Schema 2020-12 that machine.jsonschema emits.
-
-KEYWORDS = {
-    "type", "enum", "anyOf", "allOf", "$ref", "$defs", "description", "format", "pattern",
-    "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "items", "prefixItems", "minItems", "maxItems", "uniqueItems", "properties", "required",
-    "additionalProperties", "propertyNames", "minProperties", "maxProperties",
-}  # fmt: skip
-JSON_TYPES: dict[str, Any] = {
-    "string": lambda x: isinstance(x, str),
-    # Like the converter, an integer is a Python int: 3.0 is a number.
-    "integer": lambda x: isinstance(x, int) and not isinstance(x, bool),
-    "number": lambda x: isinstance(x, int | float) and not isinstance(x, bool),
-    "boolean": lambda x: isinstance(x, bool),
-    "null": lambda x: x is None,
-    "array": lambda x: isinstance(x, list),
-    "object": lambda x: isinstance(x, dict),
-}
-FORMATS: dict[str, Any] = {
-    "date-time": datetime.datetime.fromisoformat,
-    "date": datetime.date.fromisoformat,
-}
+# Schemas are checked by the `jsonschema` library (Draft 2020-12), formats included: "date" is
+# always checked, "date-time" only when rfc3339-validator is installed; the patterns that
+# machine.jsonschema writes beside both make the schema exact either way.
 
 
-def problems(schema: Any, value: Any, root: Any = None, at: str = "$") -> list[str]:
-    """Where `value` breaks `schema`; empty when it fits."""
-    root = schema if root is None else root
-    if schema is False:
-        return [f"{at}: nothing is allowed here"]
-    assert set(schema) <= KEYWORDS, f"unexpected keywords {set(schema) - KEYWORDS}"
-    found: list[str] = []
-    if "$ref" in schema:
-        target = root
-        for part in schema["$ref"].removeprefix("#").split("/")[1:]:
-            target = target[part]
-        found += problems(target, value, root, at)
-    if "type" in schema and not JSON_TYPES[schema["type"]](value):
-        return [*found, f"{at}: not {schema['type']}"]
-    if "enum" in schema and not any(same(value, e) for e in schema["enum"]):
-        found.append(f"{at}: not one of {schema['enum']}")
-    if "anyOf" in schema and all(problems(b, value, root, at) for b in schema["anyOf"]):
-        found.append(f"{at}: fits no branch of anyOf")
-    for part in schema.get("allOf", []):
-        found += problems(part, value, root, at)
-    if isinstance(value, str):
-        found += string_problems(schema, value, at)
-    if JSON_TYPES["number"](value):
-        found += number_problems(schema, value, at)
-    if isinstance(value, list):
-        found += array_problems(schema, value, root, at)
-    if isinstance(value, dict):
-        found += object_problems(schema, value, root, at)
-    return found
-
-
-def same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and bool(a == b)
-
-
-def string_problems(schema: Any, value: str, at: str) -> list[str]:
-    found = []
-    if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 1e9):
-        found.append(f"{at}: wrong length")
-    if "pattern" in schema and not re.search(schema["pattern"], value):
-        found.append(f"{at}: does not match {schema['pattern']}")
-    if "format" in schema:
-        try:
-            FORMATS[schema["format"]](value)
-        except ValueError:
-            found.append(f"{at}: not a {schema['format']}")
-    return found
-
-
-def number_problems(schema: Any, value: float, at: str) -> list[str]:
-    checks = {
-        "minimum": value >= schema.get("minimum", value),
-        "maximum": value <= schema.get("maximum", value),
-        "exclusiveMinimum": "exclusiveMinimum" not in schema or value > schema["exclusiveMinimum"],
-        "exclusiveMaximum": "exclusiveMaximum" not in schema or value < schema["exclusiveMaximum"],
-    }
-    return [f"{at}: breaks {key}" for key, ok in checks.items() if not ok]
-
-
-def array_problems(schema: Any, value: list[Any], root: Any, at: str) -> list[str]:
-    found = []
-    if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 1e9):
-        found.append(f"{at}: wrong number of items")
-    encoded = [json.dumps(x, sort_keys=True) for x in value]
-    if schema.get("uniqueItems") and len(set(encoded)) < len(encoded):
-        found.append(f"{at}: items repeat")
-    prefix = schema.get("prefixItems", [])
-    for i, item in enumerate(value):
-        sub = prefix[i] if i < len(prefix) else schema.get("items", {})
-        found += problems(sub, item, root, f"{at}[{i}]")
-    return found
-
-
-def object_problems(schema: Any, value: dict[str, Any], root: Any, at: str) -> list[str]:
-    found = [f"{at}.{key}: required" for key in schema.get("required", []) if key not in value]
-    if not schema.get("minProperties", 0) <= len(value) <= schema.get("maxProperties", 1e9):
-        found.append(f"{at}: wrong number of properties")
-    properties = schema.get("properties", {})
-    for key, item in value.items():
-        sub = properties.get(key, schema.get("additionalProperties", {}))
-        found += problems(sub, item, root, f"{at}.{key}")
-        found += problems(schema.get("propertyNames", {}), key, root, f"{at}.{key} (name)")
-    return found
+def problems(schema: dict[str, Any], value: Any) -> list[str]:
+    """Where `value` breaks `schema`, as "path: message"; empty when it fits."""
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(value)]
 
 
 # Types
@@ -373,7 +277,7 @@ def test_fixed_tuples_have_prefix_items_and_a_length() -> None:
         "minItems": 2,
         "maxItems": 2,
     }
-    assert field(tuple[()]) == {"type": "array", "prefixItems": [], "minItems": 0, "maxItems": 0}
+    assert field(tuple[()]) == {"type": "array", "maxItems": 0}
 
 
 def test_dicts_with_string_keys_are_objects() -> None:
@@ -403,13 +307,26 @@ def test_other_unions_are_any_of() -> None:
     }
 
 
-def test_dates_are_strings_in_the_format_the_converter_writes() -> None:
-    """datetime and date are formatted strings, and the converter's output parses as those."""
-    assert field(datetime.datetime) == {"type": "string", "format": "date-time"}
-    assert field(datetime.date) == {"type": "string", "format": "date"}
-    when = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
-    assert make().unstructure(when) == "2024-05-06T07:08:09+00:00"
-    assert make().unstructure(when.date()) == "2024-05-06"
+def test_dates_are_rfc_3339_strings_the_converter_reads_and_writes() -> None:
+    """A date is an RFC 3339 full-date; a datetime an RFC 3339 date-time, or the same without
+    an offset, as the converter writes a naive one. Patterns repeat what the formats say, so
+    the schema is exact for validators that take `format` as a mere annotation."""
+    date, moment = field(datetime.date), field(datetime.datetime)
+    assert date["type"] == "string"
+    assert date["format"] == "date"
+    assert moment["type"] == "string"
+    assert [branch.get("format") for branch in moment["anyOf"]] == ["date-time", None]
+    aware = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+    naive = datetime.datetime(2024, 5, 6, 7, 8, 9)
+    assert make().unstructure(aware) == "2024-05-06T07:08:09+00:00"
+    assert make().unstructure(naive) == "2024-05-06T07:08:09"
+    assert make().unstructure(aware.date()) == "2024-05-06"
+    for value, schema in ((aware, moment), (naive, moment), (aware.date(), date)):
+        assert problems(schema, make().unstructure(value)) == []
+    assert problems(moment, "2024-05-06T07:08:09+00:00\n") != []  # Python's `$` lets this by
+    assert problems(moment, "2024-02-30T07:08:09Z") != []
+    assert problems(date, "2023-02-29") != []
+    assert problems(date, "2024-02-29") == []
 
 
 def test_generic_classes_use_their_arguments() -> None:
@@ -508,10 +425,44 @@ def test_classes_without_source_are_described_without_docstrings() -> None:
             {"type": "string", "minLength": 1, "maxLength": 9},
         ),
         (list[int], v.min_len(1), {"type": "array", "items": {"type": "integer"}, "minItems": 1}),
-        (str, v.matches_re(r"[a-z]+"), {"type": "string", "pattern": "^(?:[a-z]+)$"}),
-        (str, v.matches_re(r"a|b", func=re.match), {"type": "string", "pattern": "^(?:a|b)"}),
-        (str, v.matches_re(r"\d", func=re.search), {"type": "string", "pattern": r"\d"}),
-        (str, v.matches_re(r"x", flags=re.IGNORECASE), {"type": "string"}),
+        (str, v.matches_re(r"[a-z]+"), {"type": "string", "pattern": r"^(?:[a-z]+)(?![\s\S])"}),
+        (str, v.matches_re(r"ab|cd", func=re.match), {"type": "string", "pattern": "^(?:ab|cd)"}),
+        (str, v.matches_re(r"[0-9]", func=re.search), {"type": "string", "pattern": "[0-9]"}),
+        (
+            str,
+            v.matches_re(r"x$", func=re.search),
+            {"type": "string", "pattern": r"x(?=\n?(?![\s\S]))"},
+        ),
+        (str, v.matches_re(r"a.c"), {"type": "string", "pattern": r"^(?:a[^\n]c)(?![\s\S])"}),
+        (
+            str,
+            v.matches_re(r"\d+", flags=re.ASCII),
+            {"type": "string", "pattern": r"^(?:[0-9]+)(?![\s\S])"},
+        ),
+        (
+            str,
+            v.matches_re(r"(?P<n>a{,2})"),
+            {"type": "string", "pattern": r"^(?:a{0,2})(?![\s\S])"},
+        ),
+        (float, v.in_(range(1, 6)), {"type": "integer", "minimum": 1, "maximum": 5}),
+        (int, v.in_(range(9, 0, -4)), {"type": "integer", "enum": [1, 5, 9]}),
+        (int, v.in_(range(0)), {"type": "integer", "enum": []}),
+        (
+            int,
+            v.in_(range(0, 1000, 10)),
+            {"type": "integer", "minimum": 0, "maximum": 990, "multipleOf": 10},
+        ),
+        (float, v.in_([1, 2.5, True]), {"type": "number", "enum": [1, 2.5]}),
+        (bool, v.in_([1]), {"type": "boolean", "enum": [True]}),
+        (Literal[1, 2, 3], v.ge(2), {"type": "integer", "enum": [2, 3]}),
+        (Level, v.in_(range(2, 9)), {"type": "integer", "enum": [2]}),
+        (int | None, v.in_([1]), {"type": "integer", "enum": [1]}),
+        (int | str, v.ge(0), {"type": "integer", "minimum": 0}),
+        (
+            int | float,
+            v.ge(0),
+            {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "number", "minimum": 0}]},
+        ),
         (
             int | None,
             v.optional(v.ge(0)),
@@ -533,7 +484,7 @@ def test_classes_without_source_are_described_without_docstrings() -> None:
             {
                 "type": "object",
                 "additionalProperties": {"type": "integer", "minimum": 0},
-                "propertyNames": {"type": "string", "pattern": "^(?:[a-z]+)$"},
+                "propertyNames": {"type": "string", "pattern": r"^(?:[a-z]+)(?![\s\S])"},
             },
         ),
         (int, v.instance_of(int), {"type": "integer"}),
@@ -544,6 +495,38 @@ def test_classes_without_source_are_described_without_docstrings() -> None:
 def test_validators_become_constraints(tp: Any, validator: Any, expected: Any) -> None:
     """Validators that map cleanly add their keywords; others are left to the converter."""
     assert field(tp, validator=validator) == expected
+
+
+CODE_POINTS = [
+    *map(chr, range(0x3100)),  # every space Python knows is below U+3100
+    *map(chr, range(0x3100, 0x110000, 509)),
+    "\ufeff",  # a space to ECMA-262, not to Python
+    "\U0010ffff",
+    "\U0001f600",
+]
+
+
+@pytest.mark.parametrize(
+    ("regex", "flags"),
+    [
+        (r"\s", 0),
+        (r"\S", 0),
+        (".", 0),
+        (".", re.DOTALL),
+        (r"[^a-c\s]", 0),
+        (r"\d", re.ASCII),
+        (r"\w", re.ASCII),
+        (r"[\W\s]", re.ASCII),
+        (r"\s", re.ASCII),
+    ],
+)
+def test_classes_are_spelled_as_the_code_points_python_matches(regex: str, flags: int) -> None:
+    """ECMA-262 reads \\s and "." otherwise (U+FEFF is a space there, "\\r" no "." match), so
+    they are written out as the code points Python's `re` matches."""
+    pattern = field(str, validator=v.matches_re(regex, flags=flags))["pattern"]
+    compiled = re.compile(regex, flags)
+    differ = [c for c in CODE_POINTS if bool(re.search(pattern, c)) != bool(compiled.fullmatch(c))]
+    assert differ == []
 
 
 # Tools, names, determinism
@@ -667,6 +650,35 @@ def test_errors_name_the_field_path(cls: type, message: str) -> None:
     assert isinstance(caught.value, TypeError)
 
 
+@pytest.mark.parametrize(
+    ("tp", "validator", "says"),
+    [
+        (str, v.matches_re(r"\d{4}"), "\\d matches every Unicode digit in Python (٣ too)"),
+        (str, v.matches_re(r"\w+"), "write the class you mean, such as [A-Za-z0-9_]"),
+        (str, v.matches_re(r"\bno\b"), "pass flags=re.ASCII"),
+        (str, v.matches_re(r"[^\W]"), "\\w matches every Unicode letter"),
+        (str, v.matches_re("yes", flags=re.IGNORECASE), "write both cases, e.g. [Yy][Ee][Ss]"),
+        (str | None, v.optional(v.matches_re("(?i:yes)")), "JSON Schema patterns have no flags"),
+        (str, v.matches_re(r"(a)\1"), "backreferences and conditionals match differently"),
+        (str, v.matches_re(r"a*+"), "no possessive quantifiers or atomic groups"),
+        (list[str], v.deep_iterable(v.matches_re(r"\d")), "Bad.x: matches_re("),
+        (int, v.in_(range(1, 1000, 7)), "or list them: in_(list(range(1, 1000, 7)))"),
+        (set[list[int]], None, "list[int] values cannot be members of a set; use list[...]"),
+        (frozenset[Any], None, "typing.Any values cannot be members of a set"),
+        (set[Plain], None, "or a frozen attrs class as the item"),
+    ],
+)
+def test_what_json_schema_cannot_say_is_refused(tp: Any, validator: Any, says: str) -> None:
+    """A validator or type the schema could only state approximately is a SchemaError that
+    names the field and says what to write instead; an approximate schema would have the
+    model answer what the converter then refuses, or the reverse."""
+    cls = attrs.make_class("Bad", {"x": attrs.field(type=tp, validator=validator)})
+    with pytest.raises(SchemaError) as caught:
+        input_schema(cls)
+    assert str(caught.value).startswith("Bad.x"), str(caught.value)
+    assert says in str(caught.value), str(caught.value)
+
+
 def test_only_attrs_classes_have_an_input_schema() -> None:
     """input_schema(dict) is a SchemaError naming what was given."""
     with pytest.raises(SchemaError, match="is not an attrs class"):
@@ -755,5 +767,7 @@ def test_any_urgency_round_trips_through_its_schema(value: Urgency) -> None:
 def test_the_schema_is_stricter_than_the_converter_on_extra_keys() -> None:
     """cattrs ignores unknown keys; the schema forbids them so the model does not invent any."""
     data = {"score": 3, "reason": "x", "invented": True}
-    assert problems(input_schema(Urgency), data) == ["$.invented: nothing is allowed here"]
+    assert problems(input_schema(Urgency), data) == [
+        "$: Additional properties are not allowed ('invented' was unexpected)"
+    ]
     assert make().structure(data, Urgency) == Urgency(3, "x")
