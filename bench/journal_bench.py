@@ -7,7 +7,9 @@ Prints a Markdown table:
   transition event per step), at the default durability (`synchronous=NORMAL`) and at `full`;
 - raw `sqlite3`, one INSERT and one commit per event, same table shape, same settings;
 - events folded per second when replaying a run of `--events` transitions;
-- seconds to resume that run (lease, fold from the newest snapshot, re-enter the step).
+- seconds to resume that run (lease, fold from the newest snapshot, re-enter the step);
+- microseconds per event of the hash chain (each event's sha256 over the previous hash and
+  the event as stored), over the events of the step run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import attrs
 
 import machine
-from journal import Durability, Journal, replay
+from journal import Durability, Journal, chain, replay
 from machine import Context, Machine, Options, Transition
 
 
@@ -87,6 +89,20 @@ def raw_sqlite_us(folder: Path, events: int, durability: Durability) -> float:
     elapsed = time.perf_counter() - t0
     conn.close()
     return elapsed / events * 1e6
+
+
+def chain_us(folder: Path) -> tuple[float, int, float]:
+    """Microseconds per event to chain the events of the step run; their count and mean size."""
+    conn = sqlite3.connect(folder / "steps-normal.db")
+    rows = conn.execute("SELECT run_id, seq, at, kind, step, data FROM events").fetchall()
+    conn.close()
+    event_hash, previous = chain.event_hash, chain.GENESIS
+    t0 = time.perf_counter()
+    for run_id, seq, at, kind, step, data in rows:
+        previous = event_hash(previous, run_id, seq, at, kind, step, data)
+    elapsed = time.perf_counter() - t0
+    size = sum(len(row[5]) for row in rows) / len(rows)
+    return elapsed / len(rows) * 1e6, len(rows), size
 
 
 def long_run(folder: Path, events: int, effects: bool) -> tuple[Path, str]:
@@ -151,6 +167,7 @@ def main() -> None:
                 ours.append(per_step_us(folder, args.steps, durability))
                 raw.append(raw_sqlite_us(folder, args.steps, durability))
             rows.append((durability, min(ours), min(raw)))
+        hashing = min((chain_us(folder) for _ in range(args.repeat)), key=lambda r: r[0])
         folds = []
         for effects in (True, False):
             db, run_id = long_run(folder, args.events, effects)
@@ -168,7 +185,11 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     for durability, ours, raw in rows:
         print(f"| {durability} | {ours:,.1f} | {raw:,.1f} | {ours / raw:.2f}x |")
-    print()
+    per_event, events_hashed, size = hashing
+    print(
+        f"\nHash chain: {per_event:.2f} µs per event appended "
+        f"({events_hashed:,} events of {size:.0f} bytes on average)\n"
+    )
     print("| run replayed | events | transitions | events folded per second | resume |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for effects, events, transitions, elapsed, resume in folds:

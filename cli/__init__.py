@@ -15,6 +15,7 @@ from cli.costs import cost
 from cli.fake import fake_model
 from cli.inspecting import logs, replay_command, runs, show, verify_command
 from cli.main import JournalGroup
+from cli.migrate import migrate
 from cli.running import resume, run
 from cli.sql import sql
 
@@ -43,6 +44,7 @@ cli.add_command(actions)
 cli.add_command(resolve_command)
 cli.add_command(fake_model)
 cli.add_command(verify_command)
+cli.add_command(migrate)
 
 
 def main() -> None:
@@ -57,10 +59,10 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        # click turns Ctrl-C into Abort. What the run did is journaled; its lease is released.
-        click.echo(
-            "interrupted: what was done is journaled; `journal resume RUN` goes on", err=True
-        )
+        # click turns Ctrl-C into Abort. What a run did is journaled; its lease is released.
+        executing = len(sys.argv) > 1 and sys.argv[1] in ("run", "resume")
+        hint = ": what was done is journaled; `journal resume RUN` goes on" if executing else ""
+        click.echo(f"interrupted{hint}", err=True)
         sys.exit(1)
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (`journal logs | head`): nothing to say

@@ -13,7 +13,7 @@ import click
 
 from cli.inspecting import status_of
 from cli.main import InputError, db_option, json_option, open_journal
-from cli.output import table
+from cli.output import json_line, printable, table
 from machine.actions import IN_DOUBT, resolve
 
 
@@ -43,7 +43,7 @@ def actions(run_id: str | None, in_doubt: bool, as_json: bool, db: Path | None) 
         found = [a for a in found if a.status in IN_DOUBT and not live[a.run_id]]
     if as_json:
         for a in found:
-            click.echo(json.dumps(attrs.asdict(a)))
+            click.echo(json_line(attrs.asdict(a)))
         return
     columns = ["run", "step", "name", "key", "status", "attempts", "result", "intended", "updated"]
     rows = [
@@ -103,12 +103,13 @@ def resolve_command(
             result = json.loads(result_json)
         except json.JSONDecodeError as e:
             raise InputError(f"--result is not JSON: {e.msg} at column {e.colno}") from e
-    journal = open_journal(db)
+    journal = open_journal(db, write=True)
     run = journal.find_run(run_id)
     who = by or f"{getpass.getuser()}@{socket.gethostname()}"
     action = resolve(
         journal, run.run_id, key, done=outcome == "done", result=result, name=name, by=who
     )
     said = "done" if outcome == "done" else "not done"
-    click.echo(f"recorded: action {action.name} {key!r} of run {run.run_id} {said} (by {who})")
+    recorded = f"recorded: action {action.name} {key!r} of run {run.run_id} {said} (by {who})"
+    click.echo(printable(recorded))
     click.echo(f"next: journal resume {run.run_id}")

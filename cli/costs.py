@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from cli.main import db_option, db_path, json_option, open_journal
-from cli.output import table
+from cli.output import json_line, table
 from journal import query
 
 _BY = ("run", "machine", "model", "day")
@@ -39,7 +38,7 @@ def cost(by: str, as_json: bool, db: Path | None) -> None:
     rows = list(result.rows)
     if as_json:
         for row in rows:
-            click.echo(json.dumps(dict(zip(result.columns, row, strict=True))))
+            click.echo(json_line(dict(zip(result.columns, row, strict=True))))
         return
     shown = [(*row[:-1], f"${row[-1]:.6f}") for row in rows]
     click.echo(table(result.columns, shown))

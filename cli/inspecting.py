@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,9 @@ from typing import Any
 import attrs
 import click
 
-from cli.main import db_option, json_option, open_journal
-from cli.output import event_json, event_line, plural, short, table
-from journal import Journal, Run, replay, state_at, verify
+from cli.main import db_option, db_path, json_option, open_journal
+from cli.output import event_json, event_line, json_line, plural, printable, short, table
+from journal import Journal, JournalCorrupt, Problem, Run, heads, replay, state_at, verify
 
 
 def status_of(run: Run, journal: Journal) -> str:
@@ -40,7 +41,7 @@ def runs(limit: int | None, as_json: bool, db: Path | None) -> None:
     found = [(r, status_of(r, journal)) for r in journal.runs(limit=limit)]
     if as_json:
         for r, status in found:
-            click.echo(json.dumps({**attrs.asdict(r), "status": status}))
+            click.echo(json_line({**attrs.asdict(r), "status": status}))
         return
     columns = ["run", "machine", "status", "step", "steps", "cost", "started", "updated"]
     rows = [
@@ -69,7 +70,7 @@ def show(run_id: str, as_json: bool, db: Path | None) -> None:
     lease = journal.lease(run.run_id)
     if as_json:
         holder = attrs.asdict(lease) if lease is not None else None
-        click.echo(json.dumps({**attrs.asdict(run), "status": status, "holder": holder}, indent=2))
+        click.echo(json_line({**attrs.asdict(run), "status": status, "holder": holder}, indent=2))
         return
     decisions = plural(run.decisions, "decision")
     fields: list[tuple[str, Any]] = [
@@ -93,11 +94,13 @@ def show(run_id: str, as_json: bool, db: Path | None) -> None:
         fields.append(("holder", lease.describe()))
     if run.error:
         fields.append(("error", run.error))
-    if status in ("interrupted", "failed"):
+    if status in ("interrupted", "failed", "resolved"):
         fields.append(("next", f"journal resume {run.run_id}"))
     width = max(len(name) for name, _ in fields)
+    indent = "\n" + " " * (width + 2)  # a value's further lines cannot pass for fields
     for name, value in fields:
-        click.echo(f"{name.ljust(width)}  {'-' if value is None else value}")
+        text = "-" if value is None else printable(str(value), multiline=True)
+        click.echo(f"{name.ljust(width)}  " + text.replace("\n", indent))
 
 
 def _model_line(run: Run) -> str:
@@ -164,47 +167,67 @@ def replay_command(run_id: str, at_seq: int | None, as_json: bool, db: Path | No
                 "transitions": at.transitions,
                 "state": at.state,
             }
-            click.echo(json.dumps(payload))
+            click.echo(json_line(payload))
         else:
-            click.echo(f"# run {run.run_id} after seq {at.seq}, next step {at.step or '(end)'}")
-            click.echo(json.dumps(at.state, indent=2, ensure_ascii=False))
+            next_step = printable(at.step or "(end)")
+            click.echo(f"# run {run.run_id} after seq {at.seq}, next step {next_step}")
+            click.echo(json_line(at.state, indent=2))
         return
     for change in replay(journal, run.run_id):
         if as_json:
             payload = {"seq": change.seq, "at": change.at, "step": change.step, "to": change.to}
-            click.echo(json.dumps({**payload, "state": change.state}, ensure_ascii=False))
+            click.echo(json_line({**payload, "state": change.state}))
             continue
         if change.step is None:
-            click.echo(f"#{change.seq} start -> {change.to}: {short(change.state, 120)}")
+            click.echo(printable(f"#{change.seq} start -> {change.to}: {short(change.state, 120)}"))
             continue
-        click.echo(f"#{change.seq} {change.step} -> {change.to or '(end)'}")
+        click.echo(printable(f"#{change.seq} {change.step} -> {change.to or '(end)'}"))
         for op in change.ops:
             value = f" = {short(op['value'])}" if "value" in op else ""
-            click.echo(f"    {op['op']} {op['path'] or '/'}{value}")
+            click.echo(printable(f"    {op['op']} {op['path'] or '/'}{value}"))
 
 
 @click.command("verify")
+@click.argument("run_id", metavar="[RUN]", required=False)
+@json_option
 @db_option
-def verify_command(db: Path | None) -> None:
-    """Check the journal: the SQLite file, gapless seqs, and everything derived from the events.
+def verify_command(run_id: str | None, as_json: bool, db: Path | None) -> None:
+    """Check the journal: the file, each run's hash chain, and all that is derived from events.
 
-    The runs table and the action keys are rebuilt from the events (then rolled back) and
-    compared with what is stored; each snapshot is compared with the fold before it. Exits 1
-    when anything is wrong, listing it.
+    Each run's hash chain is computed again and the first event that does not match is named
+    by run and seq (an edit, a deletion, events swapped); each blob is checked against its
+    hash; the runs table and the action keys are rebuilt in memory and compared with what is
+    stored; each snapshot is compared with the fold before it. With RUN, only that run. Exits
+    1 when anything is wrong, listing it. --json also prints each run's last seq and hash:
+    kept elsewhere, they show that a run was not rewritten since.
 
     \b
     Example:
         journal verify --db /var/lib/pipelines/journal.db
     """
-    journal = open_journal(db)
-    problems = verify(journal)
-    if not problems:
-        runs, events = journal.conn.execute(
-            "SELECT count(*), coalesce(sum(last_seq), 0) FROM runs"
-        ).fetchone()
-        click.echo(f"ok: {runs} runs, {events} events")
-        return
-    for problem in problems:
-        click.echo(f"{problem.run_id or '-'}  {problem.what}")
-    click.echo(f"{plural(len(problems), 'problem')} in {journal.path}", err=True)
-    click.get_current_context().exit(1)
+    path = db_path(db)
+    try:
+        journal = open_journal(db)
+        run = journal.find_run(run_id).run_id if run_id is not None else None
+        problems = verify(journal, run)
+        damaged = any(p.what.startswith("sqlite:") for p in problems)
+        last = {} if damaged else heads(journal, run)
+    except (JournalCorrupt, sqlite3.DatabaseError) as e:
+        # The command that reports damage reports it, even where the file cannot be read.
+        problems, last = [Problem(None, f"sqlite: {e}")], {}
+    if as_json:
+        report = {
+            "ok": not problems,
+            "problems": [attrs.asdict(p) for p in problems],
+            "runs": {r: {"last_seq": seq, "hash": h} for r, (seq, h) in last.items()},
+        }
+        click.echo(json.dumps(report, indent=2))
+    elif not problems:
+        events = sum(seq for seq, _ in last.values())
+        click.echo(f"ok: {plural(len(last), 'run')}, {plural(events, 'event')}")
+    else:
+        for p in problems:
+            click.echo(printable(f"{p.run_id or '-'}  {'-' if p.seq is None else p.seq}  {p.what}"))
+    if problems:
+        click.echo(printable(f"{plural(len(problems), 'problem')} in {path}"), err=True)
+        click.get_current_context().exit(1)

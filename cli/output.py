@@ -2,11 +2,16 @@
 
 An event line is `at run seq step kind summary`, with the summary in `key=value` form where
 the event has fields worth reading, so `journal logs RUN | grep outcome=page` works.
+
+Everything printed from the journal went through `printable` or `json_line` first: model
+answers, run input and whatever a pipeline wrote are not ours, and a string that holds
+terminal controls must not reach the terminal as controls.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -15,14 +20,64 @@ from journal import events as k
 
 _MAX_VALUE = 80
 
+# What a hostile string uses to take over or deceive a terminal: C0 controls but tab and
+# newline, DEL and C1 controls (ESC and CSI start escape sequences); Unicode's bidi controls,
+# which reorder what is shown ("Trojan Source"); the line and paragraph separators; and lone
+# surrogates, which cannot even be written as UTF-8. Tab and newline are added where a record
+# must stay on one line.
+_C0 = r"\x00-\x08\x0b-\x1f"
+_OTHERS = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(rf"[\t\n{_C0}{_OTHERS}]")
+_UNSAFE_MULTILINE = re.compile(rf"[{_C0}{_OTHERS}]")
+# json.dumps escapes C0 itself: a raw C0 character in its output is an indent's newline.
+_UNSAFE_IN_JSON = re.compile(rf"[{_OTHERS}]")
+_SHORT = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return _SHORT.get(c) or f"\\u{ord(c):04x}"
+
+
+def _escape_in_json(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
+
+
+def printable(text: str, *, multiline: bool = False) -> str:
+    r"""`text` with every character that could steer or deceive a terminal escaped, visibly.
+
+    Escaped: C0 controls (tab and newline too, unless `multiline`), DEL, C1 controls, the
+    Unicode bidi controls (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069: they
+    reorder what the reader sees), the line and paragraph separators (U+2028, U+2029) and lone
+    surrogates. Each becomes JSON's escape for it: `\n`, `\t`, `\r`, `\b`, `\f`, else `\u001b`,
+    `\u009b`, `\u202e`, so that the journal's JSON columns (compact, one line) printed in a
+    table or CSV stay valid JSON, with the same value.
+
+    A backslash is left as it is: doubling it would garble the JSON that journal columns hold
+    (`events.data`), so a literal `\u001b` in the text reads like an escaped ESC. That can make
+    a string look more hostile than it is, never hide a control; `--json` gives exact values.
+    """
+    pattern = _UNSAFE_MULTILINE if multiline else _UNSAFE
+    return pattern.sub(_escape, text)
+
+
+def json_line(value: Any, **kw: Any) -> str:
+    """`value` as JSON text (`json.dumps` keywords apply) that is safe to print, same value.
+
+    Non-ASCII text stays readable, but DEL, C1 controls, bidi controls, the line and paragraph
+    separators and lone surrogates are written as `\\uXXXX` escapes, as C0 controls always are.
+    """
+    return _UNSAFE_IN_JSON.sub(_escape_in_json, json.dumps(value, ensure_ascii=False, **kw))
+
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Rows as text columns, padded to the widest cell of each."""
+    """Rows as text columns, padded to the widest cell of each; each cell on one line."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [len(c) for c in columns]
+    header = [printable(c) for c in columns]
+    widths = [len(c) for c in header]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = [columns, *cells]
+    lines = [header, *cells]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
@@ -33,7 +88,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    return printable(str(value))
 
 
 def plural(n: int, word: str) -> str:
@@ -42,25 +97,37 @@ def plural(n: int, word: str) -> str:
 
 
 def short(value: Any, limit: int = _MAX_VALUE) -> str:
-    """A value on one line, cut to `limit` characters."""
+    """A value on one line, cut to `limit` characters, safe to print (see `printable`)."""
+    return printable(_one_line(value, limit))
+
+
+def _one_line(value: Any, limit: int) -> str:
     if isinstance(value, str):
         text = value
     else:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = json_line(value, separators=(",", ":"))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def pairs(**fields: Any) -> str:
-    """`key=value` pairs, quoting values with spaces; None values are left out."""
+    """`key=value` pairs, quoting values with spaces; None values are left out.
+
+    A quoted value is a JSON string, whose escapes also carry any control it holds: the line
+    stays one line, and each value reads back exactly (up to the cut at 80 characters).
+    """
     out = []
     for key, value in fields.items():
         if value is None:
             continue
-        text = short(value)
-        # A string with spaces is quoted; JSON values (objects, lists) stand as they are.
-        if not text or (isinstance(value, str) and any(c.isspace() or c == '"' for c in text)):
-            text = json.dumps(text, ensure_ascii=False)
+        text = _one_line(value, _MAX_VALUE)
+        # A string with spaces, quotes or controls is quoted; JSON values (objects, lists) stand
+        # as they are, already escaped.
+        if not text or (
+            isinstance(value, str)
+            and (any(c.isspace() or c == '"' for c in text) or _UNSAFE.search(text))
+        ):
+            text = json_line(text)
         out.append(f"{key}={text}")
     return " ".join(out)
 
@@ -185,11 +252,12 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
 def event_line(e: Event) -> str:
     summary = SUMMARIES.get(e.kind)
     text = summary(e.data) if summary is not None else short(e.data, 160)
-    return f"{e.at} {e.run_id} {e.seq:>5} {e.step or '-'} {e.kind} {text}".rstrip()
+    # The summary is safe already; the fields before it come from the journal too.
+    return printable(f"{e.at} {e.run_id} {e.seq:>5} {e.step or '-'} {e.kind} {text}".rstrip())
 
 
 def event_json(e: Event) -> str:
-    return json.dumps(
+    return json_line(
         {
             "run_id": e.run_id,
             "seq": e.seq,
@@ -197,6 +265,5 @@ def event_json(e: Event) -> str:
             "kind": e.kind,
             "step": e.step,
             "data": e.data,
-        },
-        ensure_ascii=False,
+        }
     )

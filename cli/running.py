@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,50 +12,185 @@ from typing import Any
 import click
 
 import machine
-from cli.main import F, InputError, db_option, durability_option, open_journal
-from cli.output import plural
+from cli.main import (
+    F,
+    InputError,
+    db_option,
+    durability_option,
+    open_journal,
+    redact_env_option,
+)
+from cli.output import plural, printable
 from journal import Durability, Run
 from machine import Options, Outcome, TargetNotFound
 from machine.model import Models, anthropic_api, offline
 from machine.pricing import PriceTable
 
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
+# Deeper input is refused: converting it, folding it and writing it as JSON all recurse, and
+# Python's stack holds about a thousand frames. No pipeline's input needs more.
+_MAX_DEPTH = 200
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# A JSON string, or a bracket: to find where input nests too deeply, without recursion.
+_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 
 
 def read_input(path: Path | None) -> Any:
-    """The run's input: a JSON document, or JSON Lines as a list; `-` reads standard input."""
+    """The run's input: a JSON document, or JSON Lines as a list; `-` reads standard input.
+
+    A UTF-8 byte order mark at the start is skipped (Windows editors write one). Refused, as
+    an input error naming the line and the field: what is not strict JSON (NaN, Infinity),
+    what Python cannot hold (an integer of more than 4,300 digits, a number beyond a float,
+    nesting deeper than 200) and what the journal cannot store (a lone surrogate, `"\\ud800"`).
+    """
     if path is None:
         return {}
     name = str(path)
     try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            text = path.read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if name == "-" else path.read_bytes()
     except FileNotFoundError as e:
         raise InputError(f"no input file {name}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(f"{name} is not UTF-8 text") from e
     except OSError as e:
         raise InputError(f"cannot read {name}: {e.strerror}") from e
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        msg = f"{name} is not UTF-8 text: byte {data[e.start]:#04x} on line {line}"
+        raise InputError(msg) from e
     if not text.strip():
         raise InputError(f"{name} is empty: give a JSON document or JSON Lines")
     if not name.endswith(_LINES_SUFFIXES):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            if e.msg != "Extra data":
-                raise InputError(
-                    f"{name}: not JSON: {e.msg} at line {e.lineno} column {e.colno}"
-                ) from e
-    values = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                values.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{name}: line {n}: not JSON: {e.msg} at column {e.colno}") from e
-    return values
+            return _parse(text, f"{name}: ", lines=False)
+        except _ExtraData:
+            pass  # more than one document: JSON Lines
+    # Only "\n" ends a line: str.splitlines() would also split at a U+2028 inside a string.
+    return [
+        _parse(line, f"{name}: line {n}: ", lines=True)
+        for n, line in enumerate(text.split("\n"), 1)
+        if line.strip()
+    ]
+
+
+class _ExtraData(Exception):
+    """A JSON document followed by more: the file may be JSON Lines."""
+
+
+class _Refused:
+    """What json read but the journal must not take, left in place for `_check` to name."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def _constant(literal: str) -> _Refused:
+    return _Refused(f"{literal} is not JSON")
+
+
+def _integer(digits: str) -> int | _Refused:
+    try:
+        return int(digits)
+    except ValueError:  # longer than sys.get_int_max_str_digits()
+        n, limit = len(digits.lstrip("-")), sys.get_int_max_str_digits()
+        return _Refused(f"an integer of {n:,} digits is too long (at most {limit:,})")
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_constant)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # Only int() raises this: read again, keeping the long integer in place to name it.
+        return json.loads(text, parse_constant=_constant, parse_int=_integer)
+
+
+def _parse(text: str, where: str, *, lines: bool) -> Any:
+    """One JSON value, or an InputError that starts with `where`."""
+    try:
+        value = _loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and not lines:
+            raise _ExtraData from e
+        at = f"column {e.colno}" if lines else f"line {e.lineno} column {e.colno}"
+        raise InputError(f"{where}not JSON: {e.msg} at {at}") from e
+    except RecursionError as e:
+        raise InputError(where + _too_deep(text, lines=lines)) from e
+    problem = _check(value, text, lines=lines)
+    if problem is not None:
+        raise InputError(where + problem)
+    return value
+
+
+# A place in the input: the place of its container and its key there; None is the top.
+_Crumb = tuple["_Crumb", "str | int"] | None
+
+
+def _check(value: Any, text: str, *, lines: bool) -> str | None:
+    """The first thing in `value`, read from `text`, that the journal cannot take, and where.
+
+    Walked with a stack of its own: input may nest deeper than Python's stack.
+    """
+    stack: list[tuple[Any, _Crumb, int]] = [(value, None, 0)]
+    while stack:
+        item, crumb, depth = stack.pop()
+        if isinstance(item, str):
+            if (found := _SURROGATE.search(item)) is not None:
+                return f"{_surrogate(found, 'a string')} @ {_path(crumb)}"
+        elif isinstance(item, dict | list):
+            if depth == _MAX_DEPTH:
+                return _too_deep(text, lines=lines)
+            entries = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in reversed(list(entries)):
+                here: _Crumb = (crumb, key)
+                if isinstance(key, str) and (found := _SURROGATE.search(key)) is not None:
+                    return f"{_surrogate(found, 'a key')} @ {_path(here)}"
+                stack.append((child, here, depth + 1))
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"a number too large for a float @ {_path(crumb)}"
+        elif isinstance(item, _Refused):
+            return f"{item.what} @ {_path(crumb)}"
+    return None
+
+
+def _surrogate(found: re.Match[str], where: str) -> str:
+    return f"{where} holds a lone surrogate (\\u{ord(found.group()):04x}), which is not text"
+
+
+def _path(crumb: _Crumb) -> str:
+    keys: list[str | int] = []
+    while crumb is not None:
+        crumb, key = crumb
+        keys.append(key)
+    parts = ["$"]
+    for key in reversed(keys):
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+        elif key.isidentifier():
+            parts.append(f".{key}")
+        else:
+            parts.append(f"[{json.dumps(key)}]")  # ASCII, escapes and all: safe to print
+    return "".join(parts)
+
+
+def _too_deep(text: str, *, lines: bool) -> str:
+    said = f"nested deeper than {_MAX_DEPTH} levels"
+    depth = 0
+    for token in _BRACKETS.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                at = token.start()
+                column = at - text.rfind("\n", 0, at)
+                if lines:
+                    return f"{said} at column {column}"
+                line = text.count("\n", 0, at) + 1
+                return f"{said} at line {line} column {column}"
+        elif bracket in ("]", "}"):
+            depth -= 1
+    return said
 
 
 def model_options(fn: F) -> F:
@@ -81,7 +218,7 @@ def models_for(fake_model: str | None, prices: Path | None) -> Models:
 
 def _announce(verb: str) -> Any:
     def on_start(run: Run) -> None:
-        click.echo(f"run {run.run_id} {verb}: {run.machine} ({run.target})", err=True)
+        click.echo(printable(f"run {run.run_id} {verb}: {run.machine} ({run.target})"), err=True)
 
     return on_start
 
@@ -107,12 +244,14 @@ def report(outcome: Outcome) -> None:
         click.echo(f"run {run.run_id} done: {', '.join(counts)}")
         return
     if run.status == "needs_attention":
-        click.echo(f"run {run.run_id} stopped at step {run.step}: {run.error}", err=True)
+        click.echo(printable(f"run {run.run_id} stopped at step {run.step}: {run.error}"), err=True)
     elif run.status == "failed":
-        click.echo(f"run {run.run_id} failed at step {run.step}: {run.error}", err=True)
+        click.echo(printable(f"run {run.run_id} failed at step {run.step}: {run.error}"), err=True)
         click.echo(f"after fixing the cause: journal resume {run.run_id}", err=True)
     else:
-        click.echo(f"run {run.run_id} stopped ({run.status}) at step {run.step}", err=True)
+        click.echo(
+            printable(f"run {run.run_id} stopped ({run.status}) at step {run.step}"), err=True
+        )
         click.echo(f"journal resume {run.run_id} goes on", err=True)
     click.get_current_context().exit(1)
 
@@ -133,6 +272,7 @@ def report(outcome: Outcome) -> None:
 )
 @model_options
 @durability_option
+@redact_env_option
 @db_option
 def run(
     target: str,
@@ -181,6 +321,7 @@ def run(
 )
 @model_options
 @durability_option
+@redact_env_option
 @db_option
 def resume(
     run_id: str,
@@ -200,7 +341,7 @@ def resume(
         journal resume 3fa2
     """
     models = models_for(fake_model, prices)
-    journal = open_journal(db, durability=durability)
+    journal = open_journal(db, write=True, durability=durability)
     found = journal.find_run(run_id)
     if found.status == "done":
         report(Outcome(found, executed=False))

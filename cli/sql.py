@@ -1,29 +1,77 @@
-"""`journal sql`: one read-only SQL statement over the journal, printed as a table, JSON or CSV."""
+"""`journal sql`: one read-only SQL statement over the journal, printed as a table, JSON or CSV.
+
+A statement can run away (a recursive CTE with no end): Ctrl-C stops it, and so does a time
+limit, which applies by default when no one is watching.
+"""
 
 from __future__ import annotations
 
 import csv
-import json
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
 
 from cli.main import db_option, db_path, open_journal
-from cli.output import table
-from journal import query
+from cli.output import json_line, printable, table
+from journal import QueryStopped, query
+from journal.query import Rows
+
+UNWATCHED_TIMEOUT = 60.0
+
+
+def default_timeout(terminal: bool) -> float | None:
+    """The time limit without --timeout: none on a terminal, where someone can press Ctrl-C;
+    60 s when standard output is not one (cron, CI, a pipe), where no one may be watching."""
+    return None if terminal else UNWATCHED_TIMEOUT
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[Callable[[], bool]]:
+    """Within the block, Ctrl-C raises a flag instead of KeyboardInterrupt; yields the flag.
+
+    Python runs a signal handler between bytecodes: while SQLite works, that is inside the
+    query's progress handler, which then sees the flag and stops the statement.
+    """
+    raised: list[int] = []
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        raised.append(signum)
+
+    before = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: bool(raised)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @click.command()
 @click.argument("statement")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row (BLOBs as hex).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Stop the statement after SECONDS; 0 for no limit. Default: no limit when standard "
+    f"output is a terminal (Ctrl-C stops it), {UNWATCHED_TIMEOUT:g} when it is not (cron, CI, "
+    "a pipe).",
+)
 @db_option
-def sql(statement: str, as_json: bool, as_csv: bool, db: Path | None) -> None:
+def sql(
+    statement: str, as_json: bool, as_csv: bool, timeout: float | None, db: Path | None
+) -> None:
     """Run one read-only SQL STATEMENT against the journal.
 
     Tables: runs, events, leases, blobs; views: decisions, effects, transitions. Any statement
-    that would write, attach a file or change a setting is refused.
+    that would write, attach a file or change a setting is refused. Control characters in
+    text are escaped (`\\u001b`), except in --json, which is exact. A statement that is
+    stopped (Ctrl-C, --timeout) exits 1.
 
     \b
     Example:
@@ -31,14 +79,47 @@ def sql(statement: str, as_json: bool, as_csv: bool, db: Path | None) -> None:
     """
     if as_json and as_csv:
         raise click.UsageError("use one of --json and --csv")
-    open_journal(db)  # a journal from a newer runjournal, or not a journal, is refused here
-    result = query(db_path(db), statement)
+    limit = default_timeout(sys.stdout.isatty()) if timeout is None else timeout or None
+    with _ctrl_c() as interrupted:
+        open_journal(db)  # a journal from a newer runjournal, or not a journal, is refused here
+        try:
+            result = query(db_path(db), statement, timeout=limit, interrupted=interrupted)
+            _print(result, as_json=as_json, as_csv=as_csv)
+        except QueryStopped as e:
+            raise click.ClickException(_stopped(e, given=timeout is not None)) from e
+
+
+def _print(result: Rows, *, as_json: bool, as_csv: bool) -> None:
     if as_json:
         for row in result.rows:
-            click.echo(json.dumps(dict(zip(result.columns, row, strict=True)), ensure_ascii=False))
+            click.echo(json_line(dict(zip(result.columns, row, strict=True)), default=_hex))
     elif as_csv:
+        # CSV quotes a newline or a tab in a field; every other control is escaped.
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
+        writer.writerow([printable(c, multiline=True) for c in result.columns])
+        for row in result.rows:
+            writer.writerow([_csv_field(v) for v in row])
     else:
         click.echo(table(result.columns, result.rows))
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    msg = f"Object of type {type(value).__name__} is not JSON serializable"
+    raise TypeError(msg)
+
+
+def _csv_field(value: Any) -> Any:
+    return printable(value, multiline=True) if isinstance(value, str) else value
+
+
+def _stopped(e: QueryStopped, *, given: bool) -> str:
+    if e.timeout is None:
+        return "query interrupted"
+    if given:
+        return f"query stopped after {e.timeout:g} s (--timeout)"
+    return (
+        f"query stopped after {e.timeout:g} s (--timeout: the default when output is not a "
+        "terminal; --timeout 0 for no limit)"
+    )

@@ -11,15 +11,23 @@ from journal.errors import (
     AmbiguousRunId,
     BadPatch,
     ConcurrentAppend,
+    DiskFailed,
+    DiskFull,
+    JournalBusy,
+    JournalCorrupt,
     JournalError,
     JournalMissing,
     JournalTooNew,
+    JournalTooOld,
     LeaseHeld,
     LeaseLost,
     NotAJournal,
     NotJSON,
     QueryFailed,
     QueryRefused,
+    QueryStopped,
+    ReadOnlyJournal,
+    RunDone,
     RunNotFound,
 )
 from journal.events import Clock, Event
@@ -28,7 +36,7 @@ from journal.leases import Holder, Lease
 from journal.query import Rows, query
 from journal.rows import Action, Run
 from journal.store import Durability, Journal
-from journal.verify import Problem, verify
+from journal.verify import Problem, heads, verify
 from journal.writer import Heartbeat, RunWriter
 
 __all__ = [
@@ -40,14 +48,19 @@ __all__ = [
     "Change",
     "Clock",
     "ConcurrentAppend",
+    "DiskFailed",
+    "DiskFull",
     "Durability",
     "Event",
     "Heartbeat",
     "Holder",
     "Journal",
+    "JournalBusy",
+    "JournalCorrupt",
     "JournalError",
     "JournalMissing",
     "JournalTooNew",
+    "JournalTooOld",
     "Lease",
     "LeaseHeld",
     "LeaseLost",
@@ -56,12 +69,16 @@ __all__ = [
     "Problem",
     "QueryFailed",
     "QueryRefused",
+    "QueryStopped",
+    "ReadOnlyJournal",
     "Rows",
     "Run",
+    "RunDone",
     "RunNotFound",
     "RunWriter",
     "StateAt",
     "events",
+    "heads",
     "query",
     "replay",
     "state_at",

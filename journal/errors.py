@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
 
 class JournalError(Exception):
     """Base class of every error the journal raises."""
@@ -29,6 +34,10 @@ class AmbiguousRunId(JournalError, LookupError):
 
 class ConcurrentAppend(JournalError):
     """Another writer appended to the run first: the seq this writer expected is taken."""
+
+
+class RunDone(JournalError):
+    """The run is done: `done` is final, and nothing may be appended to it or take its lease."""
 
 
 class LeaseHeld(JournalError):
@@ -69,3 +78,98 @@ class BadPatch(JournalError, ValueError):
 
 class NotJSON(JournalError, TypeError):
     """Event data holds a value that cannot be written as JSON."""
+
+
+class JournalTooOld(JournalError):
+    """The journal's schema is older than this runjournal reads: a writing command upgrades it."""
+
+
+class ReadOnlyJournal(JournalError):
+    """The journal cannot be written here: a read-only file, folder or medium, or a journal
+    opened for reading."""
+
+
+class JournalBusy(JournalError):
+    """Another process held the journal's write lock for longer than the busy timeout."""
+
+
+class JournalCorrupt(JournalError):
+    """SQLite finds the file damaged."""
+
+
+class DiskFull(JournalError):
+    """The disk holding the journal is full: nothing was lost, and the run goes on once there
+    is room again."""
+
+
+class DiskFailed(JournalError):
+    """SQLite could not read or write the file: an I/O error from the disk or the system."""
+
+
+class QueryStopped(JournalError):
+    """A read-only query was stopped before it ended: interrupted, or out of time.
+
+    `timeout` is the time limit it ran out of, or None when it was interrupted.
+    """
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        what = "interrupted" if timeout is None else f"stopped after {timeout:g} s"
+        super().__init__(f"query {what}")
+
+
+_MB = 1024 * 1024
+
+
+def translate(e: sqlite3.Error, path: Path, *, holders: str = "") -> JournalError:
+    """The journal's own error for what SQLite said, with what a person can do about it.
+
+    `holders` names the processes that hold runs of the journal, for a busy journal.
+    """
+    code = getattr(e, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    said = str(e)
+    if primary == sqlite3.SQLITE_FULL:
+        free = _free(path)
+        return DiskFull(
+            f"the disk holding {path} is full ({free} free; the journal writes up to "
+            f"{_size(4 * _MB)} of log before it folds it in): nothing was lost; free some "
+            "space and go on (`journal resume RUN`, for a run that had started)"
+        )
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return JournalCorrupt(
+            f"{path} is damaged ({said}): `journal verify --db {path}` reports what SQLite "
+            f"finds; `sqlite3 {path} .recover | sqlite3 recovered.db` saves what can be read"
+        )
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        who = f" ({holders})" if holders else ""
+        return JournalBusy(
+            f"{path} is busy: another process{who} held its write lock past the busy "
+            "timeout; try again once it is done"
+        )
+    if primary == sqlite3.SQLITE_READONLY or (
+        primary == sqlite3.SQLITE_CANTOPEN and not os.access(path.parent, os.W_OK)
+    ):
+        return ReadOnlyJournal(
+            f"{path} cannot be written ({said}): run and resume need a writable file and "
+            "folder; the reading commands work on it as it is"
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        name = getattr(e, "sqlite_errorname", "SQLITE_IOERR")
+        return DiskFailed(
+            f"the disk failed reading or writing {path} ({said}, {name}); check the disk"
+        )
+    if primary == sqlite3.SQLITE_CANTOPEN:
+        return DiskFailed(f"cannot open {path} ({said})")
+    return JournalError(f"{path}: {said}")
+
+
+def _free(path: Path) -> str:
+    try:
+        return _size(shutil.disk_usage(path.parent).free)
+    except OSError:
+        return "unknown"
+
+
+def _size(n: int) -> str:
+    return f"{n / _MB:,.1f} MB" if n >= _MB else f"{n / 1024:,.0f} KB"

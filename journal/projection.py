@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from journal import events as k
+from journal.errors import RunDone
 from journal.events import Event, dumps
 
 
@@ -41,6 +42,8 @@ def _started(e: Event, c: Changes) -> None:
         snapshot_seq=e.seq,
         transition_seq=e.seq,
     )
+    if "ordinal" in d:  # runs started before there was one are numbered by _rebuild
+        c.sets["ordinal"] = d["ordinal"]
 
 
 def _resumed(e: Event, c: Changes) -> None:
@@ -114,6 +117,8 @@ def _resolved(e: Event, c: Changes) -> None:
         _key(e, c, "done", result=dumps(e.data.get("result")))
     else:
         _key(e, c, "not_done")
+    # A person answered: the run waits for nobody now, only for a resume to read the answer.
+    c.sets.update(status="resolved", error=None)
 
 
 def _needs_attention(e: Event, c: Changes) -> None:
@@ -169,7 +174,8 @@ def project(events: Iterable[Event]) -> Changes:
 @functools.cache
 def _update_sql(sets: tuple[str, ...], adds: tuple[str, ...]) -> str:
     assignments = [f"{col} = ?" for col in sets] + [f"{col} = {col} + ?" for col in adds]
-    return f"UPDATE runs SET {', '.join(assignments)} WHERE run_id = ?"
+    # `done` is final: a row that says so is never changed again (and the caller is told).
+    return f"UPDATE runs SET {', '.join(assignments)} WHERE run_id = ? AND status != 'done'"
 
 
 _UPSERT_KEY = """
@@ -180,8 +186,11 @@ ON CONFLICT (name, key) DO UPDATE SET
     status = excluded.status, attempts = action_keys.attempts + excluded.attempts,
     result = coalesce(excluded.result, action_keys.result),
     seq = excluded.seq, updated_at = excluded.updated_at
--- A key done by one run stays that run's: nothing another run records can undo it.
-WHERE action_keys.status != 'done' OR action_keys.run_id = excluded.run_id
+-- A key done by one run stays that run's, and a key another run is acting on (intended, or
+-- in doubt) stays that run's until it lets go (failed, not done): what a run records about a
+-- key it does not hold (a refused claim's failed attempt) never takes it over.
+WHERE action_keys.run_id = excluded.run_id
+   OR action_keys.status NOT IN ('done', 'intended', 'in_doubt')
 """
 
 
@@ -189,20 +198,25 @@ def _apply(conn: sqlite3.Connection, run_id: str, changes: Changes) -> None:
     """Write `changes` to the run's row and the action keys, inside the caller's transaction."""
     sets, adds, keys = changes
     sql = _update_sql(tuple(sets), tuple(adds))
-    conn.execute(sql, (*sets.values(), *adds.values(), run_id))
+    if conn.execute(sql, (*sets.values(), *adds.values(), run_id)).rowcount != 1:
+        msg = f"run {run_id} is done (or missing from the runs table): nothing more can be added"
+        raise RunDone(msg)
     for (name, key), entry in keys.items():
         conn.execute(_UPSERT_KEY, {"name": name, "key": key, **entry})
 
 
 def _rebuild(conn: sqlite3.Connection, read: Callable[[str], Iterable[Event]]) -> None:
     """Derive the whole runs table again from the events, inside the caller's transaction."""
-    # Runs in the order they started: where two runs touched one action key, the later wins.
-    run_ids = [
-        row[0]
-        for row in conn.execute("SELECT run_id FROM events WHERE seq = 1 ORDER BY at, run_id")
-    ]
+    # Runs in the order they were created: where two runs touched one action key, the later
+    # wins. Runs from before the ordinal was recorded come first, by the time they started.
+    started = conn.execute(
+        "SELECT run_id, json_extract(data, '$.ordinal') FROM events WHERE seq = 1 "
+        "ORDER BY coalesce(json_extract(data, '$.ordinal'), 0), at, run_id"
+    ).fetchall()
     conn.execute("DELETE FROM runs")
     conn.execute("DELETE FROM action_keys")
-    for run_id in run_ids:
-        conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
+    for position, (run_id, ordinal) in enumerate(started, 1):
+        conn.execute(
+            "INSERT INTO runs (run_id, ordinal) VALUES (?, ?)", (run_id, ordinal or position)
+        )
         _apply(conn, run_id, project(read(run_id)))

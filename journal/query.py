@@ -3,19 +3,24 @@
 Three locks, each enough alone for the common case: the file is opened read-only, the
 connection is `query_only`, and an authorizer refuses at prepare time every statement that
 would write, attach another file or change a setting, naming what it refused.
+
+A statement can be stopped: by a time limit, or by a flag its caller raises (`journal sql` on
+Ctrl-C). SQLite asks a progress handler every few thousand instructions, and the rows are
+checked as they are read, so a runaway statement and a huge result both stop.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
 
-from journal.errors import JournalMissing, QueryFailed, QueryRefused
+from journal.errors import JournalMissing, QueryFailed, QueryRefused, QueryStopped
+from journal.opening import connect_read
 
 _REFUSED = {
     sqlite3.SQLITE_INSERT: "INSERT",
@@ -42,6 +47,8 @@ _REFUSED = {
 }
 # Pragmas that only describe the schema.
 _READ_PRAGMAS = {"table_info", "table_xinfo", "index_list", "index_info", "foreign_key_list"}
+# SQLite instructions between two calls of the progress handler: a few hundred microseconds.
+_PROGRESS_EVERY = 1000
 
 
 @attrs.frozen
@@ -72,20 +79,69 @@ class _Guard:
         return sqlite3.SQLITE_OK
 
 
-def query(path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> Rows:
-    """Run one read-only statement against the journal at `path`."""
+class _Watch:
+    """The progress handler: says stop (non-zero) once the deadline passed or the flag is up."""
+
+    def __init__(self, timeout: float | None, interrupted: Callable[[], bool] | None) -> None:
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.interrupted = interrupted
+        self.stopped: QueryStopped | None = None
+
+    def __call__(self) -> int:
+        return self.check() is not None
+
+    def check(self) -> QueryStopped | None:
+        """Why the statement must stop now, if it must."""
+        if self.stopped is None:
+            if self.interrupted is not None and self.interrupted():
+                self.stopped = QueryStopped(None)
+            elif self.deadline is not None and time.monotonic() >= self.deadline:
+                self.stopped = QueryStopped(self.timeout)
+        return self.stopped
+
+    def failed(self, e: sqlite3.Error) -> BaseException | None:
+        """What to raise for `e` when it is the statement being stopped, not a failure."""
+        if self.stopped is not None:
+            return self.stopped
+        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+            # Nobody else has this connection: an exception in the progress handler stopped
+            # it, and SQLite swallowed it. That is Ctrl-C under Python's own SIGINT handler.
+            return KeyboardInterrupt()
+        return None
+
+
+def query(
+    path: str | Path,
+    sql: str,
+    params: tuple[Any, ...] = (),
+    *,
+    timeout: float | None = None,
+    interrupted: Callable[[], bool] | None = None,
+) -> Rows:
+    """Run one read-only statement against the journal at `path`.
+
+    The statement stops with `QueryStopped` once `timeout` seconds have passed since this call
+    (None: no limit), or once `interrupted()` returns true, while it runs or as rows are read.
+    `interrupted` is called often and must be quick: a signal handler's flag is the usual one.
+    """
     path = Path(path)
     if not path.exists():
         msg = f"no journal at {path}: start a run with `journal run`, or pass --db"
         raise JournalMissing(msg)
-    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+    conn = connect_read(path, timeout=5.0)
     conn.execute("PRAGMA query_only = ON")
     guard = _Guard()
     conn.set_authorizer(guard)
+    watch = _Watch(timeout, interrupted)
+    conn.set_progress_handler(watch, _PROGRESS_EVERY)
     try:
         cursor = conn.execute(sql, params)
     except sqlite3.DatabaseError as e:
         conn.close()
+        why = watch.failed(e)
+        if why is not None:
+            raise why from e
         if guard.refused:
             what = guard.refused
             if what == "a schema change":
@@ -98,8 +154,16 @@ def query(path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> Rows:
 
     def rows() -> Iterator[tuple[Any, ...]]:
         try:
-            yield from cursor
+            for row in cursor:
+                # Reading rows that come quickly, or printing them slowly, runs few instructions.
+                stopped = watch.check()
+                if stopped is not None:
+                    raise stopped
+                yield row
         except sqlite3.Error as e:
+            why = watch.failed(e)
+            if why is not None:
+                raise why from e
             msg = f"query failed: {e}"
             raise QueryFailed(msg) from e
         finally:

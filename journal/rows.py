@@ -38,6 +38,8 @@ class Run:
     cache_read_tokens: int
     cost_usd: float
     actions: int
+    ordinal: int
+    """The run's place in the order runs were created in this journal: 1, 2, 3, ..."""
 
 
 RUN_COLUMNS = ", ".join(f.name for f in attrs.fields(Run))

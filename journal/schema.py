@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from journal.errors import JournalTooNew
+from journal import chain
+from journal.errors import JournalTooNew, JournalTooOld
+from journal.opening import APPLICATION_ID
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -38,6 +41,11 @@ def _fields(*names: str) -> dict[str, str]:
     return {name: f"$.{name}" for name in names}
 
 
+_NO_UPDATE = """
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is not allowed'); END
+    """
+
 _M0001 = (
     """
     CREATE TABLE events (
@@ -55,10 +63,7 @@ _M0001 = (
     CREATE INDEX events_snapshots ON events (run_id, seq)
         WHERE kind IN ('run.started', 'snapshot')
     """,
-    """
-    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE is not allowed'); END
-    """,
+    _NO_UPDATE,
     """
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE is not allowed'); END
@@ -252,6 +257,56 @@ _M0003 = (
 )
 
 
+_M0004 = (
+    # Each event's hash binds it to the one before it in its run (journal/chain.py).
+    "ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT ''",
+    # `done` is final: a trigger refuses any event after a run's run.done, whatever writes it.
+    # The partial index makes that check one lookup instead of a scan of the run.
+    "CREATE INDEX events_done ON events (run_id) WHERE kind = 'run.done'",
+    """
+    CREATE TRIGGER events_none_after_done BEFORE INSERT ON events
+    WHEN EXISTS (
+        SELECT 1 FROM events INDEXED BY events_done WHERE run_id = NEW.run_id AND kind = 'run.done'
+    )
+    BEGIN SELECT RAISE(ABORT, 'run is done: no event may follow run.done'); END
+    """,
+    # Runs are listed in the order they were created, which a clock stepping back cannot change.
+    "ALTER TABLE runs ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0",
+    """
+    UPDATE runs SET ordinal = (
+        SELECT count(*) FROM runs AS r
+        WHERE r.started_at < runs.started_at
+           OR (r.started_at = runs.started_at AND r.run_id <= runs.run_id)
+    )
+    """,
+    "CREATE INDEX runs_ordinal ON runs (ordinal)",
+)
+
+
+def _chain_existing(db: sqlite_utils.Database) -> None:
+    """Compute the hash chain of the events written before there was one."""
+    conn = db.conn
+    conn.execute("DROP TRIGGER events_no_update")
+    runs = [row[0] for row in conn.execute("SELECT DISTINCT run_id FROM events")]
+    for run_id in runs:
+        previous = chain.GENESIS
+        rows = conn.execute(
+            "SELECT seq, at, kind, step, data FROM events WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        for seq, at, kind, step, data in rows:
+            previous = chain.event_hash(previous, run_id, seq, at, kind, step, data)
+            conn.execute(
+                "UPDATE events SET hash = ? WHERE run_id = ? AND seq = ?", (previous, run_id, seq)
+            )
+    conn.execute(_NO_UPDATE)
+
+
+def _m0004(db: sqlite_utils.Database) -> None:
+    _statements(_M0004)(db)
+    _chain_existing(db)
+
+
 def _statements(statements: tuple[str, ...]) -> Callable[[sqlite_utils.Database], None]:
     def migrate(db: sqlite_utils.Database) -> None:
         # Statement by statement: executescript() would commit the caller's transaction.
@@ -265,6 +320,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_events_runs_leases", _statements(_M0001)),
     ("0002_model_calls", _statements(_M0002)),
     ("0003_actions", _statements(_M0003)),
+    ("0004_hash_chain_done_order", _m0004),
 ]
 
 
@@ -281,6 +337,24 @@ def _applied(conn: sqlite3.Connection) -> list[str]:
     return [row[0] for row in rows]
 
 
+def check_version(version: int, path: Path, *, readonly: bool) -> None:
+    """Refuse a journal of a newer schema; and, for reading, one of an older schema."""
+    current = len(MIGRATIONS)
+    if version > current:
+        msg = (
+            f"{path} was written by a newer runjournal (schema {version}; this one knows "
+            f"{current}): upgrade runjournal to use it"
+        )
+        raise JournalTooNew(msg)
+    if readonly and version < current:
+        msg = (
+            f"{path} has schema {version}, older than this runjournal reads ({current}): "
+            f"`journal migrate --db {path}` upgrades it (so does any writing command), or read "
+            "it with the runjournal that wrote it"
+        )
+        raise JournalTooOld(msg)
+
+
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Create or bring the schema up to date inside the caller's write transaction."""
     names = [name for name, _ in MIGRATIONS]
@@ -293,6 +367,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         )
         raise JournalTooNew(msg)
     if len(applied) == len(names):
+        _name_it(conn)
         return
     # Imported only here: opening an up-to-date journal, which every command does, skips it.
     import sqlite_utils
@@ -303,3 +378,11 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     migrations.apply(sqlite_utils.Database(conn, execute_plugins=False))
     # The schema version, for tools that read it without knowing sqlite-utils' table.
     conn.execute(f"PRAGMA user_version = {len(names)}")
+    _name_it(conn)
+
+
+def _name_it(conn: sqlite3.Connection) -> None:
+    """Say in the file's header that it is a journal (journals made before did not)."""
+    (current,) = conn.execute("PRAGMA application_id").fetchone()
+    if current != APPLICATION_ID:
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

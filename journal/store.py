@@ -7,26 +7,32 @@ already taken makes the whole batch fail (`ConcurrentAppend`), so two writers ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import secrets
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from secrets import token_hex
 from typing import Any, Literal
 
+import attrs
+
+from journal import chain, leases, opening, projection, schema
 from journal import events as k
-from journal import leases, projection, schema
 from journal.errors import (
     ActionBusy,
     ActionDone,
     AmbiguousRunId,
     ConcurrentAppend,
-    JournalMissing,
-    NotAJournal,
+    JournalError,
+    ReadOnlyJournal,
+    RunDone,
     RunNotFound,
+    translate,
 )
 from journal.events import Clock, Event, dumps, timestamp
 from journal.leases import Holder, Lease
@@ -35,7 +41,14 @@ from journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
 Durability = Literal["normal", "full"]
 Tracer = Callable[[str], None]
 
-_INSERT_EVENT = "INSERT INTO events (run_id, seq, at, kind, step, data) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, at, kind, step, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+REDACTED = "[redacted]"
+"""What a secret is replaced with wherever it would have been written."""
+MIN_SECRET = 8
+"""Shorter strings are not redacted: replacing them would garble the journal, and no API key
+is that short."""
 _SELECT_EVENTS = "SELECT run_id, seq, at, kind, step, data FROM events WHERE run_id = ?"
 
 
@@ -50,14 +63,26 @@ class Journal:
         durability: Durability = "normal",
         clock: Clock = time.time,
         timeout: float = 30.0,
+        secrets: Sequence[str] = (),
+        readonly: bool = False,
     ) -> None:
         self.conn = conn
         self.path = path
+        self.readonly = readonly
+        """Opened for reading: every write is refused (ReadOnlyJournal)."""
+        self.schema_found = len(schema.MIGRATIONS)
+        """The schema version the file had when it was opened (before any migration)."""
         self.durability = durability
         self.clock = clock
         self.timeout = timeout
+        self.secrets: tuple[str, ...] = ()
+        """Strings this journal never holds: replaced by `[redacted]` in all it writes."""
+        self.keep_out(*secrets)
         # Any thread of the process may write through this connection; one at a time.
         self._lock = threading.RLock()
+        # The seq and hash of each run's last event this connection wrote: the next one chains
+        # from it without reading it back.
+        self._heads: dict[str, tuple[int, str]] = {}
 
     @classmethod
     def open(
@@ -65,33 +90,58 @@ class Journal:
         path: str | Path,
         *,
         create: bool = False,
+        readonly: bool = False,
         durability: Durability = "normal",
         clock: Clock = time.time,
         timeout: float = 30.0,
         tracer: Tracer | None = None,
+        secrets: Sequence[str] = (),
     ) -> Journal:
-        """Open the journal at `path`, creating it when `create` is true, and migrate it."""
+        """Open the journal at `path` for writing, or with `readonly` for reading only.
+
+        For writing, the schema is brought up to date, and with `create` a journal is made
+        where no file is. For reading, nothing is ever written, no lock is taken, and a journal
+        whose schema is not this runjournal's is refused (a writing command upgrades it).
+        Whatever is at `path`, if it is not a journal it is refused and left as it was.
+        """
         path = Path(path)
-        if not create and not path.exists():
-            msg = f"no journal at {path}: start a run with `journal run`, or pass --db"
-            raise JournalMissing(msg)
-        if path.is_dir():
-            msg = f"{path} is a folder, not a journal file"
-            raise NotAJournal(msg)
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        if readonly and create:
+            raise ValueError("a journal opened read-only cannot be created")
+        if create and not path.exists():
+            opening.create(path, lambda conn: _build(conn, path))
+        identity = opening.identify(path, schema.MIGRATION_SET)
+        schema.check_version(identity.schema, path, readonly=readonly)
+        if readonly:
+            conn = opening.connect_read(path, timeout=timeout)
+        else:
+            if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+                msg = (
+                    f"{path} cannot be written (the file or its folder is read-only): run and "
+                    "resume need both writable; the reading commands work on it as it is"
+                )
+                raise ReadOnlyJournal(msg)
+            conn = opening.connect_write(path, timeout=timeout, wal=identity.wal)
         if tracer is not None:
             conn.set_trace_callback(tracer)
+        journal = cls(
+            conn,
+            path,
+            durability=durability,
+            clock=clock,
+            timeout=timeout,
+            secrets=secrets,
+            readonly=readonly,
+        )
+        journal.schema_found = identity.schema
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
-            journal = cls(conn, path, durability=durability, clock=clock, timeout=timeout)
-            with journal._write() as c:
-                _check_is_journal(c, path)
-                schema.migrate(c, str(path))
-        except sqlite3.DatabaseError as e:
+            if not readonly:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+                if identity.schema != len(schema.MIGRATIONS) or not identity.named:
+                    with journal._write() as c:
+                        schema.migrate(c, str(path))
+        except sqlite3.Error as e:
             conn.close()
-            msg = f"{path} is not a journal: {e}"
-            raise NotAJournal(msg) from e
+            raise journal._translate(e) from e
         except BaseException:
             conn.close()
             raise
@@ -100,7 +150,12 @@ class Journal:
     def reopen(self) -> Journal:
         """Another connection to the same file, for another thread."""
         return Journal.open(
-            self.path, durability=self.durability, clock=self.clock, timeout=self.timeout
+            self.path,
+            readonly=self.readonly,
+            durability=self.durability,
+            clock=self.clock,
+            timeout=self.timeout,
+            secrets=self.secrets,
         )
 
     def close(self) -> None:
@@ -112,8 +167,43 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _translate(self, e: sqlite3.Error) -> JournalError:
+        """Our error for what SQLite said; for a busy journal, naming who holds its runs."""
+        holders = ""
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            with contextlib.suppress(sqlite3.Error):  # reading is not blocked by the writer
+                now = self.clock()
+                live = [
+                    f"{lease.describe()}, running {run_id}"
+                    for run_id, lease in self.leases().items()
+                    if lease.is_live(now)
+                ]
+                holders = "; ".join(live[:3])
+        return translate(e, self.path, holders=holders)
+
+    def keep_out(self, *secrets: str) -> None:
+        """Never write these strings (e.g. API keys): from now on each becomes `[redacted]`.
+
+        Strings shorter than MIN_SECRET characters are ignored.
+        """
+        found = [s for s in secrets if len(s) >= MIN_SECRET and s not in self.secrets]
+        # The JSON-escaped form too: a secret holding a quote is escaped in event data.
+        escaped = [json.dumps(s, ensure_ascii=False)[1:-1] for s in found]
+        self.secrets += tuple(dict.fromkeys([*found, *escaped]))
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret replaced; the same object when it holds none."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
     def _write(self, *, sync: bool = False) -> _Transaction:
         """One write transaction; with `sync`, its commit reaches the disk before returning."""
+        if self.readonly:
+            msg = f"{self.path} was opened for reading: nothing can be written through it"
+            raise ReadOnlyJournal(msg)
         return _Transaction(self, sync and self.durability != "full")
 
     # Appending
@@ -133,22 +223,70 @@ class Journal:
         `blobs` are payloads the events refer to by `blob_ref`, stored in the same transaction.
         `claim` (action name, key) first checks, in the same transaction, that no run has done
         that action key (ActionDone) and no other run is acting on it (ActionBusy).
+        Nothing is appended to a run that is done (RunDone). Secrets are redacted first.
         """
         if not events:
             return
         run_id = events[0].run_id
         if texts is None:
             texts = [dumps(e.data) for e in events]
-        rows = [
-            (run_id, e.seq, e.at, e.kind, e.step, t) for e, t in zip(events, texts, strict=True)
-        ]
+        if self.secrets:
+            events, texts = self._redacted(events, texts)
+            blobs = [self.redact(b) for b in blobs]
         with self._write(sync=sync) as conn:
             if claim is not None:
                 _claim(conn, run_id, *claim)
             for blob in blobs:
                 _put_blob(conn, blob)
-            _insert(conn, run_id, rows)
+            self._insert(conn, run_id, events, texts)
             projection._apply(conn, run_id, projection.project(events))
+
+    def _redacted(
+        self, events: Sequence[Event], texts: Sequence[str]
+    ) -> tuple[list[Event], list[str]]:
+        out_events, out_texts = list(events), list(texts)
+        for i, text in enumerate(texts):
+            redacted = self.redact(text)
+            if redacted is not text:
+                # The projection reads the data too (a run's error): it gets the redacted copy.
+                out_texts[i] = redacted
+                out_events[i] = attrs.evolve(events[i], data=json.loads(redacted))
+        return out_events, out_texts
+
+    def _insert(
+        self, conn: sqlite3.Connection, run_id: str, events: Sequence[Event], texts: Sequence[str]
+    ) -> None:
+        """Insert the events, each chained to the one before it, inside the caller's write."""
+        first = events[0].seq
+        head = self._heads.get(run_id)
+        if head is not None and head[0] == first - 1:
+            previous = head[1]
+        elif first == 1:
+            previous = chain.GENESIS
+        else:
+            row = conn.execute(
+                "SELECT hash FROM events WHERE run_id = ? AND seq = ?", (run_id, first - 1)
+            ).fetchone()
+            previous = row[0] if row is not None else chain.GENESIS
+        rows = []
+        event_hash = chain.event_hash
+        for e, text in zip(events, texts, strict=True):
+            previous = event_hash(previous, run_id, e.seq, e.at, e.kind, e.step, text)
+            rows.append((run_id, e.seq, e.at, e.kind, e.step, text, previous))
+        try:
+            conn.executemany(_INSERT_EVENT, rows)
+        except sqlite3.IntegrityError as e:
+            if "UNIQUE" in str(e):
+                msg = (
+                    f"run {run_id}: seq {first} is already taken; "
+                    "another process is writing this run"
+                )
+                raise ConcurrentAppend(msg) from e
+            if "run.done" in str(e):
+                raise _done(run_id) from e
+            raise
+        # Kept only once the insert succeeded; a rolled-back commit is caught by the seq test.
+        self._heads[run_id] = (events[-1].seq, previous)
 
     def create_run(
         self,
@@ -168,6 +306,7 @@ class Journal:
         The second value is True when the run was created.
         """
         now = self.clock()
+        input_text = self.redact(dumps(input))
         with self._write() as conn:
             if run_key is not None:
                 row = conn.execute(
@@ -176,26 +315,23 @@ class Journal:
                 if row is not None:
                     return self._run(conn, row[0]), False
             run_id = _new_run_id(conn)
-            started = Event(
-                run_id,
-                1,
-                timestamp(now),
-                k.RUN_STARTED,
-                None,
-                {
-                    "machine": machine,
-                    "target": target,
-                    "code_hash": code_hash,
-                    "run_key": run_key,
-                    "step": step,
-                    "input": _put_blob(conn, dumps(input)),
-                    "state": state,
-                },
-            )
+            # Creation order, counted in the same transaction: runs are listed by it, never by
+            # a clock that may step back.
+            (ordinal,) = conn.execute("SELECT coalesce(max(ordinal), 0) + 1 FROM runs").fetchone()
+            data = {
+                "machine": machine,
+                "target": target,
+                "code_hash": code_hash,
+                "run_key": run_key,
+                "step": step,
+                "input": _put_blob(conn, input_text),
+                "state": state,
+                "ordinal": ordinal,
+            }
+            text = self.redact(dumps(data))
+            started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, json.loads(text))
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
-            _insert(
-                conn, run_id, [(run_id, 1, started.at, started.kind, None, dumps(started.data))]
-            )
+            self._insert(conn, run_id, [started], [text])
             projection._apply(conn, run_id, projection.project([started]))
             leases._acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
@@ -208,8 +344,15 @@ class Journal:
     # Leases
 
     def acquire_lease(self, run_id: str, holder: Holder, ttl: float) -> Lease | None:
-        """Take the run's lease (LeaseHeld if a live process has it); return the one taken over."""
+        """Take the run's lease; return the one taken over, if any.
+
+        Raises LeaseHeld if a live process has it, and RunDone if the run is done: the status
+        is read in the same transaction, so a run that another process finished a moment ago
+        is never taken up again.
+        """
         with self._write() as conn:
+            if self._run(conn, run_id).status == "done":
+                raise _done(run_id)
             return leases._acquire(conn, run_id, holder, self.clock(), ttl)
 
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
@@ -300,7 +443,7 @@ class Journal:
             msg = f"no run {prefix!r} in {self.path}: run ids are hex (see `journal runs`)"
             raise RunNotFound(msg)
         rows = self.conn.execute(
-            "SELECT run_id FROM runs WHERE run_id GLOB ? ORDER BY started_at LIMIT 11",
+            "SELECT run_id FROM runs WHERE run_id GLOB ? ORDER BY ordinal LIMIT 11",
             (prefix.lower() + "*",),
         ).fetchall()
         if not rows:
@@ -314,27 +457,28 @@ class Journal:
 
     def actions(self, run_id: str | None = None, *, key: str | None = None) -> list[Action]:
         """Actions by run and key, oldest first; only one run's, or one key's, when asked."""
-        sql = f"SELECT {ACTION_COLUMNS} FROM actions WHERE 1"
+        columns = ", ".join(f"a.{c}" for c in ACTION_COLUMNS.split(", "))
+        sql = f"SELECT {columns} FROM actions a JOIN runs r ON r.run_id = a.run_id WHERE 1"
         params: list[Any] = []
         if run_id is not None:
-            sql += " AND run_id = ?"
+            sql += " AND a.run_id = ?"
             params.append(run_id)
         if key is not None:
-            sql += " AND key = ?"
+            sql += " AND a.key = ?"
             params.append(key)
-        rows = self.conn.execute(sql + " ORDER BY intended_at, run_id, seq", params)
+        rows = self.conn.execute(sql + " ORDER BY r.ordinal, a.seq", params)
         return [Action(*row) for row in rows]
 
     def runs(self, *, limit: int | None = None) -> list[Run]:
-        """All runs, newest first."""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, run_id"
+        """All runs, newest (last created) first."""
+        sql = f"SELECT {RUN_COLUMNS} FROM runs ORDER BY ordinal DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [Run(*row) for row in self.conn.execute(sql)]
 
 
 class _Transaction:
-    """`BEGIN IMMEDIATE` ... `COMMIT`, under the journal's lock.
+    """`BEGIN IMMEDIATE` ... `COMMIT`, under the journal's lock; SQLite's errors become ours.
 
     A class rather than a generator-based context manager: it is on the path of every step.
     """
@@ -352,53 +496,59 @@ class _Transaction:
             if self.raise_sync:
                 conn.execute("PRAGMA synchronous = FULL")
             conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
+        except BaseException as e:
             self._restore(conn)
+            if isinstance(e, sqlite3.Error):
+                raise self.journal._translate(e) from e
             raise
         return conn
 
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
         conn = self.journal.conn
         try:
             if kind is None:
                 try:
                     conn.execute("COMMIT")
+                except sqlite3.Error as e:
+                    _rollback(conn)
+                    raise self.journal._translate(e) from e
                 except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                    _rollback(conn)
                     raise
-            elif conn.in_transaction:
-                conn.execute("ROLLBACK")
+                return
+            _rollback(conn)
+            if isinstance(error, sqlite3.Error):
+                raise self.journal._translate(error) from error
         finally:
             self._restore(conn)
 
     def _restore(self, conn: sqlite3.Connection) -> None:
         try:
             if self.raise_sync:
-                conn.execute("PRAGMA synchronous = NORMAL")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA synchronous = NORMAL")
         finally:
             self.journal._lock.release()
 
 
-def _check_is_journal(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse an SQLite database that holds tables but is not a journal."""
-    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if names and "events" not in names:
-        shown = ", ".join(sorted(names)[:5])
-        msg = f"{path} is an SQLite database but not a journal (it has tables {shown})"
-        raise NotAJournal(msg)
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may have rolled back already (a full disk does): then there is nothing to undo.
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
-def _insert(conn: sqlite3.Connection, run_id: str, rows: list[tuple[Any, ...]]) -> None:
-    try:
-        conn.executemany(_INSERT_EVENT, rows)
-    except sqlite3.IntegrityError as e:
-        if "UNIQUE" not in str(e):
-            raise
-        msg = (
-            f"run {run_id}: seq {rows[0][1]} is already taken; another process is writing this run"
-        )
-        raise ConcurrentAppend(msg) from e
+def _build(conn: sqlite3.Connection, path: Path) -> None:
+    """The schema of a new journal, on a connection to its file (see `opening.create`)."""
+    conn.execute("BEGIN IMMEDIATE")
+    schema.migrate(conn, str(path))
+    conn.execute("COMMIT")
+
+
+def _done(run_id: str) -> RunDone:
+    return RunDone(f"run {run_id} is done: nothing more can be added to it")
 
 
 def _claim(conn: sqlite3.Connection, run_id: str, name: str, key: str) -> None:
@@ -431,6 +581,6 @@ def _put_blob(conn: sqlite3.Connection, text: str) -> str:
 
 def _new_run_id(conn: sqlite3.Connection) -> str:
     while True:
-        run_id = secrets.token_hex(6)
+        run_id = token_hex(6)
         if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
             return run_id

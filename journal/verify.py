@@ -1,87 +1,210 @@
-"""Checking a journal's integrity: the file, the events, and what is derived from them.
+"""Checking a journal's integrity: the file, the events and their hash chain, and what is derived.
 
-Everything but the events is derived, so everything can be checked against them: the runs
-table and the seen-store are rebuilt inside a transaction that is rolled back, and compared
-with what is stored; each snapshot is compared with the fold of the changes before it.
+The events are the record: each run's hash chain is computed again and the first event that
+does not match it is named, by run and seq, and every blob is checked against its hash. All
+else is derived from the events, so it is checked against them: the runs table and the
+seen-store are rebuilt inside a transaction that is rolled back and compared with what is
+stored, and each snapshot is compared with the fold of the changes before it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
+from journal import chain, delta, fold, projection
 from journal import events as k
-from journal import fold, projection
 from journal.store import Journal
 
 
 @attrs.frozen
 class Problem:
-    """Something wrong in the journal, and the run it concerns (None for the whole file)."""
+    """Something wrong in the journal: the run (None for the whole file) and seq it concerns."""
 
     run_id: str | None
     what: str
+    seq: int | None = None
 
 
-def verify(journal: Journal) -> list[Problem]:
-    """Every problem found; an empty list means the journal is sound."""
+def verify(journal: Journal, run_id: str | None = None) -> list[Problem]:
+    """Every problem found, in the whole journal or in one run; empty means it is sound."""
     problems = [Problem(None, f"sqlite: {row[0]}") for row in _integrity(journal.conn)]
     if problems:
         return problems  # a damaged file: the checks below would only repeat it
-    problems += _gaps(journal.conn)
-    problems += _projections(journal)
-    problems += _snapshots(journal)
+    for check in (_gaps, _chains, _after_done, _blobs, _projections, _snapshots):
+        problems += check(journal, run_id)
     return problems
 
 
+def heads(journal: Journal, run_id: str | None = None) -> dict[str, tuple[int, str]]:
+    """The last seq and hash of each run (or of one): what to keep elsewhere to catch a forger."""
+    where, params = _runs(journal, run_id)
+    rows = journal.conn.execute(
+        f"SELECT run_id, seq, hash FROM events WHERE (run_id, seq) IN "
+        f"(SELECT run_id, max(seq) FROM events WHERE {where} GROUP BY run_id) ORDER BY run_id",
+        params,
+    )
+    return {run: (seq, hash_) for run, seq, hash_ in rows}
+
+
 def _integrity(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    return [row for row in conn.execute("PRAGMA integrity_check") if row[0] != "ok"]
+    """What SQLite's own check finds wrong with the file (its first lines)."""
+    try:
+        return [row for row in conn.execute("PRAGMA integrity_check(20)") if row[0] != "ok"]
+    except sqlite3.DatabaseError as e:  # damage so deep that the check itself cannot run
+        return [(str(e),)]
 
 
-def _gaps(conn: sqlite3.Connection) -> list[Problem]:
-    rows = conn.execute("SELECT run_id, count(*), min(seq), max(seq) FROM events GROUP BY run_id")
+def _runs(journal: Journal, run_id: str | None) -> tuple[str, list[Any]]:
+    """A WHERE clause and its parameters that pick the events of one run, or of all."""
+    return ("run_id = ?", [run_id]) if run_id is not None else ("1", [])
+
+
+def _gaps(journal: Journal, run_id: str | None) -> list[Problem]:
+    where, params = _runs(journal, run_id)
+    rows = journal.conn.execute(
+        f"SELECT run_id, count(*), min(seq), max(seq) FROM events WHERE {where} GROUP BY run_id",
+        params,
+    )
     return [
-        Problem(run_id, f"seqs are not 1..{top} without gaps: {n} events from seq {low}")
-        for run_id, n, low, top in rows
+        Problem(run, f"seqs are not 1..{top} without gaps: {n} events from seq {low}")
+        for run, n, low, top in rows
         if low != 1 or n != top
     ]
+
+
+def _chains(journal: Journal, run_id: str | None) -> list[Problem]:
+    """The first event of each run whose stored hash is not the one its content chains to."""
+    where, params = _runs(journal, run_id)
+    rows = journal.conn.execute(
+        f"SELECT run_id, seq, at, kind, step, data, hash FROM events WHERE {where} "
+        "ORDER BY run_id, seq",
+        params,
+    )
+    problems = []
+    current, previous, broken = None, chain.GENESIS, False
+    for run, seq, at, kind, step, data, stored in rows:
+        if run != current:
+            current, previous, broken = run, chain.GENESIS, False
+        if broken:
+            continue
+        previous = chain.event_hash(previous, run, seq, at, kind, step, data)
+        if previous != stored:
+            broken = True
+            problems.append(
+                Problem(
+                    run,
+                    f"the hash chain breaks at seq {seq} ({kind}): this event, or one before it, "
+                    "was changed, removed or moved",
+                    seq,
+                )
+            )
+    return problems
+
+
+def _after_done(journal: Journal, run_id: str | None) -> list[Problem]:
+    where, params = _runs(journal, run_id)
+    rows = journal.conn.execute(
+        f"SELECT e.run_id, min(e.seq), count(*) FROM events e JOIN ("
+        f"  SELECT run_id, min(seq) AS done FROM events WHERE kind = ? AND {where} GROUP BY run_id"
+        ") d ON d.run_id = e.run_id AND e.seq > d.done GROUP BY e.run_id",
+        [k.RUN_DONE, *params],
+    )
+    return [
+        Problem(run, f"{n} events follow run.done, from seq {seq}: done must be final", seq)
+        for run, seq, n in rows
+    ]
+
+
+def _blob_refs(journal: Journal, run_id: str | None) -> Iterator[tuple[str, int, str]]:
+    """(run_id, seq, blob hash) of every reference from an event to a blob."""
+    where, params = _runs(journal, run_id)
+    for field, kind in (("input", k.RUN_STARTED), ("request", k.MODEL_REQUESTED)):
+        yield from journal.conn.execute(
+            f"SELECT run_id, seq, json_extract(data, '$.{field}') FROM events "
+            f"WHERE kind = ? AND {where}",
+            [kind, *params],
+        )
+
+
+def _blobs(journal: Journal, run_id: str | None) -> list[Problem]:
+    """Every blob an event refers to is there and holds what its hash says; and, for the whole
+    journal, every blob no event refers to holds what its hash says too."""
+    problems = []
+    sound: dict[str, bool | None] = {}  # by ref; None: not there
+    for run, seq, ref in _blob_refs(journal, run_id):
+        if ref not in sound:
+            row = journal.conn.execute(
+                "SELECT size, data FROM blobs WHERE hash = ?", (ref,)
+            ).fetchone()
+            sound[ref] = None if row is None else _holds(ref, *row)
+        if sound[ref] is None:
+            problems.append(Problem(run, f"the blob {ref} that seq {seq} refers to is gone", seq))
+        elif not sound[ref]:
+            what = f"the blob {ref} that seq {seq} refers to was changed: it fails its hash"
+            problems.append(Problem(run, what, seq))
+    if run_id is None:
+        for ref, size, data in journal.conn.execute("SELECT hash, size, data FROM blobs"):
+            if ref not in sound and not _holds(ref, size, data):
+                problems.append(Problem(None, f"the blob {ref} was changed: it fails its hash"))
+    return problems
+
+
+def _holds(ref: str, size: int, data: str) -> bool:
+    text = str(data)
+    return size == len(text) and ref == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 _TABLES = {"runs": "run_id", "action_keys": "name, key"}
 
 
-class _LookOnly(Exception):
-    """Raised to roll back the rebuild once it has been read."""
-
-
-def _projections(journal: Journal) -> list[Problem]:
+def _projections(journal: Journal, run_id: str | None) -> list[Problem]:
     conn = journal.conn
-    stored = {table: _rows(conn, table, order) for table, order in _TABLES.items()}
-    derived: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
-    try:
-        with journal._write() as c:
-            projection._rebuild(c, lambda run_id: journal.events(run_id))
-            derived.update({table: _rows(c, table, order) for table, order in _TABLES.items()})
-            raise _LookOnly
-    except _LookOnly:
-        pass  # what was rebuilt is rolled back with the transaction
+    stored = {table: _rows(conn, f"main.{table}", order) for table, order in _TABLES.items()}
+    derived = _rebuilt(journal)
     problems = []
     for table, rows in stored.items():
         for key in sorted(rows.keys() | derived[table].keys()):
-            if rows.get(key) != derived[table].get(key):
-                run_id = (
-                    key[0] if table == "runs" else (rows.get(key) or derived[table][key])["run_id"]
-                )
-                problems.append(
-                    Problem(
-                        run_id,
-                        f"{table} {key}: stored {_changed(rows.get(key), derived[table].get(key))}",
-                    )
-                )
+            row, expected = rows.get(key), derived[table].get(key)
+            if row == expected:
+                continue
+            run = key[0] if table == "runs" else (row or expected or {})["run_id"]
+            if run_id is None or run == run_id:
+                problems.append(Problem(run, f"{table} {key}: stored {_changed(row, expected)}"))
     return problems
+
+
+def _rebuilt(journal: Journal) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    """The projections as the events give them, built in memory; the file is not written.
+
+    Temporary tables of the same names hide the stored ones from the projection's own SQL, so
+    the very statements that keep the tables are what rebuild them here, on a connection that
+    may be read-only.
+    """
+    conn = journal.conn
+    conn.execute("PRAGMA temp_store = MEMORY")
+    created = []
+    try:
+        for table in _TABLES:
+            (sql,) = conn.execute(
+                "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+            ).fetchone()
+            conn.execute(sql.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+            created.append(table)
+        conn.execute("BEGIN")
+        projection._rebuild(conn, lambda run: journal.events(run))
+        conn.execute("COMMIT")
+        return {table: _rows(conn, f"temp.{table}", order) for table, order in _TABLES.items()}
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for table in created:
+            conn.execute(f"DROP TABLE temp.{table}")
 
 
 def _rows(
@@ -107,15 +230,17 @@ def _changed(stored: dict[str, Any] | None, derived: dict[str, Any] | None) -> s
     )
 
 
-def _snapshots(journal: Journal) -> list[Problem]:
+def _snapshots(journal: Journal, run_id: str | None) -> list[Problem]:
     problems = []
+    where, params = _runs(journal, run_id)
     rows = journal.conn.execute(
-        "SELECT run_id, seq, data FROM events WHERE kind = ? ORDER BY run_id, seq", (k.SNAPSHOT,)
+        f"SELECT run_id, seq, data FROM events WHERE kind = ? AND {where} ORDER BY run_id, seq",
+        [k.SNAPSHOT, *params],
     )
-    for run_id, seq, data in rows.fetchall():
-        folded = fold.state_at(journal, run_id, seq - 1).state
-        if json.loads(data)["state"] != folded:
+    for run, seq, data in rows.fetchall():
+        folded = fold.state_at(journal, run, seq - 1).state
+        if not delta.same(json.loads(data)["state"], folded):
             problems.append(
-                Problem(run_id, f"the snapshot at seq {seq} differs from the fold before it")
+                Problem(run, f"the snapshot at seq {seq} differs from the fold before it", seq)
             )
     return problems

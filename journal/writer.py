@@ -9,13 +9,11 @@ They are also written when too many are held or they have waited too long.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
-from collections.abc import Sequence
 from typing import Any
 
-from journal.errors import LeaseLost
+from journal.errors import JournalError, LeaseLost
 from journal.events import Event, dumps, timestamp
 from journal.leases import Holder
 from journal.store import Journal, blob_ref
@@ -33,7 +31,6 @@ class RunWriter:
         heartbeat: Heartbeat | None = None,
         max_pending: int = 256,
         max_delay: float = 0.5,
-        redact: Sequence[str] = (),
     ) -> None:
         self.journal = journal
         self.run_id = run_id
@@ -43,8 +40,6 @@ class RunWriter:
         self.max_delay = max_delay
         self.bytes_written = 0
         """The size of the JSON data of every event handed to this writer so far."""
-        self.redact = tuple(s for s in redact if s)
-        """Strings (API keys) that must never reach the journal; replaced wherever they appear."""
         self._events: list[Event] = []
         self._texts: list[str] = []
         self._blobs: list[str] = []
@@ -54,10 +49,6 @@ class RunWriter:
     def _add(self, kind: str, step: str | None, data: dict[str, Any], now: float) -> Event:
         # Encoded now, so a value JSON cannot hold fails at the call that gave it.
         text = dumps(data)
-        redacted = self._redacted(text)
-        if redacted is not text:
-            # The projection reads the data too (a run's error): it gets the redacted copy.
-            text, data = redacted, json.loads(redacted)
         self.last_seq += 1
         event = Event(self.run_id, self.last_seq, timestamp(now), kind, step, data)
         self._events.append(event)
@@ -65,15 +56,9 @@ class RunWriter:
         self.bytes_written += len(text)
         return event
 
-    def _redacted(self, text: str) -> str:
-        for secret in self.redact:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
-        return text
-
     def blob(self, text: str) -> str:
         """Keep `text` to be stored once, by content hash, with the next write; return its ref."""
-        text = self._redacted(text)
+        text = self.journal.redact(text)  # the ref names what is stored, secrets redacted
         with self._lock:
             self._blobs.append(text)
         return blob_ref(text)
@@ -152,18 +137,20 @@ class Heartbeat:
 
     def _beat(self) -> None:
         # A connection of its own: the run's thread may be in the middle of a write.
-        journal = self.journal.reopen()
+        journal: Journal | None = None
         try:
             while not self._stop.wait(self.ttl / 3):
                 try:
+                    journal = journal or self.journal.reopen()
                     renewed = journal.renew_lease(self.run_id, self.holder.owner, self.ttl)
-                except sqlite3.OperationalError:
-                    continue  # the journal was busy; two more beats come before the expiry
+                except (sqlite3.Error, JournalError):
+                    continue  # busy, or the disk full: two more beats come before the expiry
                 if not renewed:
                     self.lost = True
                     return
         finally:
-            journal.close()
+            if journal is not None:
+                journal.close()
 
     def stop(self) -> None:
         self._stop.set()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -162,10 +163,12 @@ def act(
 
 def _stop(ctx: Context, base: dict[str, Any], why: str) -> NoReturn:
     name, key, call = base["name"], base["key"], base["call"]
+    run, quoted = ctx.run_id, shlex.quote(key)
     message = (
-        f"action {name} {key!r} needs attention: {why}. Check whether it happened, then "
-        f"`journal resolve {ctx.run_id} {key} --done` (or --not-done) and "
-        f"`journal resume {ctx.run_id}`"
+        f"action {name} {key!r} needs attention: {why}. Check whether it happened, then say so: "
+        f"`journal resolve {run} {quoted} --done --result JSON` (JSON is what the action "
+        f"returned; the step gets it from ctx.act) or `journal resolve {run} {quoted} "
+        f"--not-done` (the resume does it); then `journal resume {run}`"
     )
     stop = NeedsAttention(message, name=name, key=key, call=call)
     # Kept on the context too: a handler that catches every exception must not hide it.
@@ -175,6 +178,9 @@ def _stop(ctx: Context, base: dict[str, Any], why: str) -> NoReturn:
 
 IN_DOUBT = ("intended", "in_doubt")
 """Statuses of an action whose outcome is unknown, once no process is executing its run."""
+RESOLVED = ("resolved_done", "resolved_not_done")
+"""Statuses of an action a person answered for; the answer may be corrected until the step
+that reads it ends."""
 
 
 def resolve(
@@ -191,20 +197,27 @@ def resolve(
     """Record a person's answer for an action in doubt: it happened (`done`) or it did not.
 
     Takes the run's lease for the write, so it is refused while a process executes the run.
-    A resume then goes on: a done action is skipped with `result`, a not-done one is run.
+    A resume then goes on: a done action is skipped with `result`, a not-done one is run. Until
+    the step that reads it ends, the answer can be given again: the latest wins, and each is an
+    event (a resume that failed on a missing --result is put right this way).
     """
     holder = Holder.this_process()
     journal.acquire_lease(run_id, holder, lease_ttl)
     try:
+        # An answer is used once the step that read it has ended: then the run has gone on
+        # from it, and it is too late to change it. Until then (a resume that failed in that
+        # step included), the latest answer is the one read.
+        moved_on = journal.run(run_id).transition_seq
         candidates = [
             a
             for a in journal.actions(run_id, key=key)
-            if a.status in IN_DOUBT and name in (None, a.name)
+            if name in (None, a.name)
+            and (a.status in IN_DOUBT or (a.status in RESOLVED and a.seq > moved_on))
         ]
         if not candidates:
             msg = (
-                f"run {run_id} has no action in doubt with key {key!r} "
-                "(see `journal actions --in-doubt`)"
+                f"run {run_id} has no action in doubt with key {key!r}, nor an answer its run "
+                "has not gone on from (see `journal actions --in-doubt`)"
             )
             raise NothingToResolve(msg)
         if len(candidates) > 1:

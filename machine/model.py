@@ -48,7 +48,12 @@ class Models:
     connect: Callable[[], anthropic.Anthropic]
     prices: PriceTable
     secrets: tuple[str, ...] = ()
-    """Strings the journal must never hold (the API key)."""
+    """Strings the journal must never hold: the API key, whichever model answers."""
+
+
+def _env_key() -> tuple[str, ...]:
+    key = os.environ.get("ANTHROPIC_API_KEY", "")
+    return (key,) if key else ()
 
 
 def anthropic_api(prices: PriceTable | None = None) -> Models:
@@ -66,15 +71,19 @@ def anthropic_api(prices: PriceTable | None = None) -> Models:
             raise ModelUnavailable(msg)
         return anthropic.Anthropic(api_key=key, max_retries=0)
 
-    return Models(connect, prices or PriceTable.load(), secrets=(key,) if key else ())
+    return Models(connect, prices or PriceTable.load(), secrets=_env_key())
 
 
 def offline(spec: str = "none", *, prices: PriceTable | None = None) -> Models:
-    """The fake Messages API of `machine.fake`, in this process, with the faults of `spec`."""
+    """The fake Messages API of `machine.fake`, in this process, with the faults of `spec`.
+
+    The fake needs no key, but a key in the environment is still kept out of the journal: a
+    pipeline may read it, and a leak offline is a leak.
+    """
     from machine.fake import FakeModel, parse_spec
 
     fake = FakeModel(faults=parse_spec(spec), retry_after=0.2)
-    return Models(fake.client, prices or PriceTable.load())
+    return Models(fake.client, prices or PriceTable.load(), secrets=_env_key())
 
 
 class ModelSession:
@@ -172,9 +181,11 @@ def _request(
     return request
 
 
-def _hash(request: dict[str, Any]) -> str:
+def _hash(request: dict[str, Any], redact: Callable[[str], str]) -> str:
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    # Of the request as the journal keeps it: a secret in the prompt is [redacted] in the state
+    # a resume folds, and the request built from that must still be recognised as this one.
+    return hashlib.sha256(redact(canonical).encode()).hexdigest()[:16]
 
 
 class _Ask:
@@ -201,7 +212,7 @@ class _Ask:
 
     def answer(self, round_: int, request: dict[str, Any]) -> dict[str, Any]:
         """The response to `request`: from the journal if it holds one, else from the API."""
-        request_hash = _hash(request)
+        request_hash = _hash(request, self.ctx.writer.journal.redact)
         journaled = self.rounds.get(round_, {})
         for kind in (k.MODEL_ANSWERED, k.MODEL_REQUESTED):
             event = journaled.get(kind)

@@ -12,6 +12,7 @@ import contextlib
 import random
 import time
 import traceback
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from journal import (
     LeaseLost,
     NotJSON,
     Run,
+    RunDone,
     RunWriter,
     delta,
     fold,
@@ -116,7 +118,7 @@ def start(
     """
     options = options or Options()
     machine = prepared.machine
-    holder = Holder.this_process()
+    live = _Live(journal, machine, options)
     run, created = journal.create_run(
         machine=machine.name,
         target=target,
@@ -125,7 +127,7 @@ def start(
         state=prepared.state_json,
         input=prepared.input,
         run_key=run_key,
-        holder=holder,
+        holder=live.holder,
         lease_ttl=options.lease_ttl,
     )
     if not created:
@@ -134,12 +136,11 @@ def start(
         return resume(
             journal, run.run_id, machine, target=target, code_hash=code_hash, options=options
         )
-    live = _Live(journal, machine, run.run_id, holder, options, last_seq=run.last_seq)
-    if options.on_start is not None:
-        options.on_start(run)
-    return live.execute(
-        prepared.state, prepared.state_json, machine.start, visit=0, recorded={}, created=True
-    )
+
+    def begin(writer: RunWriter) -> _Start:
+        return _Start(prepared.state, prepared.state_json, machine.start, 0, {})
+
+    return attrs.evolve(live.execute(run, begin), created=True)
 
 
 def resume(
@@ -160,117 +161,128 @@ def resume(
     if run.machine != machine.name:
         msg = f"run {run_id} is a run of machine {run.machine!r}, but {target} is {machine.name!r}"
         raise WrongMachine(msg)
-    holder = Holder.this_process()
-    taken = journal.acquire_lease(run_id, holder, options.lease_ttl)
+    live = _Live(journal, machine, options)
+    options.checkpoint("resume.lease")
     try:
-        run = journal.run(run_id)  # again: the last holder may have written until it let go
+        # The status is read again under the lease, in its transaction: a run that another
+        # process finished since the look above is reported, never taken up again.
+        taken = journal.acquire_lease(run_id, live.holder, options.lease_ttl)
+    except RunDone:
+        return Outcome(journal.run(run_id), executed=False)
+    # From here on the lease is this process's: `execute` lets it go, whatever happens.
+    run = journal.run(run_id)  # again: the last holder may have written until it let go
+
+    def begin(writer: RunWriter) -> _Start:
         at = fold.state_at(journal, run_id)
         try:
             state = convert.structure(machine.converter, at.state, machine.state, "the state")
         except ConversionError as e:
             msg = (
-                f"run {run_id}: the state in the journal no longer fits {machine.state.__name__} "
-                f"({'; '.join(e.errors)}); the state type changed since the run started"
+                f"run {run_id}: the state in the journal no longer fits "
+                f"{machine.state.__name__} ({'; '.join(e.errors)}); the state type changed "
+                "since the run started"
             )
             raise InputMismatch(msg) from e
         recorded: dict[str, list[Event]] = {}
         for event in journal.events(run_id, after=at.seq, kinds=tuple(OPERATIONS)):
             recorded.setdefault(event.data["call"], []).append(event)
-    except BaseException:
-        journal.release_lease(run_id, holder.owner)
-        raise
-    live = _Live(journal, machine, run_id, holder, options, last_seq=run.last_seq)
+        writer.commit(
+            k.RUN_RESUMED,
+            at.step,
+            {
+                "status_before": run.status,
+                "code_hash_before": run.code_hash,
+                "code_hash": code_hash,
+                "target": target,
+                "from_seq": at.seq,
+                "taken_over_from": taken.describe() if taken else None,
+            },
+        )
+        return _Start(state, at.state, at.step, at.transitions, recorded)
+
+    outcome = live.execute(run, begin)
     changed = (run.code_hash, code_hash) if run.code_hash != code_hash else None
-    live.writer.commit(
-        k.RUN_RESUMED,
-        at.step,
-        {
-            "status_before": run.status,
-            "code_hash_before": run.code_hash,
-            "code_hash": code_hash,
-            "target": target,
-            "from_seq": at.seq,
-            "taken_over_from": taken.describe() if taken else None,
-        },
-    )
-    if options.on_start is not None:
-        options.on_start(journal.run(run_id))
-    outcome = live.execute(state, at.state, at.step, visit=at.transitions, recorded=recorded)
     return attrs.evolve(outcome, code_changed=changed)
 
 
-class _Live:
-    """A run being executed by this process: its writer, lease and heartbeat."""
+@attrs.frozen
+class _Start:
+    """Where a run goes on from: its state (as a value and as JSON), step, visit and the calls
+    its unfinished step already made."""
 
-    def __init__(
-        self,
-        journal: Journal,
-        machine: Machine[Any],
-        run_id: str,
-        holder: Holder,
-        options: Options,
-        *,
-        last_seq: int,
-    ) -> None:
+    state: Any
+    state_json: Any
+    step: str | None
+    visit: int
+    recorded: dict[str, list[Event]]
+
+
+class _Live:
+    """A run being executed by this process: its model session, retries and lease holder."""
+
+    def __init__(self, journal: Journal, machine: Machine[Any], options: Options) -> None:
         self.journal = journal
         self.machine = machine
-        self.run_id = run_id
-        self.holder = holder
         self.options = options
+        self.holder = Holder.this_process()
         models = options.models or anthropic_api()
+        journal.keep_out(*models.secrets)
         self.retrying = Retrying(
             options.retry, options.sleep, random.Random(options.seed), journal.clock
         )
         self.models = ModelSession(models, self.retrying)
-        self.heartbeat = Heartbeat(journal, run_id, holder, options.lease_ttl).start()
-        self.writer = RunWriter(
-            journal, run_id, last_seq=last_seq, heartbeat=self.heartbeat, redact=models.secrets
-        )
+        self.fields = typing.get_type_hints(machine.state)
 
-    def execute(
-        self,
-        state: Any,
-        state_json: Any,
-        step: str | None,
-        *,
-        visit: int,
-        recorded: dict[str, list[Event]],
-        created: bool = False,
-    ) -> Outcome:
+    def execute(self, run: Run, begin: Callable[[RunWriter], _Start]) -> Outcome:
+        """Execute the run, whose lease this process holds, to its end; then let the lease go.
+
+        Everything from the lease to its release is in this one try/finally: whatever fails on
+        the way (the first step, `on_start`, the journal), the heartbeat stops and the lease is
+        released, unless another process took the run over.
+        """
+        journal, run_id = self.journal, run.run_id
+        heartbeat = Heartbeat(journal, run_id, self.holder, self.options.lease_ttl).start()
+        writer = RunWriter(journal, run_id, last_seq=run.last_seq, heartbeat=heartbeat)
         writable = True
         try:
-            if step is not None:
-                self._loop(state, state_json, step, visit, recorded)
+            begun = begin(writer)
+            if self.options.on_start is not None:
+                self.options.on_start(journal.run(run_id))
+            if begun.step is not None:
+                self._loop(writer, run_id, begun)
         except (LeaseLost, ConcurrentAppend):
             writable = False  # another process owns the run now
             raise
         except BaseException:
             # Interrupted (Ctrl-C, a journal error): what is held was computed and is true.
             with contextlib.suppress(JournalError):
-                self.writer.flush()
+                writer.flush()
             raise
         finally:
-            self.heartbeat.stop()
-            if writable and not self.heartbeat.lost:
+            heartbeat.stop()
+            if writable and not heartbeat.lost:
                 with contextlib.suppress(JournalError):
-                    self.journal.release_lease(self.run_id, self.holder.owner)
-        return Outcome(self.journal.run(self.run_id), created=created)
+                    journal.release_lease(run_id, self.holder.owner)
+        return Outcome(journal.run(run_id))
 
-    def _loop(
-        self, state: Any, state_json: Any, step: str, visit: int, recorded: dict[str, list[Event]]
-    ) -> None:
-        machine, writer = self.machine, self.writer
+    def _loop(self, writer: RunWriter, run_id: str, begun: _Start) -> None:
+        machine = self.machine
+        state, state_json, step, visit = begun.state, begun.state_json, begun.step, begun.visit
+        recorded = begun.recorded
+        assert step is not None
         state_bytes = len(dumps(state_json))
         since_snapshot = delta_bytes = 0
         while True:
             handler = machine.steps.get(step)
             if handler is None:
                 self._fail(
-                    step, f"the machine has no step {step!r} (steps: {', '.join(machine.steps)})"
+                    writer,
+                    step,
+                    f"the machine has no step {step!r} (steps: {', '.join(machine.steps)})",
                 )
                 return
             ctx = Context(
-                run_id=self.run_id,
+                run_id=run_id,
                 step=step,
                 visit=visit,
                 writer=writer,
@@ -284,43 +296,49 @@ class _Live:
             try:
                 result = handler(ctx, state)
             except NotJSON as e:
-                self._fail(step, f"step {step!r}: {e}")
+                self._fail(writer, step, f"step {step!r}: {e}")
                 return
             except NeedsAttention as e:
-                self._stop(step, ctx.stopped or e)
+                self._stop(writer, step, ctx.stopped or e)
                 return
             except JournalError:
                 raise
             except Exception as e:
                 if ctx.stopped is not None and ctx.mismatch is None:
-                    self._stop(step, ctx.stopped)
+                    self._stop(writer, step, ctx.stopped)
                     return
                 error = ctx.mismatch or e
                 trace = traceback.format_exc(limit=-12)
-                self._fail(step, f"{type(error).__name__}: {error}", trace=trace)
+                self._fail(writer, step, f"{type(error).__name__}: {error}", trace=trace)
                 return
             if ctx.mismatch is not None:
-                self._fail(step, str(ctx.mismatch))
+                self._fail(writer, step, str(ctx.mismatch))
                 return
             if ctx.stopped is not None:
-                self._stop(step, ctx.stopped)
+                self._stop(writer, step, ctx.stopped)
                 return
             problem = self._check(step, result)
             if problem is not None:
-                self._fail(step, problem)
+                self._fail(writer, step, problem)
                 return
             if isinstance(result, Fail):
-                self._fail(step, result.reason)
+                self._fail(writer, step, result.reason)
                 return
             assert isinstance(result, Goto | Finish)
             new_json = convert.to_json(machine.converter, result.state)
             ops = delta.diff(state_json, new_json)
+            problem = self._misfit(step, new_json, ops)
+            if problem is not None:
+                self._fail(writer, step, problem)  # the last good state stays the run's
+                return
             to = result.step if isinstance(result, Goto) else None
             before = writer.bytes_written
             try:
                 writer.record(k.TRANSITION, step, {"to": to, "delta": ops})
             except NotJSON as e:
-                self._fail(step, f"step {step!r} returned a state the journal cannot hold: {e}")
+                self._fail(
+                    writer, step, f"step {step!r} returned a state the journal cannot hold: {e}"
+                )
                 return
             delta_bytes += writer.bytes_written - before
             visit += 1
@@ -357,12 +375,53 @@ class _Live:
             )
         return None
 
-    def _stop(self, step: str, stop: NeedsAttention) -> None:
-        data = {"call": stop.call, "name": stop.name, "key": stop.key, "message": str(stop)}
-        self.writer.commit(k.RUN_NEEDS_ATTENTION, step, data)
+    def _misfit(self, step: str, new_json: Any, ops: list[dict[str, Any]]) -> str | None:
+        """Why the new state does not fit the state type, or None.
 
-    def _fail(self, step: str, error: str, *, trace: str | None = None) -> None:
+        attrs does not check types, so `attrs.evolve(s, n="x")` with `n: int` is a state a
+        resume could never read back. Only the fields the step changed are structured again,
+        strictly: the check costs what changed, not the whole state.
+        """
+        machine = self.machine
+        changed = {_top_field(op["path"]) for op in ops}
+        if "" in changed:
+            checks: list[tuple[str, Any, Any]] = [("", new_json, machine.state)]
+        else:
+            checks = [(f, new_json.get(f), self.fields.get(f, Any)) for f in sorted(changed)]
+        errors = []
+        for field, value, type_ in checks:
+            try:
+                convert.structure(machine.converter, value, type_, f"field {field}")
+            except ConversionError as e:
+                errors += [_at(field, error) for error in e.errors]
+        if not errors:
+            return None
+        return (
+            f"step {step!r} returned a state that does not fit {machine.state.__name__}: "
+            f"{'; '.join(errors)}; the state before the step stays the run's"
+        )
+
+    def _stop(self, writer: RunWriter, step: str, stop: NeedsAttention) -> None:
+        data = {"call": stop.call, "name": stop.name, "key": stop.key, "message": str(stop)}
+        writer.commit(k.RUN_NEEDS_ATTENTION, step, data)
+
+    def _fail(self, writer: RunWriter, step: str, error: str, *, trace: str | None = None) -> None:
         data: dict[str, Any] = {"error": error}
         if trace is not None:
             data["traceback"] = trace
-        self.writer.commit(k.RUN_FAILED, step, data)
+        writer.commit(k.RUN_FAILED, step, data)
+
+
+def _top_field(path: str) -> str:
+    """The state field a JSON Pointer points into ("" for the whole state)."""
+    token = path.split("/", 2)[1] if path else ""
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def _at(field: str, error: str) -> str:
+    """A converter error about one field of the state, with the field's path in it."""
+    if not field:
+        return error
+    if " @ $" in error:
+        return error.replace(" @ $", f" @ $.{field}", 1)
+    return f"{error} @ $.{field}"

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, cli, spawn
 
 import machine
-from journal import Journal
+from journal import ActionBusy, Holder, Journal, RunWriter, state_at
 from journal import events as k
 from machine import Context, Machine, Options, Retryable, Transition
 
@@ -209,7 +209,7 @@ SYNC_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 import attrs, machine
-from journal import Journal
+from journal import ActionBusy, Holder, Journal, RunWriter, state_at
 from machine import Machine
 
 @attrs.frozen
@@ -346,3 +346,103 @@ def test_resolve_is_refused_while_the_run_executes(tmp_path: Path, db: Path) -> 
     running.wait()
     assert refused.returncode == 1
     assert f"is being executed by pid {running.pid}" in refused.stderr
+
+
+@attrs.frozen
+class Charge:
+    key: str
+    receipt: str | None = None
+
+
+def charging(sent: list[str]) -> Machine[Charge]:
+    """A step that uses what its action returned: a person's answer must carry it."""
+    m = Machine("charging", state=Charge, start="charge")
+
+    @m.step
+    def charge(ctx: Context, s: Charge) -> Transition:
+        if s.receipt is not None:
+            return ctx.finish(s)
+
+        def send(key: str) -> dict[str, str]:
+            sent.append(key)
+            return {"receipt": f"R-{key}"}
+
+        result = ctx.act("charge", s.key, send, idempotent=False)
+        return ctx.goto("charge", attrs.evolve(s, receipt=result["receipt"]))
+
+    return m
+
+
+def test_an_answer_can_be_corrected_until_the_step_that_reads_it_ends(db: Path) -> None:
+    """The stop names --result; a resolve without it fails the step that uses the result, and a
+    second resolve, with it, puts the run right; once the run went on, no more answers."""
+    sent: list[str] = []
+    m = charging(sent)
+
+    def ran(point: str) -> None:
+        if point == "action.ran":
+            raise KeyboardInterrupt  # killed after the action ran, before its outcome
+
+    with Journal.open(db, create=True) as journal:
+        prepared = machine.prepare(m, {"key": "C-1"})
+        with pytest.raises(KeyboardInterrupt):
+            machine.start(
+                journal, prepared, target="t", code_hash="h", options=Options(checkpoint=ran)
+            )
+        (run,) = journal.runs()
+        run_id = run.run_id
+        stopped = machine.resume(journal, run_id, m, target="t", code_hash="h")
+        assert stopped.run.status == "needs_attention"
+        assert stopped.run.error is not None and "--done --result JSON" in stopped.run.error
+        assert sent == ["C-1"]
+    shown = cli("show", run_id, db=db)
+    assert "--result JSON" in shown.stdout
+
+    assert cli("resolve", run_id, "C-1", "--done", db=db).returncode == 0
+    waiting = cli("show", run_id, "--json", db=db)
+    assert json.loads(waiting.stdout)["status"] == "resolved"
+    assert f"journal resume {run_id}" in cli("show", run_id, db=db).stdout
+    with Journal.open(db) as journal:
+        failed = machine.resume(journal, run_id, m, target="t", code_hash="h")
+        assert failed.run.status == "failed"  # the step subscripted the missing result
+    again = cli("resolve", run_id, "C-1", "--done", "--result", '{"receipt": "R-77"}', db=db)
+    assert again.returncode == 0, again.stderr
+    with Journal.open(db) as journal:
+        done = machine.resume(journal, run_id, m, target="t", code_hash="h")
+        assert done.run.status == "done"
+        assert state_at(journal, run_id).state["receipt"] == "R-77"
+        answers = list(journal.events(run_id, kinds=(k.ACTION_RESOLVED,)))
+        assert [a.data["result"] for a in answers] == [None, {"receipt": "R-77"}]
+    assert sent == ["C-1"]  # a person's answers never send again
+    late = cli("resolve", run_id, "C-1", "--not-done", db=db)
+    assert late.returncode == 2 and "is done" in late.stderr
+
+
+def test_a_refused_claim_never_takes_the_key_over(journal: Journal) -> None:
+    """Run b's attempt on a key run a holds is refused and recorded as failed: that record must
+    not hand the key to b, whose next claim is refused again (two runs once both sent)."""
+    writers = {}
+    for name in ("a", "b"):
+        run, _ = journal.create_run(
+            machine=name,
+            target="t",
+            code_hash="0",
+            step="s",
+            state={},
+            input={},
+            run_key=None,
+            holder=Holder.this_process(),
+            lease_ttl=30,
+        )
+        writers[name] = RunWriter(journal, run.run_id, last_seq=1)
+    base = {"call": "#0", "name": "send", "key": "K-1", "idempotent": False}
+    intent = {**base, "intent": "x", "attempt": 1}
+    writers["a"].commit(k.ACTION_INTENDED, "s", intent, sync=True, claim=("send", "K-1"))
+    with pytest.raises(ActionBusy):
+        writers["b"].commit(k.ACTION_INTENDED, "s", intent, sync=True, claim=("send", "K-1"))
+    failure = {"status": None, "error_type": "Retryable", "message": "busy", "retryable": True}
+    writers["b"].commit(k.ACTION_FAILED, "s", {**base, "attempt": 1, "in_doubt": False, **failure})
+    with pytest.raises(ActionBusy):
+        writers["b"].commit(k.ACTION_INTENDED, "s", intent, sync=True, claim=("send", "K-1"))
+    owner = journal.conn.execute("SELECT run_id, status FROM action_keys").fetchone()
+    assert owner == (writers["a"].run_id, "intended")

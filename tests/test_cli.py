@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, cli, digest, journal_command
 
+from journal import schema
+
 LINES = str(FIXTURES / "lines.py")
 
 
@@ -167,6 +169,7 @@ def test_a_journal_from_a_newer_schema(done_run: str, db: Path) -> None:
         "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
         "VALUES ('runjournal', '0999_next_year', '2027-11-26')"
     )
+    conn.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) + 1}")  # as a newer one does
     conn.commit()
     conn.close()
     before = digest(db)

@@ -12,6 +12,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,6 +39,10 @@ def final_state(db: Path) -> tuple[str, dict[str, Any]]:
         state = state_at(journal, run.run_id).state
     del state["out"], state["pause"]  # where the lines go, and how slowly: not the outcome
     return run.run_id, state
+
+
+def line_count(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 def run_ids(db: Path) -> list[str]:
@@ -78,13 +83,23 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
             process = spawn("resume", ids[0], db=db)
         else:
             process = spawn("run", LINES, "--input", str(input_path), db=db)
-        try:
-            process.wait(timeout=rng.uniform(0.1, 0.5) if kills < 30 else 120)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills += 1
-            continue
+        if kills < 30:
+            # Killed once this process has done something (a line more in the file), at a
+            # random moment within the next few effects; never by a clock that a loaded
+            # machine can outrun before the process has even started.
+            seen = line_count(out)
+            deadline = time.monotonic() + 60
+            while process.poll() is None and line_count(out) == seen:
+                assert time.monotonic() < deadline, f"seed {seed}: no progress in 60 s"
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.1))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                kills += 1
+                continue
+        else:
+            process.wait(timeout=120)
         assert process.returncode == 0, (seed, process.stderr.read() if process.stderr else "")
         break
     assert kills >= 30, f"seed {seed}: the run finished after {kills} kills"
@@ -264,3 +279,51 @@ def test_ctrl_c_keeps_what_was_done_and_lets_go_of_the_run(tmp_path: Path) -> No
     lines = [line.split()[0] for line in out.read_text().splitlines()]
     assert sorted(set(lines)) == sorted(f"item-{i}" for i in range(40))
     assert len(lines) - 40 <= 1  # at most the effect in flight when the signal came
+
+
+RESUME_AT = str(Path(__file__).parent / "pipelines" / "resume_at.py")
+
+
+def test_a_resume_held_before_the_lease_while_another_finishes_the_run_adds_nothing(
+    tmp_path: Path,
+) -> None:
+    """The race of two resumes, made to happen: one looks at the run (running), is held before
+    it takes the lease, and another resume finishes the run meanwhile. The first then finds the
+    run done under the lease and writes nothing: no event follows run.done, the run stays done."""
+    db, out = tmp_path / "journal.db", tmp_path / "lines.out"
+    input_path = write_input(tmp_path / "in.json", out, 20, 0.01)
+    first = spawn("run", LINES, "--input", str(input_path), db=db)
+    deadline = time.monotonic() + 30
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    (run_id,) = run_ids(db)
+
+    marker, go = tmp_path / "held", tmp_path / "go"
+    held = subprocess.Popen(
+        [sys.executable, RESUME_AT, LINES, str(db), run_id, "resume.lease", str(marker), str(go)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert held.poll() is None, held.communicate()
+        assert time.monotonic() < deadline, "the held resume never reached the lease"
+        time.sleep(0.01)
+    finished = cli("resume", run_id, db=db)
+    assert finished.returncode == 0, finished.stderr
+    go.touch()
+    said, err = held.communicate(timeout=60)
+    assert held.returncode == 0, err
+    assert said.strip() == "already done"
+
+    with Journal.open(db) as journal:
+        run = journal.run(run_id)
+        assert run.status == "done"
+        assert run.resumes == 1
+        kinds = [e.kind for e in journal.events(run_id)]
+        assert kinds[-1] == "run.done" and kinds.count("run.done") == 1
+    assert cli("verify", db=db).returncode == 0
+    assert cli("resume", run_id, db=db).returncode == 0  # and it stays resumable: done

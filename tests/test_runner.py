@@ -6,16 +6,22 @@ what a resume must do, using an interruption (KeyboardInterrupt) raised at a nam
 
 from __future__ import annotations
 
+import json
+import random
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from conftest import cli
 
 import machine
-from journal import Journal, replay, state_at
+from journal import Journal, LeaseHeld, Run, replay, state_at
 from journal import events as k
+from journal import verify as machine_verify
 from machine import (
     Context,
     InputMismatch,
@@ -313,3 +319,120 @@ def test_a_journal_the_runner_wrote_is_readable_by_path(tmp_path: Path) -> None:
     with Journal.open(path) as again:
         assert again.run(run_id).status == "done"
         assert state_at(again, run_id).state["seen"] == [0, 10, 20]
+
+
+def test_a_state_that_does_not_fit_its_type_never_reaches_the_journal(journal: Journal) -> None:
+    """attrs checks no types: a step returning `n="x"` for `n: int` fails, naming the step and
+    the field, and the state before it stays the run's, so a resume with fixed code goes on."""
+    broken = Machine("counter", state=Count, start="tick")
+
+    @broken.step
+    def tick(ctx: Context, s: Count) -> Transition:
+        if s.n == 3:
+            return ctx.goto("tick", attrs.evolve(s, n="not an int"))
+        return ctx.goto("tick", attrs.evolve(s, n=s.n + 1))
+
+    outcome = start(journal, broken, {"limit": 5})
+    run = outcome.run
+    assert run.status == "failed"
+    assert run.error is not None
+    assert "step 'tick'" in run.error and "does not fit Count" in run.error
+    assert "expected an integer, got a string @ $.n" in run.error
+    assert state_at(journal, run.run_id).state["n"] == 3
+    fixed = resume(journal, run.run_id, counter([]))
+    assert fixed.run.status == "done"
+    assert state_at(journal, run.run_id).state["n"] == 5
+
+
+def test_a_nested_misfit_names_its_path(journal: Journal) -> None:
+    @attrs.frozen
+    class Box:
+        items: tuple[Count, ...] = ()
+
+    m = Machine("box", state=Box, start="go")
+
+    @m.step
+    def go(ctx: Context, s: Box) -> Transition:
+        return ctx.finish(Box(items=(Count(), Count(n=True))))  # type: ignore[arg-type]
+
+    run = start(journal, m, {}).run
+    assert run.status == "failed"
+    assert run.error is not None and "$.items[1].n" in run.error
+
+
+def test_runs_are_listed_in_the_order_they_were_created_whatever_the_clock(db: Path) -> None:
+    """A wall clock that steps back between two runs changes neither the order nor verify."""
+    now = [1000.0]
+    with Journal.open(db, create=True, clock=lambda: now[0]) as journal:
+        first = start(journal, counter([]), {"limit": 2}).run.run_id
+        now[0] = 500.0  # the clock is set back by a quarter of an hour
+        second = start(journal, counter([]), {"limit": 2}).run.run_id
+        assert journal.run(second).started_at < journal.run(first).started_at
+        assert [r.run_id for r in journal.runs()] == [second, first]
+        assert journal.find_run(first).ordinal == 1
+        assert machine_verify(journal) == []
+    listed = cli("runs", "--json", db=db).stdout.splitlines()
+    assert [json.loads(line)["run_id"] for line in listed] == [second, first]
+
+
+def test_a_failing_on_start_lets_go_of_the_lease_and_stops_the_heartbeat(journal: Journal) -> None:
+    """Everything from taking the lease to letting it go is under one try/finally."""
+
+    def on_start(run: Run) -> None:
+        raise RuntimeError("on_start broke")
+
+    options = Options(on_start=on_start)
+    with pytest.raises(RuntimeError, match="on_start broke"):
+        start(journal, counter([]), {"limit": 2}, options=options)
+    run_id = only_run(journal)
+    assert journal.lease(run_id) is None
+    assert not [t for t in threading.enumerate() if t.name == f"lease-{run_id}"]
+    with pytest.raises(RuntimeError, match="on_start broke"):
+        machine.resume(journal, run_id, counter([]), target="t", code_hash="h1", options=options)
+    assert journal.lease(run_id) is None
+    assert not [t for t in threading.enumerate() if t.name == f"lease-{run_id}"]
+    assert resume(journal, run_id, counter([])).run.status == "done"
+
+
+def test_two_resumes_racing_never_write_after_done(db: Path) -> None:
+    """100 runs, each resumed by two threads at once (two holders): every run ends done, with
+    nothing after its run.done and its state whole."""
+    rng = random.Random(5)
+    with Journal.open(db, create=True) as journal:
+        run_ids = []
+        for _ in range(100):
+            options = Options(checkpoint=interrupt_at("effect.done", rng.randint(1, 4)))
+            with pytest.raises(KeyboardInterrupt):
+                start(journal, counter([]), {"limit": 5}, options=options)
+            run_ids.append(journal.runs(limit=1)[0].run_id)
+
+    def resume_in_thread(run_id: str, delay: float, outcomes: list[str]) -> None:
+        time.sleep(delay)
+        with Journal.open(db, timeout=60) as own:
+            try:
+                done = machine.resume(own, run_id, counter([]), target="t", code_hash="h1")
+                outcomes.append("executed" if done.executed else "already done")
+            except LeaseHeld:
+                outcomes.append("held")
+
+    for run_id in run_ids:
+        outcomes: list[str] = []
+        threads = [
+            threading.Thread(
+                target=resume_in_thread, args=(run_id, rng.uniform(0, 0.003), outcomes)
+            )
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcomes.count("executed") == 1, outcomes
+    with Journal.open(db) as journal:
+        for run_id in run_ids:
+            run = journal.run(run_id)
+            assert run.status == "done"
+            kinds = [e.kind for e in journal.events(run_id)]
+            assert kinds[-1] == k.RUN_DONE, kinds
+            assert state_at(journal, run_id).state["n"] == 5
+        assert machine_verify(journal) == []

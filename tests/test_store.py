@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from journal import (
     RunWriter,
     schema,
     state_at,
+    verify,
 )
 from journal import events as k
 
@@ -85,9 +88,12 @@ def test_a_journal_from_a_newer_version_is_refused(db: Path) -> None:
         "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
         "VALUES ('runjournal', '0999_from_the_future', '2030-01-01')"
     )
+    conn.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) + 1}")
     conn.commit()
-    with pytest.raises(JournalTooNew, match="newer runjournal"):
-        Journal.open(db)
+    conn.close()
+    for readonly in (False, True):
+        with pytest.raises(JournalTooNew, match="newer runjournal"):
+            Journal.open(db, readonly=readonly)
 
 
 def test_processes_creating_one_journal_at_once_all_succeed(db: Path) -> None:
@@ -278,3 +284,49 @@ def test_durability_sets_the_synchronous_level(db: Path, durability: Any, level:
     """normal is synchronous=NORMAL (1) in WAL; full is FULL (2): every commit synced."""
     with Journal.open(db, create=True, durability=durability) as journal:
         assert journal.conn.execute("PRAGMA synchronous").fetchone()[0] == level
+
+
+def test_a_journal_of_schema_3_gains_a_hash_chain_and_an_order_that_verify(db: Path) -> None:
+    """Events written before the chain are chained by the migration; runs are numbered in the
+    order they started; the result verifies and goes on chaining from there."""
+    old = sqlite_utils.Database(db)
+    first_three = sqlite_utils.Migrations(schema.MIGRATION_SET)
+    for name, fn in schema.MIGRATIONS[:3]:
+        first_three(name=name)(fn)
+    first_three.apply(old)
+    started = (
+        json.dumps({"machine": "m", "target": "t", "code_hash": "c", "run_key": None, "step": "a"})[
+            :-1
+        ]
+        + ', "input": %s, "state": {"n": 0}}'
+    )
+    blob = "{}"
+    ref = "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+    old.execute("INSERT INTO blobs (hash, size, data) VALUES (?, 2, ?)", (ref, blob))
+    for run_id, at in (
+        ("bbb222", "2026-11-02T00:00:00.000Z"),
+        ("aaa111", "2026-11-01T00:00:00.000Z"),
+    ):
+        insert = "INSERT INTO events (run_id, seq, at, kind, step, data) VALUES (?, ?, ?, ?, ?, ?)"
+        old.execute(insert, (run_id, 1, at, "run.started", None, started % json.dumps(ref)))
+        change = '{"to":"a","delta":[{"op":"replace","path":"/n","value":1}]}'
+        old.execute(insert, (run_id, 2, at, "transition", "a", change))
+        old.execute(
+            "INSERT INTO runs (run_id, machine, target, code_hash, step, steps, last_seq, "
+            "transition_seq, snapshot_seq, started_at, updated_at) "
+            "VALUES (?, 'm', 't', 'c', 'a', 1, 2, 2, 1, ?, ?)",
+            (run_id, at, at),
+        )
+    old.conn.commit()
+    old.close()
+    with Journal.open(db) as journal:
+        assert [r.run_id for r in journal.runs()] == ["bbb222", "aaa111"]
+        assert [journal.run(r).ordinal for r in ("aaa111", "bbb222")] == [1, 2]
+        assert verify(journal) == []
+        hashes = [row[0] for row in journal.conn.execute("SELECT hash FROM events")]
+        assert all(len(h) == 64 for h in hashes) and len(set(hashes)) == 4
+        writer = RunWriter(journal, "aaa111", last_seq=2)
+        writer.commit(k.RUN_DONE, "a", {"steps": 1})
+        third = new_run(journal)
+        assert journal.run(third).ordinal == 3
+        assert verify(journal) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from conftest import cli, digest
 
 import machine
-from journal import Journal, verify
+from journal import Holder, Journal, RunDone, RunWriter, verify
+from journal import events as k
 from machine import Context, Machine, Options, Transition
 
 
@@ -92,10 +94,120 @@ def test_verify_changes_nothing_and_the_command_exits_by_result(db: Path) -> Non
         busy_run(journal)
     before = digest(db)
     ok = cli("verify", db=db)
-    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 runs")
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 run, ")
     assert digest(db) == before
     tamper(db, "UPDATE runs SET cost_usd = 1.5")
     bad = cli("verify", db=db)
     assert bad.returncode == 1
     assert "cost_usd=1.5 where the events give 0.0" in bad.stdout
     assert "1 problem in" in bad.stderr
+
+
+def first_seq(db: Path, kind: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(
+            conn.execute("SELECT min(seq) FROM events WHERE kind = ?", (kind,)).fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+# Each tampering, as someone with sqlite3 and the triggers dropped would do it, and the seq at
+# which the chain must be found broken (None: found by the blob check, at the run.started seq).
+TAMPERING = {
+    "an edited decision": (
+        "UPDATE events SET data = json_set(data, '$.outcome', 'odd') WHERE seq = {decision}",
+        "decision",
+    ),
+    "an edited transition delta": (
+        "UPDATE events SET data = json_set(data, '$.delta[0].value', 999) WHERE seq = {transition}",
+        "transition",
+    ),
+    "an edited run.started state": (
+        "UPDATE events SET data = json_set(data, '$.state.n', 5) WHERE seq = 1",
+        "run.started",
+    ),
+    "two events' seqs swapped": (
+        "UPDATE events SET seq = -1 WHERE seq = {decision};"
+        "UPDATE events SET seq = {decision} WHERE seq = {decision} + 1;"
+        "UPDATE events SET seq = {decision} + 1 WHERE seq = -1",
+        "decision",
+    ),
+    "an edited time": (
+        "UPDATE events SET at = '2020-01-01T00:00:00.000Z' WHERE seq = {transition}",
+        "transition",
+    ),
+    "an edited step": ("UPDATE events SET step = 'other' WHERE seq = {decision}", "decision"),
+    "an edited blob": ("UPDATE blobs SET data = '{{\"n\": 1}}'", "run.started"),
+    "a deleted blob": ("DELETE FROM blobs", "run.started"),
+}
+
+
+@pytest.mark.parametrize("rebuilt", [False, True], ids=["as_edited", "projections_rebuilt"])
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_every_tampering_is_found_and_named_by_run_and_seq(
+    db: Path, case: str, rebuilt: bool
+) -> None:
+    """An edit, a swap or a deletion is named by run and seq, even after the projections are
+    rebuilt from the edited events (which makes the derived tables agree with them again)."""
+    with Journal.open(db, create=True) as journal:
+        run_id = busy_run(journal)
+    statements, kind = TAMPERING[case]
+    seqs = {"decision": first_seq(db, "decision"), "transition": first_seq(db, "transition")}
+    expected_seq = 1 if kind == "run.started" else seqs[kind]
+    tamper(db, *statements.format(**seqs).split(";"))
+    if rebuilt:
+        with Journal.open(db) as journal:
+            journal.rebuild_runs()
+    with Journal.open(db) as journal:
+        problems = verify(journal)
+        assert problems, f"{case} went unseen"
+        assert problems[0].run_id == run_id
+        assert problems[0].seq == expected_seq, problems
+        assert verify(journal, run_id)[0] == problems[0]
+    shown = cli("verify", db=db)
+    assert shown.returncode == 1
+    assert shown.stdout.split()[:2] == [run_id, str(expected_seq)], shown.stdout
+
+
+def test_the_chain_of_a_sound_run_verifies_and_its_head_is_printed(db: Path) -> None:
+    with Journal.open(db, create=True) as journal:
+        run_id = busy_run(journal)
+        last = journal.run(run_id).last_seq
+    report = json.loads(cli("verify", "--json", db=db).stdout)
+    assert report["ok"] is True and report["problems"] == []
+    assert report["runs"][run_id]["last_seq"] == last
+    assert len(report["runs"][run_id]["hash"]) == 64
+
+
+def test_one_run_is_verified_alone(db: Path) -> None:
+    """`verify RUN` reports that run's damage only."""
+    with Journal.open(db, create=True) as journal:
+        first, second = busy_run(journal), busy_run(journal)
+    tamper(db, f"UPDATE events SET step = 'x' WHERE run_id = '{first}' AND seq = 3")
+    assert cli("verify", second, db=db).returncode == 0
+    bad = cli("verify", first[:6], db=db)
+    assert bad.returncode == 1 and first in bad.stdout
+
+
+def test_an_event_after_done_is_refused_by_the_append_path_and_the_trigger(db: Path) -> None:
+    """`done` is final: neither runjournal's writer nor plain SQL can add to a done run."""
+    with Journal.open(db, create=True) as journal:
+        run_id = busy_run(journal)
+        last = journal.run(run_id).last_seq
+        writer = RunWriter(journal, run_id, last_seq=last)
+        with pytest.raises(RunDone, match="is done"):
+            writer.commit(k.RUN_RESUMED, "go", {"status_before": "done"})
+        with pytest.raises(RunDone):
+            journal.acquire_lease(run_id, Holder.this_process(), 30)
+    conn = sqlite3.connect(db)
+    with pytest.raises(sqlite3.IntegrityError, match=r"no event may follow run\.done"):
+        conn.execute(
+            "INSERT INTO events (run_id, seq, at, kind, step, data) VALUES (?, ?, '', 'x', NULL, "
+            "'{}')",
+            (run_id, last + 1),
+        )
+    conn.close()
+    with Journal.open(db) as journal:
+        assert verify(journal) == []
