@@ -6,6 +6,7 @@ in modules by what they do and are attached here, explicitly.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -14,8 +15,10 @@ from cli.actions import actions, resolve_command
 from cli.costs import cost
 from cli.fake import fake_model
 from cli.inspecting import logs, replay_command, runs, show, verify_command
+from cli.limits import budget, kill
 from cli.main import JournalGroup
 from cli.migrate import migrate
+from cli.output import printable
 from cli.running import resume, run
 from cli.sql import sql
 
@@ -45,6 +48,8 @@ cli.add_command(resolve_command)
 cli.add_command(fake_model)
 cli.add_command(verify_command)
 cli.add_command(migrate)
+cli.add_command(kill)
+cli.add_command(budget)
 
 
 def main() -> None:
@@ -67,4 +72,13 @@ def main() -> None:
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (`journal logs | head`): nothing to say
         sys.exit(0)
+    except Exception as e:
+        # A bug of ours: still one line, saying so; JOURNAL_DEBUG=1 shows the traceback.
+        if os.environ.get("JOURNAL_DEBUG"):
+            raise
+        said = printable(f"{type(e).__name__}: {e}")
+        click.echo(
+            f"Error: unexpected {said} (a bug in runjournal; JOURNAL_DEBUG=1 shows where)", err=True
+        )
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

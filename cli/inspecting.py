@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import click
 from cli.main import db_option, db_path, json_option, open_journal
 from cli.output import event_json, event_line, json_line, plural, printable, short, table
 from journal import Journal, JournalCorrupt, Problem, Run, heads, replay, state_at, verify
+from journal.limits import NUSD
 
 
 def status_of(run: Run, journal: Journal) -> str:
@@ -43,9 +45,19 @@ def runs(limit: int | None, as_json: bool, db: Path | None) -> None:
         for r, status in found:
             click.echo(json_line({**attrs.asdict(r), "status": status}))
         return
-    columns = ["run", "machine", "status", "step", "steps", "cost", "started", "updated"]
+    columns = ["run", "machine", "status", "step", "steps", "cost", "started", "updated", "flags"]
     rows = [
-        (r.run_id, r.machine, s, r.step, r.steps, f"${r.cost_usd:.4f}", r.started_at, r.updated_at)
+        (
+            r.run_id,
+            r.machine,
+            s,
+            r.step,
+            r.steps,
+            f"${r.cost_usd:.4f}",
+            r.started_at,
+            r.updated_at,
+            "cost.anomaly" if r.anomaly else "",
+        )
         for r, s in found
     ]
     click.echo(table(columns, rows))
@@ -90,11 +102,14 @@ def show(run_id: str, as_json: bool, db: Path | None) -> None:
     ]
     if run.model_calls or run.model_failures:
         fields.append(("model", _model_line(run)))
+    limits = _limits_line(run)
+    if limits is not None:
+        fields.append(("limits", limits))
     if status == "running" and lease is not None:
         fields.append(("holder", lease.describe()))
     if run.error:
         fields.append(("error", run.error))
-    if status in ("interrupted", "failed", "resolved"):
+    if status in ("interrupted", "failed", "resolved", "killed"):
         fields.append(("next", f"journal resume {run.run_id}"))
     width = max(len(name) for name, _ in fields)
     indent = "\n" + " " * (width + 2)  # a value's further lines cannot pass for fields
@@ -111,7 +126,29 @@ def _model_line(run: Run) -> str:
         f"tokens {run.input_tokens:,} in, {run.output_tokens:,} out, "
         f"{run.cache_write_tokens:,} cache write, {run.cache_read_tokens:,} cache read"
     )
-    return f"{calls} ({trouble}); {tokens}; cost ${run.cost_usd:.6f}"
+    possibly = Decimal(run.exposure_nusd - run.cost_nusd) / NUSD
+    maybe = f", possibly billed ${possibly:f} more" if possibly else ""
+    return f"{calls} ({trouble}); {tokens}; cost ${Decimal(run.cost_nusd) / NUSD:f}{maybe}"
+
+
+def _limits_line(run: Run) -> str | None:
+    """The limits in force, e.g. `max_cost_usd $1.00, max_model_calls 400, breaker 5 in a
+    row or over 50% of 20`."""
+    if not run.limits:
+        return None
+    limits = json.loads(run.limits)
+    said = [
+        f"{name} {'$' if name == 'max_cost_usd' else ''}{limits[name]}"
+        for name in ("max_cost_usd", "max_tokens", "max_steps", "max_model_calls")
+        if limits.get(name) is not None
+    ]
+    breaker = limits.get("breaker")
+    if breaker:
+        said.append(
+            f"breaker {breaker['consecutive']} in a row or over {breaker['error_rate']:.0%} "
+            f"of {breaker['window']}"
+        )
+    return ", ".join(said) or "none"
 
 
 @click.command()

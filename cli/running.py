@@ -6,6 +6,7 @@ import json
 import math
 import re
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,41 @@ def model_options(fn: F) -> F:
     )(fn)
 
 
+def _cost_cap(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        amount = Decimal(-1)
+    if not amount.is_finite() or amount <= 0:
+        raise click.BadParameter(f"an amount of dollars above 0, not {value!r}", ctx, param)
+    return amount
+
+
+def limit_options(fn: F) -> F:
+    """`--max-cost`, `--max-tokens`, `--max-steps`, `--max-calls`: this run's limits."""
+    positive = click.IntRange(min=1)
+    for flag, name, kind, what in reversed(
+        (
+            ("--max-cost", "max_cost_usd", None, "USD billed or possibly billed"),
+            ("--max-tokens", "max_tokens", positive, "tokens of every kind"),
+            ("--max-steps", "max_steps", positive, "steps"),
+            ("--max-calls", "max_model_calls", positive, "model requests, every attempt"),
+        )
+    ):
+        fn = click.option(
+            flag,
+            name,
+            type=kind,
+            metavar="N" if kind else "USD",
+            callback=_cost_cap if kind is None else None,
+            help=f"Stop the run, killed, before it passes this many {what}; over the "
+            "machine's own limit, and kept for its resumes.",
+        )(fn)
+    return fn
+
+
 def models_for(fake_model: str | None, prices: Path | None) -> Models:
     """The models a run uses, from the command line; bad specs and price files exit 2."""
     table = PriceTable.load(prices)
@@ -224,8 +260,15 @@ def _announce(verb: str) -> Any:
 
 
 def report(outcome: Outcome) -> None:
-    """Say how the run ended, and exit 0 if it is done, 1 if not."""
+    """Say how the run ended, and exit 0 if it is done, 3 if it was killed, 1 if not."""
     run = outcome.run
+    for found in outcome.anomalies:
+        click.echo(
+            f"warning: run {run.run_id} used {found['value']:g} {found['metric'].replace('_', ' ')}"
+            f", {found['ratio']:g}x the median of {found['baseline']:g} over the last "
+            f"{found['baseline_runs']} runs of {run.machine} (a cost.anomaly is recorded)",
+            err=True,
+        )
     if outcome.code_changed is not None:
         before, now = outcome.code_changed
         click.echo(
@@ -243,6 +286,10 @@ def report(outcome: Outcome) -> None:
     if run.status == "done":
         click.echo(f"run {run.run_id} done: {', '.join(counts)}")
         return
+    if run.status == "killed":
+        click.echo(printable(f"run {run.run_id} killed at step {run.step}: {run.error}"), err=True)
+        click.echo(f"journal resume {run.run_id} goes on (with higher limits if need be)", err=True)
+        click.get_current_context().exit(3)
     if run.status == "needs_attention":
         click.echo(printable(f"run {run.run_id} stopped at step {run.step}: {run.error}"), err=True)
     elif run.status == "failed":
@@ -271,6 +318,7 @@ def report(outcome: Outcome) -> None:
     "or reports it if it is done, and never starts a second one.",
 )
 @model_options
+@limit_options
 @durability_option
 @redact_env_option
 @db_option
@@ -282,12 +330,13 @@ def run(
     prices: Path | None,
     durability: Durability,
     db: Path | None,
+    **limits: Any,
 ) -> None:
     """Start a run of the machine in TARGET and execute it to its end.
 
     TARGET is path/to/file.py or package.module, with :NAME to pick one machine when the
-    file has several. Exits 0 when the run is done, 1 when it failed or stopped (resume it
-    with `journal resume`), 2 on bad input.
+    file has several. Exits 0 when the run is done, 3 when a limit or a person killed it, 1
+    when it failed or stopped (resume it with `journal resume`), 2 on bad input.
 
     \b
     Example:
@@ -304,7 +353,7 @@ def run(
         target=loaded.location,
         code_hash=loaded.code_hash,
         run_key=run_key,
-        options=Options(on_start=_announce("started"), models=models),
+        options=Options(on_start=_announce("started"), models=models, limits=limits),
     )
     if not outcome.created and outcome.executed:
         click.echo(
@@ -320,6 +369,7 @@ def run(
     help="Where the machine's code is now, if it moved since the run started.",
 )
 @model_options
+@limit_options
 @durability_option
 @redact_env_option
 @db_option
@@ -330,6 +380,7 @@ def resume(
     prices: Path | None,
     durability: Durability,
     db: Path | None,
+    **limits: Any,
 ) -> None:
     """Rebuild RUN's state from the journal and go on from its unfinished step.
 
@@ -359,6 +410,6 @@ def resume(
         loaded.machine,
         target=loaded.location,
         code_hash=loaded.code_hash,
-        options=Options(on_start=_announce("resumed"), models=models),
+        options=Options(on_start=_announce("resumed"), models=models, limits=limits),
     )
     report(outcome)

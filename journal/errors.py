@@ -173,3 +173,21 @@ def _free(path: Path) -> str:
 
 def _size(n: int) -> str:
     return f"{n / _MB:,.1f} MB" if n >= _MB else f"{n / 1024:,.0f} KB"
+
+
+class LimitReached(JournalError):
+    """A model request could take its run (or its machine's day) past a cap: it is not sent.
+
+    `limit` names the cap (`max_cost_usd`, `max_tokens`, `max_model_calls`, `budget_per_day`),
+    `value` is what was spent (or may have been) before the request, `cap` the cap, and
+    `worst_case` what the request could add.
+    """
+
+    def __init__(
+        self, limit: str, value: float, cap: float, unit: str, *, worst_case: float = 1
+    ) -> None:
+        self.limit, self.value, self.cap, self.worst_case = limit, value, cap, worst_case
+        super().__init__(
+            f"{limit} reached: {value:g} {unit} spent or possibly spent, and the next model "
+            f"request could add {worst_case:g}, past the cap of {cap:g}"
+        )

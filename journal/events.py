@@ -38,6 +38,8 @@ ACTION_FAILED: Final = "action.failed"
 ACTION_SKIPPED: Final = "action.skipped"
 ACTION_RESOLVED: Final = "action.resolved"
 RUN_NEEDS_ATTENTION: Final = "run.needs_attention"
+RUN_KILLED: Final = "run.killed"
+COST_ANOMALY: Final = "cost.anomaly"
 
 
 @attrs.frozen

@@ -1,10 +1,11 @@
 """Opening a journal file: knowing it is one without touching it, then connecting to it.
 
 A journal says what it is in its SQLite header: `PRAGMA application_id` is APPLICATION_ID and
-`PRAGMA user_version` the number of migrations applied. The header is read as plain bytes, so
-a file that is not a journal (another program's database, an empty file, a text file) is
-refused byte for byte unchanged: no connection is made, no -wal or -shm file appears beside it.
-Journals written before the header said so are known by sqlite-utils' migrations table.
+`PRAGMA user_version` the number of migrations applied. The header is read through an
+immutable read-only connection, which takes no lock and writes nothing, so a file that is not a
+journal (another program's database, an empty file, a text file) is refused byte for byte
+unchanged, with no -wal or -shm file appearing beside it. Journals written before the header
+said so are known by sqlite-utils' migrations table.
 
 Readers connect with `mode=ro`, and fall back to `immutable=1` where the folder cannot take the
 -shm file a WAL reader needs (a read-only mount): SQLite then reads the file alone, without
@@ -31,7 +32,6 @@ from journal.errors import JournalMissing, NotAJournal, translate
 APPLICATION_ID = 0x524A4E4C
 """`PRAGMA application_id` of every journal: "RJNL" in ASCII."""
 
-_MAGIC = b"SQLite format 3\x00"
 _MIGRATIONS_TABLE = "_sqlite_migrations"
 
 
@@ -41,8 +41,6 @@ class Identity:
 
     schema: int
     """The number of migrations applied."""
-    wal: bool
-    """Whether the file is in WAL mode already."""
     named: bool = True
     """Whether the header names it a journal (False: made before it did)."""
 
@@ -53,58 +51,73 @@ def identify(path: Path, migration_set: str) -> Identity:
         msg = f"{path} is a folder, not a journal file"
         raise NotAJournal(msg)
     try:
-        with path.open("rb") as f:
-            header = f.read(100)
+        size = path.stat().st_size
     except FileNotFoundError as e:
         msg = f"no journal at {path}: start a run with `journal run`, or pass --db"
         raise JournalMissing(msg) from e
-    if not header:
+    if size == 0:
         msg = f"{path} is an empty file, not a journal: remove it, and `journal run` makes one"
         raise NotAJournal(msg)
-    if len(header) < 100 or not header.startswith(_MAGIC):
-        msg = f"{path} is not a journal: it is not an SQLite database"
-        raise NotAJournal(msg)
-    wal = header[18] == 2 and header[19] == 2
-    application_id = int.from_bytes(header[68:72], "big")
-    if application_id == APPLICATION_ID:
-        return Identity(int.from_bytes(header[60:64], "big"), wal)
-    if application_id != 0:
+    # Read through SQLite, never with open(): closing any descriptor of a file drops every
+    # POSIX lock this process holds on it, SQLite's included, and another process could then
+    # fold the log of a journal this one is writing. A file without a log is read immutable
+    # (no lock, no -wal, no -shm: nothing written); with a log, the file alone may be half way
+    # through taking the log in, so it is read with it.
+    log = Path(f"{path}-wal")
+    look = _look(path, migration_set, immutable=not (log.exists() and log.stat().st_size))
+    if look.application_id == APPLICATION_ID:
+        return Identity(look.user_version)
+    if look.application_id != 0:
         msg = (
             f"{path} is not a journal: it is another program's SQLite database "
-            f"(application_id {application_id:#010x})"
+            f"(application_id {look.application_id:#010x})"
         )
         raise NotAJournal(msg)
-    return Identity(_legacy_schema(path, migration_set, wal), wal, named=False)
+    if look.migrations:
+        return Identity(look.migrations, named=False)
+    if not look.tables:
+        msg = f"{path} is an empty SQLite database, not a journal"
+        raise NotAJournal(msg)
+    shown = ", ".join(sorted(look.tables)[:5])
+    msg = f"{path} is an SQLite database but not a journal (it has tables {shown})"
+    raise NotAJournal(msg)
 
 
-def _legacy_schema(path: Path, migration_set: str, wal: bool) -> int:
-    """The migrations applied to a journal from before the header named it, or NotAJournal."""
-    # Only a WAL file whose log is there needs the log read (and may get a -shm beside it);
-    # any other file is read alone, immutable, which writes nothing anywhere.
-    immutable = not (wal and Path(f"{path}-wal").exists())
+@attrs.frozen
+class _Look:
+    application_id: int
+    user_version: int
+    tables: frozenset[str]
+    migrations: int
+    """How many runjournal migrations its migrations table lists (journals made before the
+    header named them)."""
+
+
+def _look(path: Path, migration_set: str, *, immutable: bool) -> _Look:
     try:
         conn = _connect_ro(path, immutable=immutable, timeout=5.0)
     except sqlite3.Error as e:
         raise translate(e, path) from e
     try:
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if _MIGRATIONS_TABLE in names and "events" in names:
-            (count,) = conn.execute(
+        (application_id,) = conn.execute("PRAGMA application_id").fetchone()
+        (user_version,) = conn.execute("PRAGMA user_version").fetchone()
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = frozenset(r[0] for r in rows)
+        migrations = 0
+        if application_id == 0 and _MIGRATIONS_TABLE in tables and "events" in tables:
+            (migrations,) = conn.execute(
                 f"SELECT count(*) FROM {_MIGRATIONS_TABLE} WHERE migration_set = ?",
                 (migration_set,),
             ).fetchone()
-            if count:
-                return int(count)
     except sqlite3.DatabaseError as e:
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_NOTADB:
+            msg = f"{path} is not a journal: it is not an SQLite database"
+            raise NotAJournal(msg) from e
         raise translate(e, path) from e
     finally:
         conn.close()
-    if not names:
-        msg = f"{path} is an empty SQLite database, not a journal"
-        raise NotAJournal(msg)
-    shown = ", ".join(sorted(names)[:5])
-    msg = f"{path} is an SQLite database but not a journal (it has tables {shown})"
-    raise NotAJournal(msg)
+    return _Look(application_id, user_version, tables, int(migrations))
 
 
 def _connect_ro(path: Path, *, immutable: bool, timeout: float) -> sqlite3.Connection:
@@ -128,11 +141,10 @@ def connect_read(path: Path, *, timeout: float) -> sqlite3.Connection:
     return _connect_ro(path, immutable=True, timeout=timeout)
 
 
-def connect_write(path: Path, *, timeout: float, wal: bool) -> sqlite3.Connection:
+def connect_write(path: Path, *, timeout: float) -> sqlite3.Connection:
     """A read-write connection to an existing journal, in WAL mode."""
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    if not wal:
-        _set_wal(conn, path, timeout)
+    _set_wal(conn, path, timeout)
     return conn
 
 

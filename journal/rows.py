@@ -12,6 +12,8 @@ class Run:
     """A row of the `runs` table: where a run stands, derived from its events."""
 
     run_id: str
+    ordinal: int
+    """The run's place in the order runs were created in this journal: 1, 2, 3, ..."""
     machine: str
     target: str
     code_hash: str
@@ -24,22 +26,36 @@ class Run:
     snapshot_seq: int
     effects: int
     decisions: int
+    actions: int
     resumes: int
     error: str | None
     started_at: str
     updated_at: str
     ended_at: str | None
+    limits: str | None
+    """The limits in force, as JSON text (None for a run from before limits)."""
+    limit_overrides: str | None
+    """The limits given for this run on the command line, as JSON text: they outlast resumes."""
+    model_requests: int
+    """Requests sent to a model: every attempt, answered or not."""
     model_calls: int
+    """Requests answered."""
     model_failures: int
     rejections: int
     input_tokens: int
     output_tokens: int
     cache_write_tokens: int
     cache_read_tokens: int
+    exposure_tokens: int
+    """Tokens billed, plus the worst case of every request whose outcome is unknown."""
+    cost_nusd: int
+    """What was billed, in nano-dollars (an integer, so that sums are exact)."""
+    exposure_nusd: int
+    """Billed, plus the worst case of every request that may have been billed."""
+    anomaly: int
     cost_usd: float
-    actions: int
-    ordinal: int
-    """The run's place in the order runs were created in this journal: 1, 2, 3, ..."""
+    possibly_billed_usd: float
+    """The worst case of the requests whose outcome is unknown (a timeout, a crash)."""
 
 
 RUN_COLUMNS = ", ".join(f.name for f in attrs.fields(Run))
@@ -59,7 +75,7 @@ class Action:
     skipped (done by another run), resolved_done, resolved_not_done."""
     attempts: int
     result: Any
-    """As `json_extract` gives it: a string, a number, or JSON text for an object or array."""
+    """JSON text, or None while the action has no result."""
     intended_at: str | None
     updated_at: str
     seq: int

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from journal import chain
+from journal import chain, projection
 from journal.errors import JournalTooNew, JournalTooOld
 from journal.opening import APPLICATION_ID
 
@@ -302,6 +302,151 @@ def _chain_existing(db: sqlite_utils.Database) -> None:
     conn.execute(_NO_UPDATE)
 
 
+# The runs table again, with what limits and exact costs need; it is a projection, so it is
+# made anew and rebuilt from the events. Costs are integers of nano-dollars (`_nusd`), so that
+# sums are exact; `cost_usd` and `possibly_billed_usd` are computed from them.
+_RUNS = """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        ordinal INTEGER NOT NULL DEFAULT 0,
+        machine TEXT NOT NULL DEFAULT '',
+        target TEXT NOT NULL DEFAULT '',
+        code_hash TEXT NOT NULL DEFAULT '',
+        run_key TEXT,
+        status TEXT NOT NULL DEFAULT 'running',
+        step TEXT,
+        steps INTEGER NOT NULL DEFAULT 0,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        transition_seq INTEGER NOT NULL DEFAULT 0,
+        snapshot_seq INTEGER NOT NULL DEFAULT 0,
+        effects INTEGER NOT NULL DEFAULT 0,
+        decisions INTEGER NOT NULL DEFAULT 0,
+        actions INTEGER NOT NULL DEFAULT 0,
+        resumes INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        started_at TEXT NOT NULL DEFAULT '',
+        updated_at TEXT NOT NULL DEFAULT '',
+        ended_at TEXT,
+        limits TEXT,
+        limit_overrides TEXT,
+        model_requests INTEGER NOT NULL DEFAULT 0,
+        model_calls INTEGER NOT NULL DEFAULT 0,
+        model_failures INTEGER NOT NULL DEFAULT 0,
+        rejections INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        exposure_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_nusd INTEGER NOT NULL DEFAULT 0,
+        exposure_nusd INTEGER NOT NULL DEFAULT 0,
+        anomaly INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL GENERATED ALWAYS AS (cost_nusd / 1e9) VIRTUAL,
+        possibly_billed_usd REAL GENERATED ALWAYS AS ((exposure_nusd - cost_nusd) / 1e9) VIRTUAL
+    )
+    """
+
+_TOKENS = "input_tokens, output_tokens, cache_write_tokens, cache_read_tokens"
+
+
+def _cost_view(by: str, group: str, source: str, extra: str = "") -> str:
+    """A cost view grouped by `group` over `source` (runs or spend), exact sums shown in USD."""
+    sums = ", ".join(f"sum({t}) AS {t}" for t in _TOKENS.split(", "))
+    return f"""
+        CREATE VIEW cost_by_{by} AS
+        SELECT {group} AS {by}{extra}, sum(model_calls) AS calls, sum(model_requests) AS requests,
+               {sums},
+               sum(cost_nusd) / 1e9 AS cost_usd,
+               sum(exposure_nusd - cost_nusd) / 1e9 AS possibly_billed_usd,
+               sum(cost_nusd) AS cost_nusd
+        FROM {source} GROUP BY {group} ORDER BY {group}
+    """
+
+
+_M0005 = (
+    *(f"DROP VIEW cost_by_{by}" for by in ("run", "machine", "model", "day")),
+    "DROP VIEW actions",
+    "DROP TABLE runs",
+    _RUNS,
+    "CREATE UNIQUE INDEX runs_machine_key ON runs (machine, run_key) WHERE run_key IS NOT NULL",
+    "CREATE INDEX runs_ordinal ON runs (ordinal)",
+    "CREATE INDEX runs_machine ON runs (machine, ordinal)",
+    # Each action of each run as its latest event leaves it (the seen-store is action_keys).
+    """
+    CREATE TABLE actions (
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        step TEXT,
+        call TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        intended_at TEXT,
+        updated_at TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (run_id, name, key)
+    ) WITHOUT ROWID
+    """,
+    # What each machine spent each day on each model, by the day each request was sent: what a
+    # budget is checked against, in the same transaction as the request's intent.
+    """
+    CREATE TABLE spend (
+        machine TEXT NOT NULL,
+        day TEXT NOT NULL,
+        model TEXT NOT NULL,
+        model_requests INTEGER NOT NULL DEFAULT 0,
+        model_calls INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_nusd INTEGER NOT NULL DEFAULT 0,
+        exposure_nusd INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (machine, day, model)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE budgets (
+        machine TEXT PRIMARY KEY,
+        per_day_nusd INTEGER,
+        per_run_nusd INTEGER,
+        updated_at TEXT NOT NULL,
+        updated_by TEXT NOT NULL
+    )
+    """,
+    # A person's kill of a run, as a durable row the run's process polls (it may be anywhere,
+    # and only it may append to its run).
+    """
+    CREATE TABLE kill_requests (
+        run_id TEXT PRIMARY KEY,
+        requested_at TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        reason TEXT
+    )
+    """,
+    _cost_view("run", "run_id", "runs", ", machine, code_hash, sum(steps) AS steps"),
+    _cost_view("machine", "machine", "runs"),
+    _cost_view("model", "model", "spend"),
+    _cost_view("day", "day", "spend"),
+    _view(
+        "kills",
+        "run.killed",
+        **_fields("killed_by", "who", "reason", "limit_name", "value", "cap", "message"),
+    ),
+    _view(
+        "anomalies",
+        "cost.anomaly",
+        **_fields("metric", "value", "baseline", "ratio", "threshold", "code_hash"),
+    ),
+)
+
+
+def _m0005(db: sqlite_utils.Database) -> None:
+    _statements(_M0005)(db)
+    projection._rebuild(db.conn, lambda run_id: projection.read_events(db.conn, run_id))
+
+
 def _m0004(db: sqlite_utils.Database) -> None:
     _statements(_M0004)(db)
     _chain_existing(db)
@@ -321,6 +466,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0002_model_calls", _statements(_M0002)),
     ("0003_actions", _statements(_M0003)),
     ("0004_hash_chain_done_order", _m0004),
+    ("0005_limits_exact_costs", _m0005),
 ]
 
 

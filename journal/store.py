@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import attrs
 
-from journal import chain, leases, opening, projection, schema
+from journal import chain, leases, limits, opening, projection, schema
 from journal import events as k
 from journal.errors import (
     ActionBusy,
@@ -120,7 +120,7 @@ class Journal:
                     "resume need both writable; the reading commands work on it as it is"
                 )
                 raise ReadOnlyJournal(msg)
-            conn = opening.connect_write(path, timeout=timeout, wal=identity.wal)
+            conn = opening.connect_write(path, timeout=timeout)
         if tracer is not None:
             conn.set_trace_callback(tracer)
         journal = cls(
@@ -216,6 +216,7 @@ class Journal:
         blobs: Sequence[str] = (),
         sync: bool = False,
         claim: tuple[str, str] | None = None,
+        reserve: limits.Reserve | None = None,
     ) -> None:
         """Append `events` (all of one run, seqs in order) and update the run's row, atomically.
 
@@ -223,6 +224,8 @@ class Journal:
         `blobs` are payloads the events refer to by `blob_ref`, stored in the same transaction.
         `claim` (action name, key) first checks, in the same transaction, that no run has done
         that action key (ActionDone) and no other run is acting on it (ActionBusy).
+        `reserve` (with a model request) first checks, in the same transaction, that the request
+        cannot take the run past its caps or its machine past today's budget (LimitReached).
         Nothing is appended to a run that is done (RunDone). Secrets are redacted first.
         """
         if not events:
@@ -236,10 +239,14 @@ class Journal:
         with self._write(sync=sync) as conn:
             if claim is not None:
                 _claim(conn, run_id, *claim)
+            if reserve is not None:
+                limits._reserve(conn, run_id, reserve, events[-1].at[:10])
             for blob in blobs:
                 _put_blob(conn, blob)
             self._insert(conn, run_id, events, texts)
             projection._apply(conn, run_id, projection.project(events))
+            if any(e.kind == k.RUN_KILLED for e in events):
+                conn.execute("DELETE FROM kill_requests WHERE run_id = ?", (run_id,))
 
     def _redacted(
         self, events: Sequence[Event], texts: Sequence[str]
@@ -300,10 +307,13 @@ class Journal:
         run_key: str | None,
         holder: Holder,
         lease_ttl: float,
+        limits: dict[str, Any] | None = None,
+        limit_overrides: dict[str, Any] | None = None,
     ) -> tuple[Run, bool]:
         """Record a new run and take its lease; with a run key already used, return that run.
 
-        The second value is True when the run was created.
+        The second value is True when the run was created. `limits` are the limits in force,
+        `limit_overrides` those given for this run alone (recorded with `run.started`).
         """
         now = self.clock()
         input_text = self.redact(dumps(input))
@@ -328,6 +338,8 @@ class Journal:
                 "state": state,
                 "ordinal": ordinal,
             }
+            if limits is not None:
+                data.update(limits=limits, limit_overrides=limit_overrides or {})
             text = self.redact(dumps(data))
             started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, json.loads(text))
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
@@ -362,6 +374,28 @@ class Journal:
     def release_lease(self, run_id: str, owner: str) -> None:
         with self._write() as conn:
             leases._release(conn, run_id, owner)
+
+    # Budgets and kills
+
+    def set_budget(
+        self, machine: str, *, per_day_nusd: int | None, per_run_nusd: int | None, by: str
+    ) -> None:
+        """Set what `machine` may spend per day and per run (None: no such budget)."""
+        with self._write() as conn:
+            at = timestamp(self.clock())
+            limits._set_budget(conn, machine, per_day_nusd, per_run_nusd, at, by)
+
+    def budgets(self, machine: str | None = None) -> list[limits.Budget]:
+        """The budgets set, each with what its machine spent today (UTC)."""
+        return limits._budgets(self.conn, timestamp(self.clock())[:10], machine)
+
+    def request_kill(self, run_id: str, *, by: str, reason: str | None) -> None:
+        """Ask the process executing the run to stop it (it looks every half second)."""
+        with self._write() as conn:
+            limits._request_kill(conn, run_id, timestamp(self.clock()), by, reason)
+
+    def kill_request(self, run_id: str) -> limits.KillRequest | None:
+        return limits._kill_request(self.conn, run_id)
 
     def lease(self, run_id: str) -> Lease | None:
         return leases._lease(self.conn, run_id)
@@ -469,12 +503,31 @@ class Journal:
         rows = self.conn.execute(sql + " ORDER BY r.ordinal, a.seq", params)
         return [Action(*row) for row in rows]
 
-    def runs(self, *, limit: int | None = None) -> list[Run]:
-        """All runs, newest (last created) first."""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs ORDER BY ordinal DESC"
+    def runs(
+        self,
+        *,
+        limit: int | None = None,
+        machine: str | None = None,
+        statuses: Sequence[str] | None = None,
+        before: int | None = None,
+    ) -> list[Run]:
+        """Runs, newest (last created) first: all, or those of a machine, with a status, or
+        created before the run of ordinal `before`."""
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE 1"
+        params: list[Any] = []
+        if machine is not None:
+            sql += " AND machine = ?"
+            params.append(machine)
+        if statuses is not None:
+            sql += f" AND status IN ({', '.join('?' * len(statuses))})"
+            params.extend(statuses)
+        if before is not None:
+            sql += " AND ordinal < ?"
+            params.append(before)
+        sql += " ORDER BY ordinal DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [Run(*row) for row in self.conn.execute(sql)]
+        return [Run(*row) for row in self.conn.execute(sql, params)]
 
 
 class _Transaction:

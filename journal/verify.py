@@ -160,12 +160,11 @@ def _holds(ref: str, size: int, data: str) -> bool:
     return size == len(text) and ref == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-_TABLES = {"runs": "run_id", "action_keys": "name, key"}
-
-
 def _projections(journal: Journal, run_id: str | None) -> list[Problem]:
     conn = journal.conn
-    stored = {table: _rows(conn, f"main.{table}", order) for table, order in _TABLES.items()}
+    stored = {
+        table: _rows(conn, f"main.{table}", order) for table, order in projection.TABLES.items()
+    }
     derived = _rebuilt(journal)
     problems = []
     for table, rows in stored.items():
@@ -173,7 +172,12 @@ def _projections(journal: Journal, run_id: str | None) -> list[Problem]:
             row, expected = rows.get(key), derived[table].get(key)
             if row == expected:
                 continue
-            run = key[0] if table == "runs" else (row or expected or {})["run_id"]
+            if table == "runs":
+                run = key[0]
+            elif table == "spend":
+                run = None  # a machine's day, summed over its runs
+            else:
+                run = (row or expected or {})["run_id"]
             if run_id is None or run == run_id:
                 problems.append(Problem(run, f"{table} {key}: stored {_changed(row, expected)}"))
     return problems
@@ -190,7 +194,7 @@ def _rebuilt(journal: Journal) -> dict[str, dict[tuple[Any, ...], dict[str, Any]
     conn.execute("PRAGMA temp_store = MEMORY")
     created = []
     try:
-        for table in _TABLES:
+        for table in projection.TABLES:
             (sql,) = conn.execute(
                 "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?", (table,)
             ).fetchone()
@@ -199,7 +203,9 @@ def _rebuilt(journal: Journal) -> dict[str, dict[tuple[Any, ...], dict[str, Any]
         conn.execute("BEGIN")
         projection._rebuild(conn, lambda run: journal.events(run))
         conn.execute("COMMIT")
-        return {table: _rows(conn, f"temp.{table}", order) for table, order in _TABLES.items()}
+        return {
+            table: _rows(conn, f"temp.{table}", order) for table, order in projection.TABLES.items()
+        }
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -210,7 +216,7 @@ def _rebuilt(journal: Journal) -> dict[str, dict[tuple[Any, ...], dict[str, Any]
 def _rows(
     conn: sqlite3.Connection, table: str, order: str
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    cursor = conn.execute(f"SELECT * FROM {table} ORDER BY {order}")  # names from _TABLES
+    cursor = conn.execute(f"SELECT * FROM {table} ORDER BY {order}")  # names from projection.TABLES
     columns = [d[0] for d in cursor.description]
     width = len(order.split(","))
     return {tuple(row[:width]): dict(zip(columns, row, strict=True)) for row in cursor}

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from typing import Any
 
 from journal.errors import JournalError, LeaseLost
 from journal.events import Event, dumps, timestamp
 from journal.leases import Holder
+from journal.limits import KillRequest, Reserve
 from journal.store import Journal, blob_ref
 
 
@@ -82,16 +84,18 @@ class RunWriter:
         *,
         sync: bool = False,
         claim: tuple[str, str] | None = None,
+        reserve: Reserve | None = None,
     ) -> Event:
         """Append an event, with everything held before it, in one transaction.
 
         With `sync`, the commit is on disk when this returns, whatever the journal's durability.
-        With `claim`, see `Journal.append`: nothing is written when the action key is taken.
+        With `claim` or `reserve`, see `Journal.append`: nothing is written when the action key
+        is taken, or when the model request could pass a limit.
         """
         with self._lock:
             event = self._add(kind, step, data, self.journal.clock())
             try:
-                self._write(sync=sync, claim=claim)
+                self._write(sync=sync, claim=claim, reserve=reserve)
             except BaseException:
                 # Nothing was written: take this event back so the run's seqs stay gapless.
                 self._events.pop()
@@ -104,7 +108,13 @@ class RunWriter:
         with self._lock:
             self._write()
 
-    def _write(self, *, sync: bool = False, claim: tuple[str, str] | None = None) -> None:
+    def _write(
+        self,
+        *,
+        sync: bool = False,
+        claim: tuple[str, str] | None = None,
+        reserve: Reserve | None = None,
+    ) -> None:
         if not self._events:
             return
         if self.heartbeat is not None and self.heartbeat.lost:
@@ -114,20 +124,31 @@ class RunWriter:
             )
             raise LeaseLost(msg)
         self.journal.append(
-            self._events, texts=self._texts, blobs=self._blobs, sync=sync, claim=claim
+            self._events,
+            texts=self._texts,
+            blobs=self._blobs,
+            sync=sync,
+            claim=claim,
+            reserve=reserve,
         )
         self._events, self._texts, self._blobs = [], [], []
 
 
 class Heartbeat:
-    """Renews a run's lease from a thread of its own until stopped."""
+    """Renews a run's lease from a thread of its own until stopped, and watches for a person's
+    request to kill the run (`kill_requested` is set when one is found)."""
 
-    def __init__(self, journal: Journal, run_id: str, holder: Holder, ttl: float) -> None:
+    def __init__(
+        self, journal: Journal, run_id: str, holder: Holder, ttl: float, *, poll: float = 0.5
+    ) -> None:
         self.journal = journal
         self.run_id = run_id
         self.holder = holder
         self.ttl = ttl
+        self.poll = min(poll, ttl / 3)
         self.lost = False
+        self.kill: KillRequest | None = None
+        self.kill_requested = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{run_id}", daemon=True)
 
@@ -138,11 +159,19 @@ class Heartbeat:
     def _beat(self) -> None:
         # A connection of its own: the run's thread may be in the middle of a write.
         journal: Journal | None = None
+        renew_at = time.monotonic() + self.ttl / 3
         try:
-            while not self._stop.wait(self.ttl / 3):
+            while not self._stop.wait(self.poll):
                 try:
                     journal = journal or self.journal.reopen()
+                    if self.kill is None:
+                        self.kill = journal.kill_request(self.run_id)
+                        if self.kill is not None:
+                            self.kill_requested.set()
+                    if time.monotonic() < renew_at:
+                        continue
                     renewed = journal.renew_lease(self.run_id, self.holder.owner, self.ttl)
+                    renew_at = time.monotonic() + self.ttl / 3
                 except (sqlite3.Error, JournalError):
                     continue  # busy, or the disk full: two more beats come before the expiry
                 if not renewed:

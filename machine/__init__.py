@@ -17,11 +17,13 @@ from machine.errors import (
     ModelCallFailed,
     ModelUnavailable,
     NeedsAttention,
+    NothingToKill,
     NothingToResolve,
     OutputRejected,
     PriceFileError,
     ReplayMismatch,
     Retryable,
+    RunKilled,
     SchemaError,
     StateNotJSON,
     TargetLoadError,
@@ -31,6 +33,7 @@ from machine.errors import (
 )
 from machine.fake import FakeModel, FakeServer, Faults, parse_spec, serve
 from machine.files import atomic_write
+from machine.limits import Breaker, Limits
 from machine.loader import Target, load
 from machine.model import Models, anthropic_api, offline
 from machine.pricing import Price, PriceTable, Usage, cost
@@ -39,6 +42,7 @@ from machine.runner import Options, Outcome, Prepared, prepare, resume, start
 
 __all__ = [
     "ActionFailed",
+    "Breaker",
     "CallFailed",
     "Checkpoint",
     "Context",
@@ -52,12 +56,14 @@ __all__ = [
     "Finish",
     "Goto",
     "InputMismatch",
+    "Limits",
     "Machine",
     "MachineError",
     "ModelCallFailed",
     "ModelUnavailable",
     "Models",
     "NeedsAttention",
+    "NothingToKill",
     "NothingToResolve",
     "Options",
     "Outcome",
@@ -69,6 +75,7 @@ __all__ = [
     "ReplayMismatch",
     "RetryPolicy",
     "Retryable",
+    "RunKilled",
     "SchemaError",
     "StateNotJSON",
     "Target",

@@ -1,5 +1,6 @@
 """The fake Messages API's HTTP side: its answers (`Reply`, `Hangup`, errors in the API's
-shape) and the loopback server (`serve`) that puts a `FakeModel` before other processes.
+shape, refusals at the door) and the loopback server (`serve`) that puts a `FakeModel` before
+other processes.
 
 Private to `machine.fake`, which exports its public names.
 """
@@ -10,6 +11,7 @@ import http
 import json
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from machine._fake_values import digest
+from machine._fake_values import digest, tool_named
 
 if TYPE_CHECKING:
     from machine.fake import FakeModel
@@ -55,6 +57,36 @@ def not_found(method: str, path: str) -> Reply:
     return error(404, "not_found_error", message, request_id)
 
 
+def refuse(body: Any, headers: Mapping[str, str]) -> tuple[int, str, str] | None:
+    """The status, error type and message of a request refused at the door; None if none."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    bearer = lowered.get("authorization", "").removeprefix("Bearer ").strip()
+    if not lowered.get("x-api-key", "").strip() and not bearer:
+        return 401, "authentication_error", "x-api-key header is required"
+    problem = _invalid(body)
+    return None if problem is None else (400, "invalid_request_error", problem)
+
+
+def _invalid(body: Any) -> str | None:
+    """What is wrong with a request body, the way the API words it; None if nothing."""
+    if not isinstance(body, dict):
+        return "request body must be a JSON object"
+    for field in ("model", "max_tokens", "messages"):
+        if field not in body:
+            return f"{field}: Field required"
+    if not isinstance(body["messages"], list) or not isinstance(body["max_tokens"], int):
+        return "messages must be a list and max_tokens an integer"
+    if body["max_tokens"] < 1:
+        return "max_tokens: must be at least 1"
+    if body.get("stream"):
+        return "stream: the fake Messages API answers non-streaming requests only"
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        name = choice.get("name")
+        return None if tool_named(body, name) else f"tool_choice: no tool {name!r} in tools"
+    return None
+
+
 class _Httpd(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -78,6 +110,11 @@ class _Httpd(ThreadingHTTPServer):
             return
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away (a run killed mid-request): nothing went wrong here
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Httpd
@@ -93,13 +130,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(not_found("POST", path))
             return
         model = self.server.model
-        seen, reply = model._handle(raw, dict(self.headers.items()))
+        # The latency is spent waiting on `stopping`, so that closing the server ends it at once.
+        seen, reply = model._handle(raw, dict(self.headers.items()), self.server.stopping.wait)
         status = reply.status if isinstance(reply, Reply) else None
-        if self.server.log is not None:
+        log = self.server.log
+        if log is not None:
             line = {**attrs.asdict(seen), "status": status}
             with self.server.log_lock:  # flushed before answering: a killed client can't lose it
-                self.server.log.write(json.dumps(line) + "\n")
-                self.server.log.flush()
+                if not log.closed:  # closed by `FakeServer.close` while this request waited
+                    log.write(json.dumps(line) + "\n")
+                    log.flush()
         self.close_connection = True
         if isinstance(reply, Reply):
             self._send(reply)
@@ -149,7 +189,8 @@ class FakeServer:
         self._closed = False
 
     def close(self) -> None:
-        """Stop serving; hanging `timeout` answers end at once. Safe to call twice."""
+        """Stop serving; requests still waiting (out their latency, or on a `timeout` fault)
+        end at once, unanswered. Safe to call twice."""
         if self._closed:
             return
         self._closed = True

@@ -90,6 +90,8 @@ def act(
     writer, step = ctx.writer, ctx.step
 
     def attempt(n: int) -> Any:
+        if ctx.guard is not None:
+            ctx.guard.check()  # a kill stops the run before an intent, never between
         ctx.checkpoint("action.before")
         try:
             writer.commit(

@@ -22,6 +22,7 @@ from machine.errors import ReplayMismatch
 
 if TYPE_CHECKING:
     from machine.errors import NeedsAttention
+    from machine.limits import Guard
     from machine.model import ModelSession
     from machine.retry import Retrying
 
@@ -77,6 +78,7 @@ class Context:
         checkpoint: Checkpoint = no_checkpoint,
         models: ModelSession | None = None,
         retrying: Retrying | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.run_id = run_id
         self.step = step
@@ -87,6 +89,8 @@ class Context:
         self.checkpoint = checkpoint
         self.models = models
         self.retrying = retrying
+        self.guard = guard
+        """The run's kill switch: effects and actions look at it before they start."""
         self.mismatch: ReplayMismatch | None = None
         self.stopped: NeedsAttention | None = None
         self._recorded = recorded
@@ -124,6 +128,8 @@ class Context:
         call, events = self.place("effect", name, key)
         if events:
             return events[-1].data["result"]
+        if self.guard is not None:
+            self.guard.check()
         self.checkpoint("effect.before")
         result = fn()
         if type(result) in _SCALARS:

@@ -16,6 +16,7 @@ import cattrs
 
 from machine import convert
 from machine.errors import ConversionError, DefinitionError, InputMismatch
+from machine.limits import Limits
 
 if TYPE_CHECKING:
     from machine.context import Context
@@ -57,7 +58,16 @@ class Machine(Generic[S]):
     ... def score(ctx, s): ...
     """
 
-    def __init__(self, name: str, *, state: type[S], start: str, snapshot_every: int = 100):
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: type[S],
+        start: str,
+        limits: Limits | None = None,
+        anomaly_threshold: float | None = 2.0,
+        snapshot_every: int = 100,
+    ):
         if not attrs.has(cast(type, state)):
             msg = f"machine {name!r}: the state type must be an attrs class, not {state!r}"
             raise DefinitionError(msg)
@@ -65,6 +75,11 @@ class Machine(Generic[S]):
         self.state = state
         self.start = start
         self.snapshot_every = snapshot_every
+        self.limits = limits or Limits()
+        """What a run may spend or do before it is stopped (the kill switch)."""
+        self.anomaly_threshold = anomaly_threshold
+        """A run whose tokens per step pass this many times its machine's usual (the median of
+        its last finished runs) records a `cost.anomaly`; None checks nothing."""
         self.steps: dict[str, Handler] = {}
         self.converter: cattrs.Converter = convert.make()
         self._input: Callable[[Any], S] | None = None

@@ -56,6 +56,10 @@ class NothingToResolve(MachineError, LookupError):
     """`journal resolve` named a key that has no action in doubt in that run."""
 
 
+class NothingToKill(MachineError, LookupError):
+    """`journal kill` named a run that has ended already (done, or killed)."""
+
+
 class ConversionError(MachineError, ValueError):
     """A value does not fit the type asked for; `errors` lists each problem with its path."""
 
@@ -115,3 +119,17 @@ class CallFailed(MachineError):
         self.failure = failure
         self.attempts = attempts
         self.exhausted = exhausted
+
+
+class RunKilled(BaseException):
+    """The run is being stopped: a limit was reached, or a person killed it.
+
+    A BaseException, like KeyboardInterrupt, so that a step's own `except Exception` cannot
+    swallow it: the runner records it as `run.killed` and the run ends `killed`.
+    """
+
+    def __init__(self, message: str, **data: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = {**data, "message": message}
+        """The run.killed event's data: killed_by, and who/reason or limit_name/value/cap."""

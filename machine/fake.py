@@ -1,9 +1,9 @@
 """A fake Anthropic Messages API (`POST /v1/messages`, non-streaming) that the real SDK talks to.
 
 Owns fault specs (`parse_spec`), the fake model (`FakeModel`: answers, faults, usage, prompt
-caching) and its two doors: an in-process `httpx2` transport (`FakeModel.client()`) and a
-loopback HTTP server (`serve`, from `machine._fake_server`) for tests whose client is another
-process, perhaps killed.
+caching, latency and rate limits, the last four reckoned in `machine._fake_limits`) and its two
+doors: an in-process `httpx2` transport (`FakeModel.client()`) and a loopback HTTP server
+(`serve`, from `machine._fake_server`) for tests whose client is another process, perhaps killed.
 
 A good answer and its usage are functions of the fake's settings and the request alone, so a
 request is answered, and billed, the same in any process, however often its run was resumed
@@ -15,6 +15,7 @@ never recorded or logged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -22,14 +23,15 @@ import random
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 import httpx2
 
 from machine import _fake_values as values
-from machine._fake_server import FakeServer, Hangup, Reply, error, not_found, serve
+from machine._fake_limits import Cache, CacheHits, Limits, delay, prompt_usage, sleep
+from machine._fake_server import FakeServer, Hangup, Reply, error, not_found, refuse, serve
 from machine._fake_values import digest
 from machine.errors import FakeSpecError
 
@@ -171,9 +173,10 @@ class Seen:
     body_hash: str
     """sha256 of the canonical JSON of the request body (of the raw bytes if not JSON)."""
     times: int
-    """How many times this fake has seen this same body, this one included."""
+    """How many times this fake has counted this same body, this one included; 0 for a
+    request refused by the rate limits, which is not counted."""
     fault: str | None
-    """The fault injected, or None for a good answer."""
+    """The fault injected, "rate_limit" for a request refused by the rate limits, or None."""
     request_id: str
 
 
@@ -192,7 +195,8 @@ class FakeModel:
     A good answer's content depends only on the seed and the body; its `id` and request id
     also on how many times this instance has seen the body, so they stay unique per instance.
     A responder that raises or returns the wrong type gets a 500 that says so, marked
-    `x-should-retry: false`.
+    `x-should-retry: false`. `set_faults` changes the faults (and so the seed) at runtime, e.g.
+    to start or end a storm of 529s.
 
     Usage counts a token per 4 characters. The prompt up to its last `cache_control` block is
     billed by `prompt_cache`: "warm" (the default) reads it from the cache, as in a pipeline
@@ -201,7 +205,19 @@ class FakeModel:
     however often its run was resumed. "instance" writes each prefix the first time this
     instance answers it and reads it afterwards, for tests that want writes and reads from one
     fake: usage then depends on the instance's history, and a fresh process writes again.
-    Writes are 1-hour ones if that block asks for `"ttl": "1h"`, else 5-minute ones.
+    Writes are 1-hour ones if that block asks for `"ttl": "1h"`, else 5-minute ones. With
+    `max_output`, every answer reports `max_tokens` output tokens, the most a budget must allow.
+
+    A request takes `latency` seconds, spread uniformly by the fraction `jitter` (0.2 s with
+    jitter 0.5: 0.1 to 0.3 s), drawn from a generator seeded by the fault seed at construction:
+    the same order of requests takes the same times. Requests overlap meanwhile. One refused at
+    the door (401, 400, or a rate limit) is answered at once.
+
+    `rpm`, `itpm` and `otpm` are the rate limits (`machine._fake_limits.Limits`; `clock` drives
+    them, `wall_clock` dates their `-reset` headers). A request over one gets a 429 with
+    `retry-after` and counts in `rate_limited`; it is logged with fault "rate_limit" and times
+    0 but not counted for the fault draws, so a run draws the same faults with limits or
+    without. Every answer after admission carries the `anthropic-ratelimit-*` headers.
     """
 
     def __init__(
@@ -212,21 +228,49 @@ class FakeModel:
         retry_after: float = 2.0,
         timeout_seconds: float = 0.5,
         latency: float = 0.0,
+        jitter: float = 0.0,
+        rpm: int | None = None,
+        itpm: int | None = None,
+        otpm: int | None = None,
+        max_output: bool = False,
         prompt_cache: PromptCache = "warm",
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if prompt_cache not in PROMPT_CACHES:
             raise ValueError(f"prompt_cache is {prompt_cache!r}, not one of {PROMPT_CACHES}")
+        if not latency >= 0.0 or not 0.0 <= jitter <= 1.0:  # also rejects NaN
+            raise ValueError(f"latency is {latency}, jitter {jitter}: need 0 <= latency, 0-1")
         self.responder = responder
-        self.faults = faults or Faults({})
+        self._faults = faults or Faults({})
         self.retry_after = retry_after
         self.timeout_seconds = timeout_seconds
         self.latency = latency
-        """Seconds each request takes before it is answered, like a model thinking."""
+        """Mean seconds each request takes before it is answered, like a model thinking."""
+        self.jitter = jitter
+        self.max_output = max_output
         self.prompt_cache: PromptCache = prompt_cache
         self.requests: list[Seen] = []
+        self.rate_limited = 0
+        """How many requests the rate limits refused (each answered 429)."""
+        self.in_flight = 0
+        """How many requests are being answered now (e.g. still out their latency)."""
+        self._limits = Limits(rpm=rpm, itpm=itpm, otpm=otpm, clock=clock, wall_clock=wall_clock)
+        self._counts_input = itpm is not None
+        self._latencies = random.Random(digest(self._faults.seed, "latency"))
         self._times: dict[str, int] = {}
-        self._cached: set[str] = set()  # prompt prefixes written, for prompt_cache="instance"
+        self._cache = Cache()
         self._lock = threading.Lock()  # the server answers from several threads
+
+    @property
+    def faults(self) -> Faults:
+        """The faults injected now."""
+        return self._faults
+
+    def set_faults(self, faults: Faults) -> None:
+        """Inject `faults` from the next request on (a request in flight keeps its own)."""
+        with self._lock:
+            self._faults = faults
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply | Hangup:
         """Answer one `POST /v1/messages` with this body and these headers."""
@@ -260,36 +304,63 @@ class FakeModel:
             raise httpx2.ReadTimeout("fake: no answer before the read timeout", request=request)
         return httpx2.Response(reply.status, headers=dict(reply.headers), json=reply.body)
 
-    def _handle(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Seen, Reply | Hangup]:
-        if self.latency:
-            time.sleep(self.latency)
+    def _handle(
+        self, raw: bytes, headers: Mapping[str, str], wait: Callable[[float], bool] = sleep
+    ) -> tuple[Seen, Reply | Hangup]:
+        """Answer one request; `wait(seconds)` spends the latency and says if it was cut short
+        (the server is closing), which leaves the request unanswered."""
         try:
             body: Any = json.loads(raw)
             body_hash = digest(values.canonical(body))
         except ValueError:  # not JSON, or not UTF-8
             body, body_hash = None, hashlib.sha256(raw).hexdigest()
+        refused = refuse(body, headers)
+        metered = refused is None and bool(self._limits)
+        # Outside the lock: no other request need wait while a long prompt is counted.
+        charge = self._input_tokens(body) if metered and self._counts_input else 0
         with self._lock:
+            faults = self._faults
+            refusal = self._limits.admit(charge, body["max_tokens"]) if metered else None
+            if refusal is not None:
+                self.rate_limited += 1
+                # Negative: never the id of a counted request, and unique all the same.
+                request_id = self._request_id(faults.seed, body_hash, -self.rate_limited)
+                limited = {"retry-after": str(refusal.retry_after), **self._limits.headers()}
+                seen = Seen(body_hash, 0, "rate_limit", request_id)
+                self.requests.append(seen)
+                return seen, error(429, "rate_limit_error", refusal.message, request_id, **limited)
             times = self._times[body_hash] = self._times.get(body_hash, 0) + 1
-        seed = self.faults.seed
-        request_id = "req_fake_" + digest(seed, body_hash, times, "request")[:24]
-        fault, reply = self._answer(body, body_hash, times, request_id, headers)
-        seen = Seen(body_hash, times, fault, request_id)
+            self.in_flight += 1
+            seconds = 0.0 if refused else delay(self.latency, self.jitter, self._latencies)
+        request_id = self._request_id(faults.seed, body_hash, times)
+        fault: str | None = None
+        reply: Reply | Hangup
+        if refused is not None:
+            reply = error(*refused, request_id)
+        elif seconds > 0 and wait(seconds):
+            reply = Hangup("reset", request_id)
+        else:
+            fault, reply = self._answer(body, body_hash, times, request_id, faults)
         with self._lock:
+            if metered and isinstance(reply, Reply):
+                used = reply.body["usage"]["output_tokens"] if reply.status == 200 else 0
+                self._limits.settle(body["max_tokens"], used)
+                reply = attrs.evolve(reply, headers={**reply.headers, **self._limits.headers()})
+            elif metered:
+                self._limits.settle(body["max_tokens"], 0)
+            seen = Seen(body_hash, times, fault, request_id)
             self.requests.append(seen)
+            self.in_flight -= 1
         return seen, reply
 
+    @staticmethod
+    def _request_id(seed: int, body_hash: str, times: int) -> str:
+        return "req_fake_" + digest(seed, body_hash, times, "request")[:24]
+
     def _answer(
-        self, body: Any, body_hash: str, times: int, request_id: str, headers: Mapping[str, str]
+        self, body: Any, body_hash: str, times: int, request_id: str, faults: Faults
     ) -> tuple[str | None, Reply | Hangup]:
-        lowered = {k.lower(): v for k, v in headers.items()}
-        bearer = lowered.get("authorization", "").removeprefix("Bearer ").strip()
-        if not lowered.get("x-api-key", "").strip() and not bearer:
-            text = "x-api-key header is required"
-            return None, error(401, "authentication_error", text, request_id)
-        problem = _invalid(body)
-        if problem is not None:
-            return None, error(400, "invalid_request_error", problem, request_id)
-        fault = self._draw(body_hash, times)
+        fault = _draw(faults, body_hash, times)
         if fault is not None and fault in _ERRORS:
             status, kind, text = _ERRORS[fault]
             extra = {"retry-after": f"{self.retry_after:g}"} if fault == "429" else {}
@@ -298,86 +369,39 @@ class FakeModel:
             return fault, Hangup("reset", request_id)
         if fault == "timeout":
             return fault, Hangup("timeout", request_id)
-        rng = random.Random(digest(self.faults.seed, body_hash, "answer"))
+        rng = random.Random(digest(faults.seed, body_hash, "answer"))
         try:
             fault, message = values.answer(body, rng, fault, self.responder)
         except values.ResponderFailed as e:
             # Not the model's fault but the test's: say so, and tell the SDK not to retry.
             return None, error(500, "api_error", str(e), request_id, **{"x-should-retry": "false"})
-        message["id"] = "msg_fake_" + digest(self.faults.seed, body_hash, times, "message")[:24]
-        message["usage"] = self._usage(body, message["content"])
-        return fault, Reply(200, {"request-id": request_id}, message)
-
-    def _draw(self, body_hash: str, times: int) -> str | None:
-        """At most one fault, from one draw over the cumulative rates, in the order of FAULTS."""
-        key = digest(self.faults.seed, body_hash, times, "fault")
-        draw = int(key[:16], 16) / 2**64
-        total = 0.0
-        for name in FAULTS:
-            total += self.faults.rates.get(name, 0.0)
-            if draw < total:
-                return name
-        return None
-
-    def _usage(self, body: Mapping[str, Any], content: list[dict[str, Any]]) -> dict[str, Any]:
-        """Tokens as characters / 4; the prompt up to its last `cache_control` block is read
-        from or written to the cache, as `prompt_cache` says."""
-        pieces = values.prompt_pieces(body)
-        sizes = [len(p if isinstance(p, str) else values.canonical(p)) for p, _ in pieces]
-        marks = [i for i, (_, control) in enumerate(pieces) if control is not None]
-        read = created = 0
-        ttl = "5m"
-        if marks:
-            last = marks[-1]
-            control = pieces[last][1] or {}
-            ttl = "1h" if control.get("ttl") == "1h" else "5m"
-            hits = self._cache_hits(body["model"], pieces, marks)
-            full = values.tokens(sum(sizes[: last + 1]))
-            read = values.tokens(sum(sizes[: hits[-1] + 1])) if hits else 0
-            created = full - read
-            uncached = values.tokens(sum(sizes[last + 1 :]))
-        else:
-            uncached = values.tokens(sum(sizes))
-        return {
-            "input_tokens": uncached,
-            "output_tokens": values.tokens(values.output_chars(content)),
-            "cache_creation_input_tokens": created,
-            "cache_read_input_tokens": read,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": created if ttl == "5m" else 0,
-                "ephemeral_1h_input_tokens": created if ttl == "1h" else 0,
-            },
+        message["id"] = "msg_fake_" + digest(faults.seed, body_hash, times, "message")[:24]
+        output = values.tokens(values.output_chars(message["content"]))
+        prompt = prompt_usage(body, self._cache_hits(remember=True))
+        message["usage"] = {
+            "input_tokens": prompt.pop("input_tokens"),
+            "output_tokens": body["max_tokens"] if self.max_output else output,
+            **prompt,
             "service_tier": "standard",
         }
+        return fault, Reply(200, {"request-id": request_id}, message)
 
-    def _cache_hits(
-        self, model: str, pieces: Sequence[tuple[Any, Any]], marks: list[int]
-    ) -> list[int]:
-        """The marks (indices of `cache_control` pieces) whose prefix the cache holds."""
-        if self.prompt_cache == "warm":
-            return marks
-        if self.prompt_cache == "cold":
-            return []
-        keys = {i: digest(model, values.canonical([p for p, _ in pieces[: i + 1]])) for i in marks}
-        with self._lock:
-            hits = [i for i in marks if keys[i] in self._cached]
-            self._cached.update(keys.values())
-        return hits
+    def _cache_hits(self, *, remember: bool) -> CacheHits:
+        return functools.partial(self._cache.hits, self.prompt_cache, remember=remember)
+
+    def _input_tokens(self, body: Mapping[str, Any]) -> int:
+        """What a request counts against the input tokens per minute: all but cache reads."""
+        usage = prompt_usage(body, self._cache_hits(remember=False))
+        return int(usage["input_tokens"] + usage["cache_creation_input_tokens"])
 
 
-def _invalid(body: Any) -> str | None:
-    """What is wrong with a request body, the way the API words it; None if nothing."""
-    if not isinstance(body, dict):
-        return "request body must be a JSON object"
-    for field in ("model", "max_tokens", "messages"):
-        if field not in body:
-            return f"{field}: Field required"
-    if not isinstance(body["messages"], list) or not isinstance(body["max_tokens"], int):
-        return "messages must be a list and max_tokens an integer"
-    if body.get("stream"):
-        return "stream: the fake Messages API answers non-streaming requests only"
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "tool":
-        name = choice.get("name")
-        return None if values.tool_named(body, name) else f"tool_choice: no tool {name!r} in tools"
+def _draw(faults: Faults, body_hash: str, times: int) -> str | None:
+    """At most one fault, from one draw over the cumulative rates, in the order of FAULTS."""
+    key = digest(faults.seed, body_hash, times, "fault")
+    draw = int(key[:16], 16) / 2**64
+    total = 0.0
+    for name in FAULTS:
+        total += faults.rates.get(name, 0.0)
+        if draw < total:
+            return name
     return None

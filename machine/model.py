@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from journal import Event
+from journal import Event, LimitReached
 from journal import events as k
 from machine import output, retry
-from machine.errors import CallFailed, ModelCallFailed, ModelUnavailable, OutputRejected
+from machine.errors import CallFailed, ModelCallFailed, ModelUnavailable, OutputRejected, RunKilled
 from machine.jsonschema import tool_for
+from machine.limits import Guard, worst_case
 from machine.pricing import Price, PriceTable, Usage, cost
 
 if TYPE_CHECKING:
@@ -89,9 +90,10 @@ def offline(spec: str = "none", *, prices: PriceTable | None = None) -> Models:
 class ModelSession:
     """The model side of one executing run: its client, made once."""
 
-    def __init__(self, models: Models, retrying: retry.Retrying) -> None:
+    def __init__(self, models: Models, retrying: retry.Retrying, guard: Guard) -> None:
         self.models = models
         self.retrying = retrying
+        self.guard = guard
         self.clock = retrying.clock
         self._client: anthropic.Anthropic | None = None
 
@@ -99,6 +101,12 @@ class ModelSession:
         if self._client is None:
             self._client = self.models.connect()
         return self._client
+
+    def abandon(self) -> None:
+        """Close the client, and the connection of any request still waiting on it."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def ask(
         self,
@@ -201,6 +209,7 @@ class _Ask:
         rounds: dict[int, dict[str, Event]],
     ) -> None:
         self.session = session
+        self.guard = session.guard
         self.ctx = ctx
         self.call = call
         self.name = name
@@ -231,33 +240,65 @@ class _Ask:
         return self._send(round_, request, request_hash)
 
     def _send(self, round_: int, request: dict[str, Any], request_hash: str) -> dict[str, Any]:
-        session, writer, step = self.session, self.ctx.writer, self.ctx.step
+        session, writer, step, guard = self.session, self.ctx.writer, self.ctx.step, self.guard
         request_ref = writer.blob(json.dumps(request, ensure_ascii=False))
         client = session.client()
+        worst_tokens, worst_usd = worst_case(request, self.price)
+        sent: list[Event] = []  # the model.requested of the attempt in progress
 
         def attempt(n: int) -> tuple[Any, float, int]:
-            writer.commit(
-                k.MODEL_REQUESTED,
-                step,
-                self._data(
-                    round_,
-                    attempt=n,
-                    model=request["model"],
-                    request_hash=request_hash,
-                    request=request_ref,
-                ),
-            )
+            guard.before_request()
+            try:
+                sent[:] = [
+                    writer.commit(
+                        k.MODEL_REQUESTED,
+                        step,
+                        self._data(
+                            round_,
+                            attempt=n,
+                            model=request["model"],
+                            request_hash=request_hash,
+                            request=request_ref,
+                            worst_case_usd=float(worst_usd),
+                            worst_case_tokens=worst_tokens,
+                        ),
+                        reserve=guard.reserve(worst_tokens, worst_usd),
+                    )
+                ]
+            except LimitReached as e:
+                raise guard.limit_reached(e) from e
             self.ctx.checkpoint("model.before")
             started = time.perf_counter()
-            message = client.messages.create(**request)
+            try:
+                message = guard.call(lambda: client.messages.create(**request))
+            except RunKilled:
+                # Given up on: it may still be billed, at worst its worst case.
+                abandoned = retry.Failure(
+                    False, None, "abandoned", "the run was killed", None, None
+                )
+                failed(n, abandoned, None)
+                session.abandon()
+                raise
             return message, time.perf_counter() - started, n
 
+        def outcome(**fields: Any) -> dict[str, Any]:
+            """What an attempt's outcome repeats of its request: the projection needs it."""
+            requested = sent[0]
+            return self._data(
+                round_,
+                model=request["model"],
+                requested_at=requested.at,
+                worst_case_usd=float(worst_usd),
+                worst_case_tokens=worst_tokens,
+                **fields,
+            )
+
         def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
+            guard.record(False)
             writer.commit(
                 k.MODEL_FAILED,
                 step,
-                self._data(
-                    round_,
+                outcome(
                     attempt=n,
                     status=failure.status,
                     error_type=failure.error_type,
@@ -273,15 +314,14 @@ class _Ask:
         except CallFailed as e:
             msg = f"run {self.ctx.run_id}, step {step!r}, call {self.call}: {e}"
             raise ModelCallFailed(msg) from e
+        guard.record(True)
         body = message.model_dump(mode="json", exclude_none=True)
         usage = Usage.from_api(body.get("usage", {}))
         writer.commit(
             k.MODEL_ANSWERED,
             step,
-            self._data(
-                round_,
+            outcome(
                 attempt=attempts,
-                model=request["model"],
                 request_hash=request_hash,
                 request_id=getattr(message, "_request_id", None),
                 stop_reason=body.get("stop_reason"),

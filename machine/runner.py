@@ -9,11 +9,13 @@ context answer from the journal every call already made.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 import traceback
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -35,16 +37,19 @@ from journal import (
 )
 from journal import events as k
 from journal.events import dumps
-from machine import convert
+from journal.limits import NUSD
+from machine import anomaly, convert
 from machine.context import OPERATIONS, Checkpoint, Context, no_checkpoint
 from machine.definition import Fail, Finish, Goto, Machine
 from machine.errors import (
     ConversionError,
     InputMismatch,
     NeedsAttention,
+    RunKilled,
     StateNotJSON,
     WrongMachine,
 )
+from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession, anthropic_api
 from machine.retry import Retrying, RetryPolicy
 
@@ -64,6 +69,9 @@ class Options:
     """Seeds the backoff jitter; None draws it from the system."""
     on_start: Callable[[Run], None] | None = None
     """Called once the run exists and this process holds it, before its first step."""
+    limits: Mapping[str, Any] = attrs.Factory(dict)
+    """Limits for this run, over the machine's (`max_cost_usd`, `max_tokens`, `max_steps`,
+    `max_model_calls`): recorded with the run, they hold for its resumes too."""
 
 
 @attrs.frozen
@@ -77,6 +85,8 @@ class Outcome:
     """Steps were executed (false for a run that was already done)."""
     code_changed: tuple[str, str] | None = None
     """The code hash the run had and the one it resumed with, when they differ."""
+    anomalies: tuple[dict[str, Any], ...] = ()
+    """The `cost.anomaly` events the run's end recorded: tokens per step far above usual."""
 
 
 @attrs.frozen
@@ -119,6 +129,7 @@ def start(
     options = options or Options()
     machine = prepared.machine
     live = _Live(journal, machine, options)
+    limits, overrides = _limits_for(journal, machine, {}, options.limits)
     run, created = journal.create_run(
         machine=machine.name,
         target=target,
@@ -129,6 +140,8 @@ def start(
         run_key=run_key,
         holder=live.holder,
         lease_ttl=options.lease_ttl,
+        limits=limits.to_json(),
+        limit_overrides=overrides,
     )
     if not created:
         if run.status == "done":
@@ -140,7 +153,7 @@ def start(
     def begin(writer: RunWriter) -> _Start:
         return _Start(prepared.state, prepared.state_json, machine.start, 0, {})
 
-    return attrs.evolve(live.execute(run, begin), created=True)
+    return attrs.evolve(live.execute(run, limits, begin), created=True)
 
 
 def resume(
@@ -171,6 +184,8 @@ def resume(
         return Outcome(journal.run(run_id), executed=False)
     # From here on the lease is this process's: `execute` lets it go, whatever happens.
     run = journal.run(run_id)  # again: the last holder may have written until it let go
+    recorded = json.loads(run.limit_overrides) if run.limit_overrides else {}
+    limits, overrides = _limits_for(journal, machine, recorded, options.limits)
 
     def begin(writer: RunWriter) -> _Start:
         at = fold.state_at(journal, run_id)
@@ -196,11 +211,13 @@ def resume(
                 "target": target,
                 "from_seq": at.seq,
                 "taken_over_from": taken.describe() if taken else None,
+                "limits": limits.to_json(),
+                "limit_overrides": overrides,
             },
         )
         return _Start(state, at.state, at.step, at.transitions, recorded)
 
-    outcome = live.execute(run, begin)
+    outcome = live.execute(run, limits, begin)
     changed = (run.code_hash, code_hash) if run.code_hash != code_hash else None
     return attrs.evolve(outcome, code_changed=changed)
 
@@ -225,31 +242,31 @@ class _Live:
         self.machine = machine
         self.options = options
         self.holder = Holder.this_process()
-        models = options.models or anthropic_api()
-        journal.keep_out(*models.secrets)
-        self.retrying = Retrying(
-            options.retry, options.sleep, random.Random(options.seed), journal.clock
-        )
-        self.models = ModelSession(models, self.retrying)
+        self.models = options.models or anthropic_api()
+        journal.keep_out(*self.models.secrets)
         self.fields = typing.get_type_hints(machine.state)
 
-    def execute(self, run: Run, begin: Callable[[RunWriter], _Start]) -> Outcome:
+    def execute(self, run: Run, limits: Limits, begin: Callable[[RunWriter], _Start]) -> Outcome:
         """Execute the run, whose lease this process holds, to its end; then let the lease go.
 
         Everything from the lease to its release is in this one try/finally: whatever fails on
         the way (the first step, `on_start`, the journal), the heartbeat stops and the lease is
         released, unless another process took the run over.
         """
-        journal, run_id = self.journal, run.run_id
-        heartbeat = Heartbeat(journal, run_id, self.holder, self.options.lease_ttl).start()
+        journal, run_id, options = self.journal, run.run_id, self.options
+        heartbeat = Heartbeat(journal, run_id, self.holder, options.lease_ttl).start()
         writer = RunWriter(journal, run_id, last_seq=run.last_seq, heartbeat=heartbeat)
+        guard = Guard(limits, heartbeat, options.sleep)
+        retrying = Retrying(options.retry, guard.sleep, random.Random(options.seed), journal.clock)
+        live = _Execution(writer, guard, retrying, ModelSession(self.models, retrying, guard))
         writable = True
+        anomalies: tuple[dict[str, Any], ...] = ()
         try:
             begun = begin(writer)
-            if self.options.on_start is not None:
-                self.options.on_start(journal.run(run_id))
+            if options.on_start is not None:
+                options.on_start(journal.run(run_id))
             if begun.step is not None:
-                self._loop(writer, run_id, begun)
+                anomalies = self._loop(live, run_id, begun)
         except (LeaseLost, ConcurrentAppend):
             writable = False  # another process owns the run now
             raise
@@ -263,10 +280,11 @@ class _Live:
             if writable and not heartbeat.lost:
                 with contextlib.suppress(JournalError):
                     journal.release_lease(run_id, self.holder.owner)
-        return Outcome(journal.run(run_id))
+        return Outcome(journal.run(run_id), anomalies=anomalies)
 
-    def _loop(self, writer: RunWriter, run_id: str, begun: _Start) -> None:
-        machine = self.machine
+    def _loop(self, live: _Execution, run_id: str, begun: _Start) -> tuple[dict[str, Any], ...]:
+        """Execute steps until the run ends or stops; the anomalies its end recorded."""
+        machine, writer = self.machine, live.writer
         state, state_json, step, visit = begun.state, begun.state_json, begun.step, begun.visit
         recorded = begun.recorded
         assert step is not None
@@ -275,12 +293,8 @@ class _Live:
         while True:
             handler = machine.steps.get(step)
             if handler is None:
-                self._fail(
-                    writer,
-                    step,
-                    f"the machine has no step {step!r} (steps: {', '.join(machine.steps)})",
-                )
-                return
+                known = ", ".join(machine.steps)
+                return self._fail(live, step, f"the machine has no step {step!r} (steps: {known})")
             ctx = Context(
                 run_id=run_id,
                 step=step,
@@ -289,57 +303,54 @@ class _Live:
                 converter=machine.converter,
                 recorded=recorded,
                 checkpoint=self.options.checkpoint,
-                models=self.models,
-                retrying=self.retrying,
+                models=live.session,
+                retrying=live.retrying,
+                guard=live.guard,
             )
             recorded = {}
             try:
+                live.guard.before_step(visit)
                 result = handler(ctx, state)
+            except RunKilled as e:
+                return self._end(live, step, k.RUN_KILLED, e.data)
             except NotJSON as e:
-                self._fail(writer, step, f"step {step!r}: {e}")
-                return
+                return self._fail(live, step, f"step {step!r}: {e}")
             except NeedsAttention as e:
                 self._stop(writer, step, ctx.stopped or e)
-                return
+                return ()
             except JournalError:
                 raise
             except Exception as e:
                 if ctx.stopped is not None and ctx.mismatch is None:
                     self._stop(writer, step, ctx.stopped)
-                    return
+                    return ()
                 error = ctx.mismatch or e
                 trace = traceback.format_exc(limit=-12)
-                self._fail(writer, step, f"{type(error).__name__}: {error}", trace=trace)
-                return
+                return self._fail(live, step, f"{type(error).__name__}: {error}", trace=trace)
             if ctx.mismatch is not None:
-                self._fail(writer, step, str(ctx.mismatch))
-                return
+                return self._fail(live, step, str(ctx.mismatch))
             if ctx.stopped is not None:
                 self._stop(writer, step, ctx.stopped)
-                return
+                return ()
             problem = self._check(step, result)
             if problem is not None:
-                self._fail(writer, step, problem)
-                return
+                return self._fail(live, step, problem)
             if isinstance(result, Fail):
-                self._fail(writer, step, result.reason)
-                return
+                return self._fail(live, step, result.reason)
             assert isinstance(result, Goto | Finish)
             new_json = convert.to_json(machine.converter, result.state)
             ops = delta.diff(state_json, new_json)
             problem = self._misfit(step, new_json, ops)
             if problem is not None:
-                self._fail(writer, step, problem)  # the last good state stays the run's
-                return
+                return self._fail(live, step, problem)  # the last good state stays the run's
             to = result.step if isinstance(result, Goto) else None
             before = writer.bytes_written
             try:
                 writer.record(k.TRANSITION, step, {"to": to, "delta": ops})
             except NotJSON as e:
-                self._fail(
-                    writer, step, f"step {step!r} returned a state the journal cannot hold: {e}"
+                return self._fail(
+                    live, step, f"step {step!r} returned a state the journal cannot hold: {e}"
                 )
-                return
             delta_bytes += writer.bytes_written - before
             visit += 1
             since_snapshot += 1
@@ -352,9 +363,19 @@ class _Live:
                 )
                 since_snapshot = delta_bytes = 0
             if to is None:
-                writer.commit(k.RUN_DONE, step, {"steps": visit})
-                return
+                return self._end(live, step, k.RUN_DONE, {"steps": visit})
             state, state_json, step = result.state, new_json, to
+
+    def _end(
+        self, live: _Execution, step: str, kind: str, data: dict[str, Any]
+    ) -> tuple[dict[str, Any], ...]:
+        """End the run (done, failed or killed), first recording any cost anomaly."""
+        live.writer.flush()
+        anomalies = anomaly.check(self.journal, live.writer.run_id, self.machine.anomaly_threshold)
+        for found in anomalies:
+            live.writer.record(k.COST_ANOMALY, step, found)
+        live.writer.commit(kind, step, data)
+        return anomalies
 
     def _check(self, step: str, result: Any) -> str | None:
         machine = self.machine
@@ -405,11 +426,42 @@ class _Live:
         data = {"call": stop.call, "name": stop.name, "key": stop.key, "message": str(stop)}
         writer.commit(k.RUN_NEEDS_ATTENTION, step, data)
 
-    def _fail(self, writer: RunWriter, step: str, error: str, *, trace: str | None = None) -> None:
+    def _fail(
+        self, live: _Execution, step: str, error: str, *, trace: str | None = None
+    ) -> tuple[dict[str, Any], ...]:
         data: dict[str, Any] = {"error": error}
         if trace is not None:
             data["traceback"] = trace
-        writer.commit(k.RUN_FAILED, step, data)
+        return self._end(live, step, k.RUN_FAILED, data)
+
+
+@attrs.frozen
+class _Execution:
+    """What one execution of a run uses: its writer, its kill switch, retries and model."""
+
+    writer: RunWriter
+    guard: Guard
+    retrying: Retrying
+    session: ModelSession
+
+
+def _limits_for(
+    journal: Journal, machine: Machine[Any], recorded: Mapping[str, Any], given: Mapping[str, Any]
+) -> tuple[Limits, dict[str, Any]]:
+    """The limits in force for a run, and the overrides to record with it.
+
+    The machine's own, under the overrides given for this run (at its start, and at each
+    resume since: a person's cap outlasts the process). Without a cost cap, the machine's
+    budget's per-run default applies.
+    """
+    overrides = {**recorded, **{k: v for k, v in given.items() if v is not None}}
+    overrides = {k: str(v) if isinstance(v, Decimal) else v for k, v in overrides.items()}
+    limits = machine.limits.merge(overrides)
+    if limits.max_cost_usd is None:
+        for budget in journal.budgets(machine.name):
+            if budget.per_run_nusd is not None:
+                limits = attrs.evolve(limits, max_cost_usd=Decimal(budget.per_run_nusd) / NUSD)
+    return limits, overrides
 
 
 def _top_field(path: str) -> str:

@@ -45,6 +45,9 @@ def test_every_readme_option_exists() -> None:
         if name not in group.commands:
             continue
         command = group.commands[name]
+        words = rest.split()
+        if isinstance(command, click.Group) and words and words[0] in command.commands:
+            command = command.commands[words[0]]  # `journal budget set ...`
         flags = {
             opt for param in command.params if isinstance(param, click.Option) for opt in param.opts
         }

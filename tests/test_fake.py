@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
+import random
 import subprocess
 import threading
 import time
@@ -17,6 +19,8 @@ import httpx2
 import pytest
 from conftest import journal_command
 
+from cli.fake import fake_model
+from machine._fake_limits import delay
 from machine.fake import (
     CHAOS,
     FAULTS,
@@ -626,3 +630,385 @@ def test_journal_fake_model_rejects_a_bad_spec() -> None:
     )
     assert result.returncode == 2 and "outside [0, 1]" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_journal_fake_model_flags_have_help() -> None:
+    """Every option of `journal fake-model` says what it does, and the example stays."""
+    names = {name for param in fake_model.params for name in param.opts}
+    new = {"--latency", "--jitter", "--rpm", "--itpm", "--otpm", "--max-output", "--prompt-cache"}
+    assert new <= names
+    assert all(getattr(param, "help", None) for param in fake_model.params)
+    assert fake_model.help is not None and "journal fake-model --port 8765" in fake_model.help
+
+
+KEY = {"x-api-key": "k"}
+WALL = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the wall clock of the rate-limit tests
+
+
+class Clock:
+    """A monotonic clock that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(**settings: Any) -> tuple[FakeModel, Clock]:
+    clock = Clock()
+    return FakeModel(clock=clock, wall_clock=lambda: WALL, **settings), clock
+
+
+def headers_of(client: anthropic.Anthropic, request: dict[str, Any]) -> Any:
+    """The headers of a 200 answer to `request`."""
+    raw = client.messages.with_raw_response.create(**request)
+    assert raw.status_code == 200
+    return raw.headers
+
+
+def refused(client: anthropic.Anthropic, request: dict[str, Any]) -> anthropic.RateLimitError:
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(**request)
+    return caught.value
+
+
+def limit_headers(headers: Any) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.startswith("anthropic-ratelimit-")}
+
+
+def waits_of(model: FakeModel, requests: list[dict[str, Any]]) -> list[float]:
+    """The latencies `model` would spend on `requests`, one after another, without waiting."""
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return False
+
+    for request in requests:
+        model._handle(json.dumps(request).encode(), KEY, wait)
+    return waits
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_latency_delays_each_request() -> None:
+    """A request takes the fake's latency (a behaviour check, not a benchmark)."""
+    client = FakeModel(latency=0.05).client()
+    start = time.monotonic()
+    client.messages.create(**free())
+    assert 0.05 <= time.monotonic() - start < 2.0
+
+
+def test_jitter_draws_stay_in_their_range() -> None:
+    """Latency 0.2 with jitter 0.5 is uniform in [0.1, 0.3], mean 0.2; no jitter, no spread."""
+    rng = random.Random(1)
+    draws = [delay(0.2, 0.5, rng) for _ in range(4000)]
+    assert all(0.1 <= d <= 0.3 for d in draws)
+    assert min(draws) < 0.105 and max(draws) > 0.295
+    assert math.isclose(sum(draws) / len(draws), 0.2, abs_tol=0.005)
+    assert {delay(0.2, 0.0, rng) for _ in range(10)} == {0.2}
+    assert all(0.0 <= delay(0.2, 1.0, rng) <= 0.4 for _ in range(100))
+
+
+def test_latencies_replay_from_the_seed() -> None:
+    """The same requests in the same order take the same times in a fresh fake with the same
+    seed, and other times with another seed."""
+    requests = [free(f"Ticket {n}") for n in range(20)]
+
+    def waits(seed: int) -> list[float]:
+        return waits_of(FakeModel(latency=1.0, jitter=0.5, faults=Faults({}, seed=seed)), requests)
+
+    first = waits(3)
+    assert first == waits(3) and first != waits(4)
+    assert all(0.5 <= w <= 1.5 for w in first) and len(set(first)) == len(first)
+
+
+def test_requests_overlap_while_they_wait() -> None:
+    """Waiting out the latency holds no lock: two requests wait at the same time."""
+    model = FakeModel(latency=1.0)
+    both = threading.Barrier(2, timeout=5)
+    statuses: list[int] = []
+
+    def wait(seconds: float) -> bool:
+        both.wait()  # broken, after 5 s, if the other request cannot get here meanwhile
+        return False
+
+    def call() -> None:
+        reply = model._handle(json.dumps(free()).encode(), KEY, wait)[1]
+        statuses.append(getattr(reply, "status", 0))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert statuses == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"latency": -1.0}, "latency is -1.0"),
+        ({"latency": math.nan}, "latency is nan"),
+        ({"jitter": 1.5}, "jitter 1.5"),
+        ({"rpm": 0}, "rpm is 0"),
+        ({"otpm": -5}, "otpm is -5"),
+    ],
+)
+def test_bad_settings_are_refused(settings: dict[str, Any], says: str) -> None:
+    """A negative or NaN latency, a jitter outside [0, 1] or a limit below 1 is a ValueError."""
+    with pytest.raises(ValueError, match=says):
+        FakeModel(**settings)
+
+
+def test_rpm_refuses_the_request_over_the_limit() -> None:
+    """RPM 3: the fourth request in the same instant is a 429 with retry-after and the
+    ratelimit headers; 20 s later (a third of a minute) one more gets through."""
+    model, clock = limited(rpm=3)
+    client = model.client()
+    first = limit_headers(headers_of(client, free()))
+    assert first == {
+        "anthropic-ratelimit-requests-limit": "3",
+        "anthropic-ratelimit-requests-remaining": "2",
+        "anthropic-ratelimit-requests-reset": "2026-01-01T00:00:20Z",
+    }
+    remaining = [
+        headers_of(client, free())["anthropic-ratelimit-requests-remaining"] for _ in range(2)
+    ]
+    assert remaining == ["1", "0"]
+    e = refused(client, free())
+    assert e.type == "rate_limit_error" and "3 requests per minute" in str(e)
+    assert e.request_id is not None and e.request_id.startswith("req_fake_")
+    headers = e.response.headers
+    assert headers["retry-after"] == "20"
+    assert limit_headers(headers) == {
+        "anthropic-ratelimit-requests-limit": "3",
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2026-01-01T00:01:00Z",
+    }
+    clock.now += 19.5
+    assert refused(client, free()).response.headers["retry-after"] == "1"  # rounded up
+    clock.now += 0.5
+    assert headers_of(client, free())["anthropic-ratelimit-requests-remaining"] == "0"
+    refused(client, free())
+    assert model.rate_limited == 3
+    faults = [(s.times, s.fault) for s in model.requests]
+    refusal = (0, "rate_limit")
+    assert faults == [(1, None), (2, None), (3, None), refusal, refusal, (4, None), refusal]
+    assert len({s.request_id for s in model.requests}) == len(model.requests)
+
+
+def test_itpm_counts_input_tokens_but_not_cache_reads() -> None:
+    """ITPM 100: two prompts of 50 tokens pass, a third waits 30 s; a cached prefix read
+    costs nothing, and a prompt larger than the limit passes once, leaving a debt."""
+    model, clock = limited(itpm=100)
+    client = model.client()
+    remaining = [
+        headers_of(client, free("u" * 200))["anthropic-ratelimit-input-tokens-remaining"]
+        for _ in range(2)
+    ]
+    assert remaining == ["50", "0"]
+    e = refused(client, free("u" * 200))
+    assert e.response.headers["retry-after"] == "30" and "100 input tokens" in str(e)
+    clock.now += 30
+    headers = headers_of(client, free("u" * 200))
+    assert limit_headers(headers) == {
+        "anthropic-ratelimit-input-tokens-limit": "100",
+        "anthropic-ratelimit-input-tokens-remaining": "0",
+        "anthropic-ratelimit-input-tokens-reset": "2026-01-01T00:01:00Z",
+        "anthropic-ratelimit-tokens-limit": "100",
+        "anthropic-ratelimit-tokens-remaining": "0",
+        "anthropic-ratelimit-tokens-reset": "2026-01-01T00:01:00Z",
+    }
+
+    warm, _ = limited(itpm=100)
+    headers = headers_of(warm.client(), cached_request("u" * 40))  # 200 tokens read, 10 not
+    assert headers["anthropic-ratelimit-input-tokens-remaining"] == "90"
+    cold, _ = limited(itpm=100, prompt_cache="cold")
+    headers = headers_of(cold.client(), cached_request("u" * 40))  # 210 tokens, 110 over
+    assert headers["anthropic-ratelimit-input-tokens-remaining"] == "0"
+    # 10 tokens need the 110 owed and 10 more, at 100 a minute.
+    assert refused(cold.client(), free("u" * 40)).response.headers["retry-after"] == "72"
+
+
+def test_otpm_admits_on_max_tokens_and_charges_the_output() -> None:
+    """OTPM 1000: admission needs max_tokens; the output produced is what stays charged."""
+    model, clock = limited(otpm=1000, max_output=True)
+    client = model.client()
+    remaining = [
+        headers_of(client, free(max_tokens=400))["anthropic-ratelimit-output-tokens-remaining"]
+        for _ in range(2)
+    ]
+    assert remaining == ["600", "200"]
+    e = refused(client, free(max_tokens=400))
+    assert e.response.headers["retry-after"] == "12" and "1000 output tokens" in str(e)
+    assert (
+        headers_of(client, free(max_tokens=200))["anthropic-ratelimit-output-tokens-remaining"]
+        == "0"
+    )
+    clock.now += 12
+    assert refused(client, free(max_tokens=400)).response.headers["retry-after"] == "12"
+
+    model, _ = limited(otpm=1000)
+    raw = model.client().messages.with_raw_response.create(**free(max_tokens=400))
+    used = raw.parse().usage.output_tokens
+    assert 0 < used < 400
+    assert raw.headers["anthropic-ratelimit-output-tokens-remaining"] == str(1000 - used)
+
+
+def test_tokens_headers_repeat_the_tighter_limit_and_only_configured_ones_appear() -> None:
+    """tokens-* is whichever of input and output has fewer left; unset limits send nothing."""
+    model, _ = limited(itpm=1000, otpm=100, max_output=True)
+    headers = limit_headers(headers_of(model.client(), free("u" * 200, max_tokens=60)))
+    assert headers["anthropic-ratelimit-input-tokens-remaining"] == "950"
+    assert headers["anthropic-ratelimit-output-tokens-remaining"] == "40"
+    assert (
+        headers["anthropic-ratelimit-tokens-limit"],
+        headers["anthropic-ratelimit-tokens-remaining"],
+    ) == ("100", "40")
+    assert not any(k.startswith("anthropic-ratelimit-requests") for k in headers)
+    rpm_only, _ = limited(rpm=10)
+    assert set(limit_headers(headers_of(rpm_only.client(), free()))) == {
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    }
+    assert limit_headers(headers_of(FakeModel().client(), free())) == {}
+    # An injected 429 carries its own retry-after and the headers too.
+    faulty, _ = limited(rpm=10, faults=parse_spec("429=1"))
+    injected = refused(faulty.client(), free()).response.headers
+    assert injected["retry-after"] == "2"
+    assert injected["anthropic-ratelimit-requests-remaining"] == "9"
+
+
+def test_rate_limits_change_no_fault_draw() -> None:
+    """Requests refused by a rate limit are not counted: the requests that get through draw
+    the faults a fake without limits draws, in the same order, with the same ids."""
+    spec = "errors=0.5,garbage=0.2,seed=5"
+    model, clock = limited(rpm=2, faults=parse_spec(spec))
+    client = model.client()
+    for _ in range(6):
+        for _ in range(3):
+            with contextlib.suppress(anthropic.APIError):
+                client.messages.create(**forced())
+        clock.now += 60
+    counted = [s for s in model.requests if s.fault != "rate_limit"]
+    assert len(counted) == 12 and model.rate_limited == 6
+    free_model = FakeModel(faults=parse_spec(spec))
+    free_client = free_model.client()
+    for _ in range(12):
+        with contextlib.suppress(anthropic.APIError):
+            free_client.messages.create(**forced())
+    assert counted == free_model.requests
+    assert len({s.fault for s in counted}) > 2
+
+
+def test_a_refused_request_waits_no_latency() -> None:
+    """A rate-limited 429 is answered at once; requests let in wait their latency."""
+    model, _ = limited(rpm=1, latency=0.5)
+    assert waits_of(model, [free(), free(), free()]) == [0.5]
+    assert [s.fault for s in model.requests] == [None, "rate_limit", "rate_limit"]
+    assert waits_of(FakeModel(latency=0.5), [{"model": MODEL}]) == []  # a 400, at once
+
+
+@pytest.mark.parametrize("max_tokens", [1, 7, 256, 4096])
+def test_max_output_reports_max_tokens(max_tokens: int) -> None:
+    """With max_output every answer bills max_tokens output tokens, whatever its size."""
+    client = FakeModel(max_output=True).client()
+    for request in (forced(max_tokens=max_tokens), free(max_tokens=max_tokens)):
+        assert client.messages.create(**request).usage.output_tokens == max_tokens
+    assert ask(FakeModel(), free(max_tokens=4096)).usage.output_tokens < 4096
+
+
+def test_a_storm_starts_and_ends_at_runtime() -> None:
+    """set_faults switches a served fake into a storm of 529s or 429s and back out."""
+    model = FakeModel(faults=parse_spec("529=1"))
+    with serve(model) as server:
+        client = sdk(server.url)
+        for _ in range(3):
+            with pytest.raises(anthropic.OverloadedError):
+                client.messages.create(**forced())
+        model.set_faults(Faults({}))
+        check_input(client.messages.create(**forced()).content[0].input)
+        model.set_faults(parse_spec("429=1"))
+        with pytest.raises(anthropic.RateLimitError):
+            client.messages.create(**forced())
+        model.set_faults(parse_spec("none"))
+        client.messages.create(**free())
+    assert [s.fault for s in model.requests] == ["529", "529", "529", None, "429", None]
+    assert model.faults == Faults({})
+
+
+def test_close_ends_a_slow_request_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Closing the server while a 20 s request waits returns at once; the client sees the
+    connection dropped, not a hang, and the server no traceback."""
+    model = FakeModel(latency=20.0)
+    errors: list[Exception] = []
+    with serve(model, log=tmp_path / "log.jsonl") as server:
+
+        def call() -> None:
+            try:
+                sdk(server.url, timeout=30).messages.create(**free())
+            except anthropic.APIError as e:
+                errors.append(e)
+
+        waiting = threading.Thread(target=call)
+        waiting.start()
+        wait_for(lambda: model.in_flight == 1)
+        start = time.monotonic()
+        server.close()
+        assert time.monotonic() - start < 2.0
+        waiting.join(timeout=5)
+    assert not waiting.is_alive()
+    assert len(errors) == 1 and type(errors[0]) is anthropic.APIConnectionError
+    wait_for(lambda: model.in_flight == 0)
+    assert [s.fault for s in model.requests] == [None]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_abandoned_request_leaves_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A client that gives up on a slow request (a killed run) costs the server nothing: it
+    answers into the closed connection quietly and serves the next request."""
+    model = FakeModel(latency=0.3)
+    with serve(model) as server:
+        with pytest.raises(anthropic.APITimeoutError):
+            sdk(server.url, timeout=0.05).messages.create(**free())
+        wait_for(lambda: model.in_flight == 0 and len(model.requests) == 1)
+        # Takes the latency again, long after the first answer went to the closed connection.
+        assert sdk(server.url).messages.create(**free()).content
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_journal_fake_model_rate_limits_in_another_process() -> None:
+    """`journal fake-model --rpm 2`: the third request in a minute is a 429 with the headers."""
+    command = [*journal_command(), "fake-model", "--port", "0", "--rpm", "2", "--latency", "0.01"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        client = sdk(url)
+        remaining = [
+            headers_of(client, free())["anthropic-ratelimit-requests-remaining"] for _ in range(2)
+        ]
+        assert remaining == ["1", "0"]
+        start = datetime.datetime.now(datetime.UTC)
+        headers = refused(client, free()).response.headers
+    finally:
+        process.kill()
+        process.wait(timeout=5)
+    assert 1 <= int(headers["retry-after"]) <= 30
+    assert headers["anthropic-ratelimit-requests-limit"] == "2"
+    assert headers["anthropic-ratelimit-requests-remaining"] == "0"
+    reset = datetime.datetime.strptime(
+        headers["anthropic-ratelimit-requests-reset"], "%Y-%m-%dT%H:%M:%SZ"
+    ).replace(tzinfo=datetime.UTC)
+    assert start < reset <= start + datetime.timedelta(seconds=62)

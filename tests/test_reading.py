@@ -139,7 +139,12 @@ def older_journal(db: Path) -> str:
     old.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
     old.execute(
         "INSERT INTO events (run_id, seq, at, kind, step, data) VALUES (?, 1, ?, ?, NULL, ?)",
-        ("abc123", "2026-11-01T00:00:00.000Z", "run.started", '{"machine":"m"}'),
+        (
+            "abc123",
+            "2026-11-01T00:00:00.000Z",
+            "run.started",
+            '{"machine":"m","target":"t","code_hash":"c","step":"a","state":{}}',
+        ),
     )
     old.execute("INSERT INTO runs (run_id, machine) VALUES ('abc123', 'm')")
     old.conn.commit()
@@ -267,7 +272,13 @@ def test_a_damaged_journal_is_one_line_and_verify_reports_it(tmp_path: Path) -> 
     verified = cli("verify", db=db)
     assert verified.returncode == 1, verified.stderr
     assert "sqlite:" in verified.stdout and "Traceback" not in verified.stderr
-    for args in (("runs",), ("replay", run_id), ("logs", run_id), ("resume", run_id)):
+    for args in (
+        ("runs",),
+        ("replay", run_id),
+        ("logs", run_id),
+        ("resume", run_id),
+        ("run", LINES, "--input", str(input_path)),  # new pages may miss the damage: 0 or 7
+    ):
         result = cli(*args, db=db)
         assert result.returncode in (0, 7), (args, result.stderr)
         assert "Traceback" not in result.stderr

@@ -116,6 +116,12 @@ def test_an_older_journal_is_migrated_and_keeps_its_runs(db: Path) -> None:
     name, fn = schema.MIGRATIONS[0]
     first(name=name)(fn)
     first.apply(old)
+    started = {"machine": "m", "target": "t", "code_hash": "c", "step": "a", "state": {}}
+    for seq, kind, data in ((1, "run.started", started), (2, "run.done", {"steps": 0})):
+        old.execute(
+            "INSERT INTO events (run_id, seq, at, kind, step, data) VALUES (?, ?, ?, ?, ?, ?)",
+            ("abc123", seq, "2026-11-01T00:00:00.000Z", kind, None, json.dumps(data)),
+        )
     old.execute("INSERT INTO runs (run_id, machine, status) VALUES ('abc123', 'm', 'done')")
     old.conn.commit()
     old.close()

@@ -96,10 +96,10 @@ def test_verify_changes_nothing_and_the_command_exits_by_result(db: Path) -> Non
     ok = cli("verify", db=db)
     assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 run, ")
     assert digest(db) == before
-    tamper(db, "UPDATE runs SET cost_usd = 1.5")
+    tamper(db, "UPDATE runs SET cost_nusd = 1500000000")
     bad = cli("verify", db=db)
     assert bad.returncode == 1
-    assert "cost_usd=1.5 where the events give 0.0" in bad.stdout
+    assert "cost_nusd=1500000000 where the events give 0" in bad.stdout
     assert "1 problem in" in bad.stderr
 
 

@@ -1,0 +1,139 @@
+"""What stops a run from the journal's side: caps checked before a model request, budgets shared
+by the runs of a machine, and a person's kill request.
+
+A request's worst case is checked in the same transaction that writes its intent
+(`model.requested`), against what its run has spent or may have spent (`runs.exposure_*`,
+`runs.model_requests`) and what its machine has spent today (`spend`), so that processes
+sharing a journal cannot together go past a budget. A kill request is a row that the process
+executing the run reads while it waits (only that process may append to its run).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import attrs
+
+from journal.errors import LimitReached
+
+NUSD = 1_000_000_000
+"""Nano-dollars in a dollar."""
+
+
+@attrs.frozen
+class Reserve:
+    """A model request about to be sent: its worst case, and the run's caps."""
+
+    nusd: int
+    """What it can cost at most, in nano-dollars."""
+    tokens: int
+    """How many tokens it can be billed for at most."""
+    max_cost_nusd: int | None = None
+    max_tokens: int | None = None
+    max_model_calls: int | None = None
+
+
+@attrs.frozen
+class Budget:
+    """What a machine may spend: per day (UTC) across all its runs, and per run by default."""
+
+    machine: str
+    per_day_nusd: int | None
+    per_run_nusd: int | None
+    updated_at: str
+    updated_by: str
+    spent_today_nusd: int = 0
+    """Billed and possibly billed today, when read with `budgets(day=...)`."""
+
+
+@attrs.frozen
+class KillRequest:
+    """A person's request to stop a run, waiting for the run's process to carry it out."""
+
+    run_id: str
+    requested_at: str
+    requested_by: str
+    reason: str | None
+
+
+def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) -> None:
+    """Raise LimitReached if the request could take its run or machine past a cap."""
+    machine, exposure, tokens, requests = conn.execute(
+        "SELECT machine, exposure_nusd, exposure_tokens, model_requests FROM runs WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    if reserve.max_model_calls is not None and requests + 1 > reserve.max_model_calls:
+        raise LimitReached("max_model_calls", requests, reserve.max_model_calls, "model calls")
+    if reserve.max_tokens is not None and tokens + reserve.tokens > reserve.max_tokens:
+        raise LimitReached(
+            "max_tokens", tokens, reserve.max_tokens, "tokens", worst_case=reserve.tokens
+        )
+    if reserve.max_cost_nusd is not None and exposure + reserve.nusd > reserve.max_cost_nusd:
+        raise LimitReached(
+            "max_cost_usd",
+            exposure / NUSD,
+            reserve.max_cost_nusd / NUSD,
+            "USD",
+            worst_case=reserve.nusd / NUSD,
+        )
+    row = conn.execute("SELECT per_day_nusd FROM budgets WHERE machine = ?", (machine,)).fetchone()
+    if row is None or row[0] is None:
+        return
+    (spent,) = conn.execute(
+        "SELECT coalesce(sum(exposure_nusd), 0) FROM spend WHERE machine = ? AND day = ?",
+        (machine, day),
+    ).fetchone()
+    if spent + reserve.nusd > row[0]:
+        raise LimitReached(
+            "budget_per_day",
+            spent / NUSD,
+            row[0] / NUSD,
+            f"USD on {day} across the runs of {machine}",
+            worst_case=reserve.nusd / NUSD,
+        )
+
+
+def _set_budget(
+    conn: sqlite3.Connection,
+    machine: str,
+    per_day_nusd: int | None,
+    per_run_nusd: int | None,
+    at: str,
+    by: str,
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO budgets (machine, per_day_nusd, per_run_nusd, updated_at, "
+        "updated_by) VALUES (?, ?, ?, ?, ?)",
+        (machine, per_day_nusd, per_run_nusd, at, by),
+    )
+
+
+def _budgets(conn: sqlite3.Connection, day: str, machine: str | None = None) -> list[Budget]:
+    sql = (
+        "SELECT b.machine, b.per_day_nusd, b.per_run_nusd, b.updated_at, b.updated_by, "
+        "coalesce((SELECT sum(exposure_nusd) FROM spend s WHERE s.machine = b.machine "
+        "AND s.day = ?), 0) FROM budgets b"
+    )
+    params: list[str] = [day]
+    if machine is not None:
+        sql += " WHERE b.machine = ?"
+        params.append(machine)
+    return [Budget(*row) for row in conn.execute(sql + " ORDER BY b.machine", params)]
+
+
+def _request_kill(
+    conn: sqlite3.Connection, run_id: str, at: str, by: str, reason: str | None
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO kill_requests (run_id, requested_at, requested_by, reason) "
+        "VALUES (?, ?, ?, ?)",
+        (run_id, at, by, reason),
+    )
+
+
+def _kill_request(conn: sqlite3.Connection, run_id: str) -> KillRequest | None:
+    row = conn.execute(
+        "SELECT run_id, requested_at, requested_by, reason FROM kill_requests WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    return KillRequest(*row) if row else None

@@ -1,0 +1,50 @@
+"""Run the machine `budgeted` against each journal given, in turn, until its budget stops it.
+
+    python budget_worker.py JOURNAL [JOURNAL ...]
+
+Several of these at once share each journal: its per-day budget must hold across them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import attrs
+
+import machine
+from journal import Journal
+from machine import Context, FakeModel, Machine, Models, Options, PriceTable, Transition
+
+
+@attrs.frozen
+class Answer:
+    score: int
+    reason: str
+
+
+@attrs.frozen
+class Loop:
+    n: int = 0
+
+
+budgeted = Machine("budgeted", state=Loop, start="ask", anomaly_threshold=None)
+
+
+@budgeted.step
+def ask(ctx: Context, s: Loop) -> Transition:
+    ctx.ask(Answer, prompt=f"Score item {s.n}.", model="claude-haiku-4-5", max_tokens=200)
+    return ctx.goto("ask", attrs.evolve(s, n=s.n + 1))
+
+
+def main() -> None:
+    models = Models(FakeModel(max_output=True).client, PriceTable.load())
+    options = Options(models=models, sleep=lambda seconds: None)
+    for path in sys.argv[1:]:
+        with Journal.open(path, timeout=60) as journal:
+            prepared = machine.prepare(budgeted, {})
+            outcome = machine.start(journal, prepared, target="w", code_hash="0", options=options)
+            assert outcome.run.status == "killed", outcome.run
+
+
+if __name__ == "__main__":
+    main()
