@@ -217,7 +217,7 @@ class Journal:
         sync: bool = False,
         claim: tuple[str, str] | None = None,
         reserve: limits.Reserve | None = None,
-    ) -> None:
+    ) -> Sequence[Event]:
         """Append `events` (all of one run, seqs in order) and update the run's row, atomically.
 
         `texts` are the events' data already encoded as JSON, when the caller has them;
@@ -227,9 +227,10 @@ class Journal:
         `reserve` (with a model request) first checks, in the same transaction, that the request
         cannot take the run past its caps or its machine past today's budget (LimitReached).
         Nothing is appended to a run that is done (RunDone). Secrets are redacted first.
+        Returns the events as written (redacted).
         """
         if not events:
-            return
+            return events
         run_id = events[0].run_id
         if texts is None:
             texts = [dumps(e.data) for e in events]
@@ -247,6 +248,7 @@ class Journal:
             projection._apply(conn, run_id, projection.project(events))
             if any(e.kind == k.RUN_KILLED for e in events):
                 conn.execute("DELETE FROM kill_requests WHERE run_id = ?", (run_id,))
+        return events
 
     def _redacted(
         self, events: Sequence[Event], texts: Sequence[str]

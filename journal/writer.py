@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from journal.errors import JournalError, LeaseLost
@@ -33,6 +34,7 @@ class RunWriter:
         heartbeat: Heartbeat | None = None,
         max_pending: int = 256,
         max_delay: float = 0.5,
+        on_commit: Callable[[Sequence[Event]], None] | None = None,
     ) -> None:
         self.journal = journal
         self.run_id = run_id
@@ -42,6 +44,8 @@ class RunWriter:
         self.max_delay = max_delay
         self.bytes_written = 0
         """The size of the JSON data of every event handed to this writer so far."""
+        self.on_commit = on_commit
+        """Told each batch of events once it is committed, as written: the live log."""
         self._events: list[Event] = []
         self._texts: list[str] = []
         self._blobs: list[str] = []
@@ -123,7 +127,7 @@ class RunWriter:
                 "this process stops without writing"
             )
             raise LeaseLost(msg)
-        self.journal.append(
+        written = self.journal.append(
             self._events,
             texts=self._texts,
             blobs=self._blobs,
@@ -132,6 +136,8 @@ class RunWriter:
             reserve=reserve,
         )
         self._events, self._texts, self._blobs = [], [], []
+        if self.on_commit is not None:
+            self.on_commit(written)
 
 
 class Heartbeat:

@@ -14,7 +14,7 @@ import random
 import time
 import traceback
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -69,6 +69,9 @@ class Options:
     """Seeds the backoff jitter; None draws it from the system."""
     on_start: Callable[[Run], None] | None = None
     """Called once the run exists and this process holds it, before its first step."""
+    on_event: Callable[[Sequence[Event]], None] | None = None
+    """Told each batch of the run's events as it is committed (redacted): a live log. Events
+    a resume reads back from the journal are not told again."""
     limits: Mapping[str, Any] = attrs.Factory(dict)
     """Limits for this run, over the machine's (`max_cost_usd`, `max_tokens`, `max_steps`,
     `max_model_calls`): recorded with the run, they hold for its resumes too."""
@@ -151,6 +154,8 @@ def start(
         )
 
     def begin(writer: RunWriter) -> _Start:
+        if options.on_event is not None:  # run.started was written with the run, not by it
+            options.on_event(list(journal.events(run.run_id, upto=1)))
         return _Start(prepared.state, prepared.state_json, machine.start, 0, {})
 
     return attrs.evolve(live.execute(run, limits, begin), created=True)
@@ -255,7 +260,13 @@ class _Live:
         """
         journal, run_id, options = self.journal, run.run_id, self.options
         heartbeat = Heartbeat(journal, run_id, self.holder, options.lease_ttl).start()
-        writer = RunWriter(journal, run_id, last_seq=run.last_seq, heartbeat=heartbeat)
+        writer = RunWriter(
+            journal,
+            run_id,
+            last_seq=run.last_seq,
+            heartbeat=heartbeat,
+            on_commit=options.on_event,
+        )
         guard = Guard(limits, heartbeat, options.sleep)
         retrying = Retrying(options.retry, guard.sleep, random.Random(options.seed), journal.clock)
         live = _Execution(writer, guard, retrying, ModelSession(self.models, retrying, guard))
