@@ -14,6 +14,7 @@ import click
 from cli.actions import actions, resolve_command
 from cli.costs import cost
 from cli.fake import fake_model
+from cli.fork import fork
 from cli.inspecting import logs, replay_command, runs, show, verify_command
 from cli.limits import budget, kill
 from cli.main import JournalGroup
@@ -50,6 +51,7 @@ cli.add_command(verify_command)
 cli.add_command(migrate)
 cli.add_command(kill)
 cli.add_command(budget)
+cli.add_command(fork)
 
 
 def main() -> None:

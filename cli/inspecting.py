@@ -1,9 +1,10 @@
-"""`journal runs`, `show`, `logs` and `replay`: reading runs back, without the pipeline's code."""
+"""`journal runs`, `show`, `logs`, `replay` and `verify`: reading runs back from the journal."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -12,10 +13,20 @@ from typing import Any
 import attrs
 import click
 
-from cli.main import db_option, db_path, json_option, open_journal
+from cli.main import (
+    InputError,
+    db_option,
+    db_path,
+    json_option,
+    open_journal,
+    redact,
+    redact_env_option,
+)
 from cli.output import event_json, event_line, json_line, plural, printable, short, table
 from journal import Journal, JournalCorrupt, Problem, Run, heads, replay, state_at, verify
 from journal.limits import NUSD
+from machine import TargetNotFound, load
+from machine.rerun import Divergence, Reproduced, post_mortem, rerun
 
 
 def status_of(run: Run, journal: Journal) -> str:
@@ -26,24 +37,68 @@ def status_of(run: Run, journal: Journal) -> str:
     return "running" if lease is not None and lease.is_live(journal.clock()) else "interrupted"
 
 
+STATUSES = (
+    "running",
+    "interrupted",
+    "needs_attention",
+    "resolved",
+    "failed",
+    "killed",
+    "done",
+)
+"""What `journal runs` shows. All are the `runs.status` column but `interrupted`, which is a
+`running` run that no live process holds: its process died, and `journal resume` goes on."""
+
+
+def flags(run: Run, status: str) -> str:
+    """What needs doing about a run, or is worth a look, in a few words."""
+    said = []
+    if status == "interrupted":
+        said.append("ready to resume: its process is gone")
+    elif status == "resolved":
+        said.append("ready to resume: answered")
+    if run.anomaly:
+        said.append("cost.anomaly")
+    return "; ".join(said)
+
+
 @click.command()
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show only the newest N.")
+@click.option(
+    "--status",
+    "statuses",
+    type=click.Choice(STATUSES),
+    multiple=True,
+    help="Only runs with this status (repeatable).",
+)
+@click.option("--machine", help="Only this machine's runs.")
 @json_option
 @db_option
-def runs(limit: int | None, as_json: bool, db: Path | None) -> None:
+def runs(
+    limit: int | None,
+    statuses: tuple[str, ...],
+    machine: str | None,
+    as_json: bool,
+    db: Path | None,
+) -> None:
     """List the journal's runs, newest first.
 
-    A run whose process died shows as `interrupted`: resume it with `journal resume`.
+    A run whose process died shows as `interrupted` (running, with no live process), and one
+    whose actions in doubt a person answered as `resolved`: both are flagged ready to resume
+    (`journal resume RUN`, or `journal resume --all`).
 
     \b
     Example:
-        journal runs --limit 10
+        journal runs --status interrupted --status resolved
     """
     journal = open_journal(db)
-    found = [(r, status_of(r, journal)) for r in journal.runs(limit=limit)]
+    stored = {"interrupted": "running"}
+    wanted = tuple({stored.get(s, s) for s in statuses}) or None
+    listed = [(r, status_of(r, journal)) for r in journal.runs(machine=machine, statuses=wanted)]
+    found = [(r, s) for r, s in listed if not statuses or s in statuses][:limit]
     if as_json:
         for r, status in found:
-            click.echo(json_line({**attrs.asdict(r), "status": status}))
+            click.echo(json_line({**attrs.asdict(r), "status": status, "flags": flags(r, status)}))
         return
     columns = ["run", "machine", "status", "step", "steps", "cost", "started", "updated", "flags"]
     rows = [
@@ -56,7 +111,7 @@ def runs(limit: int | None, as_json: bool, db: Path | None) -> None:
             f"${r.cost_usd:.4f}",
             r.started_at,
             r.updated_at,
-            "cost.anomaly" if r.anomaly else "",
+            flags(r, s),
         )
         for r, s in found
     ]
@@ -153,27 +208,64 @@ def _limits_line(run: Run) -> str | None:
 
 @click.command()
 @click.argument("run_id", metavar="RUN")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Only events of this kind, or of the kinds under it: `model.` (or `model`) is every "
+    "model.* kind (repeatable).",
+)
+@click.option("--step", metavar="STEP", help="Only the events of this step.")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="SEQ",
+    help="Only the events after this seq.",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the run ends.")
 @json_option
 @db_option
-def logs(run_id: str, follow: bool, as_json: bool, db: Path | None) -> None:
-    """Print RUN's events, one line each: time, run, seq, step, kind, then key=value fields.
+def logs(
+    run_id: str,
+    kinds: tuple[str, ...],
+    step: str | None,
+    since: int,
+    follow: bool,
+    as_json: bool,
+    db: Path | None,
+) -> None:
+    """Print RUN's events, one logfmt line each: at, run_id, seq, step, kind, then every field
+    of the event's data under its own name, nested ones with dotted keys.
+
+    These are the lines `journal run` wrote on stderr as the run executed. Long values are cut
+    (`--json` prints every event whole).
 
     \b
     Example:
-        journal logs 3fa2 | grep decision
+        journal logs 3fa2 --kind model. --since 40 | grep status=429
     """
     journal = open_journal(db)
     run = journal.find_run(run_id)
     render = event_json if as_json else event_line
-    last = 0
+    prefixes = tuple(kind.rstrip(".") for kind in kinds)
+    last = since
     while True:
         for event in journal.events(run.run_id, after=last):
-            click.echo(render(event))
             last = event.seq
+            if (not prefixes or _of_kind(event.kind, prefixes)) and (
+                step is None or event.step == step
+            ):
+                click.echo(render(event))
         if not follow or status_of(journal.run(run.run_id), journal) != "running":
             return
         time.sleep(0.5)
+
+
+def _of_kind(kind: str, prefixes: tuple[str, ...]) -> bool:
+    """`kind` is one of `prefixes`, or under one: `model.failed` is under `model`."""
+    return any(kind == p or kind.startswith(f"{p}.") for p in prefixes)
 
 
 @click.command("replay")
@@ -181,20 +273,83 @@ def logs(run_id: str, follow: bool, as_json: bool, db: Path | None) -> None:
 @click.option(
     "--at", "at_seq", type=click.IntRange(min=1), help="Print the whole state at this seq."
 )
+@click.option(
+    "--rerun",
+    "again",
+    is_flag=True,
+    help="Execute the machine's code again against the journal, offline, and name the first "
+    "place where it does otherwise than the run did.",
+)
+@click.option(
+    "--target",
+    help="With --rerun: where the machine's code is, if not where the run recorded it.",
+)
+@click.option(
+    "--pdb",
+    "debug",
+    is_flag=True,
+    help="With --rerun: stop in the Python debugger where the code diverges (only when "
+    "standard input is a terminal).",
+)
 @json_option
+@redact_env_option
 @db_option
-def replay_command(run_id: str, at_seq: int | None, as_json: bool, db: Path | None) -> None:
-    """Show RUN's state after each transition, folded from the journal alone.
+def replay_command(
+    run_id: str,
+    at_seq: int | None,
+    again: bool,
+    target: str | None,
+    debug: bool,
+    as_json: bool,
+    db: Path | None,
+) -> None:
+    """Show RUN's state after each transition, folded from the journal alone; or, with
+    --rerun, execute the machine's code again against it.
 
-    No pipeline code is imported. Without --at, each transition prints the step it ended,
-    the next step, and what changed; with --json, the whole state after each one.
+    Without --rerun no pipeline code is imported. Without --at, each transition prints the step
+    it ended, the next step, and what changed; with --json, the whole state after each one.
+
+    --rerun imports the machine's code (the run's target, or --target) and executes the run
+    from its start: each model call gets the answer the run got, each effect and action its
+    recorded outcome; nothing is sent, run or written. Step by step it compares what the code
+    does with what the run did, and names the first divergence (another request, with a diff
+    of the prompt; another decision, action key or transition; a call the run never made or no
+    longer makes; another ending): exit 1. Exit 0 when the code reproduces the run. With --pdb,
+    the debugger stops in the step at the call that diverged, or where the step raised; only
+    when standard input is a terminal (otherwise it says so and does not stop). Give the run's
+    --redact-env too, so that prompts holding those values hash as they were recorded.
 
     \b
     Example:
         journal replay 3fa2 --at 40
+        journal replay 3fa2 --rerun --target fixtures/triage.py
     """
+    if not again and (target is not None or debug):
+        raise click.UsageError("--target and --pdb go with --rerun")
+    if again and at_seq is not None:
+        raise click.UsageError("--at prints a recorded state, --rerun executes the code: not both")
     journal = open_journal(db)
     run = journal.find_run(run_id)
+    if again:
+        try:
+            loaded = load(target or run.target)
+        except TargetNotFound as e:
+            msg = f"run {run.run_id}'s code was at {run.target}, which is gone: pass --target"
+            raise InputError(msg) from e
+        if loaded.code_hash != run.code_hash:
+            click.echo(f"note: code {loaded.code_hash}, the run's was {run.code_hash}", err=True)
+        if debug and not sys.stdin.isatty():
+            click.echo("note: --pdb stops only when standard input is a terminal", err=True)
+            debug = False
+        result = rerun(journal, run.run_id, loaded.machine, debug=post_mortem if debug else None)
+        if as_json:
+            fields = {"reproduced": isinstance(result, Reproduced), **attrs.asdict(result)}
+            click.echo(json_line({**fields, "message": result.message}))
+        else:
+            click.echo(printable(redact(result.describe()), multiline=True))
+        if isinstance(result, Divergence):
+            click.get_current_context().exit(1)
+        return
     if at_seq is not None:
         at = state_at(journal, run.run_id, at_seq)
         if as_json:

@@ -1,22 +1,23 @@
-"""How the command line prints: aligned tables, one grep-able line per event, JSON.
+"""How the command line prints: aligned tables, one logfmt line per event, JSON.
 
-An event line is `at run seq step kind summary`, with the summary in `key=value` form where
-the event has fields worth reading, so `journal logs RUN | grep outcome=page` works.
+An event line is logfmt, every field of the event as `key=value` under its own name, the name
+its SQL view column has: `at=… run_id=3fa2… seq=12 step=score kind=decision item=T-17
+outcome=skip`, so `journal logs RUN | grep outcome=skip` works and a logfmt parser reads it.
+The same line is what a run prints live (cli/live.py) and what `journal logs` prints later.
 
-Everything printed from the journal went through `printable` or `json_line` first: model
-answers, run input and whatever a pipeline wrote are not ours, and a string that holds
-terminal controls must not reach the terminal as controls.
+Everything printed from the journal went through `printable`, `json_line` or `event_line`
+first: model answers, run input and whatever a pipeline wrote are not ours, and a string that
+holds terminal controls must not reach the terminal as controls.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from journal import Event
-from journal import events as k
 
 _MAX_VALUE = 80
 
@@ -110,150 +111,127 @@ def _one_line(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def pairs(**fields: Any) -> str:
-    """`key=value` pairs, quoting values with spaces; None values are left out.
+MAX_VALUE = 300
+"""Characters of a value a log line keeps; the rest is cut, with `…[+N chars]` saying so."""
 
-    A quoted value is a JSON string, whose escapes also carry any control it holds: the line
-    stays one line, and each value reads back exactly (up to the cut at 80 characters).
-    """
-    out = []
+# The fields of every event, first on its line, in this order. A field of the event's data
+# with one of these names is written as `data.NAME` (run.started and snapshot have a `step`).
+_FIXED = ("at", "run_id", "seq", "step", "kind")
+# A value with any of these is quoted; a key has them escaped, since logfmt cannot quote keys.
+# Whitespace of every kind is among them, so that splitting a line at spaces finds its pairs.
+_NEEDS_QUOTES = re.compile(rf'[\s="\\{_C0}{_OTHERS}]')
+# Escaped inside quotes: what go-logfmt escapes, and what a terminal must not be given.
+_IN_QUOTES = re.compile(rf'[\\"\t\n\r{_C0}{_OTHERS}]')
+_QUOTED = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_quoted(m: re.Match[str]) -> str:
+    c = m.group()
+    return _QUOTED.get(c) or f"\\u{ord(c):04x}"
+
+
+def _escape_key(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
+
+
+def _key(key: Any) -> str:
+    """A key of the event's data as a logfmt key: JSON's name for it, unsafe characters as
+    `\\uXXXX` (a backslash too, so that the escape is unambiguous); `\\` for the empty key."""
+    if isinstance(key, str):
+        name = str.__str__(key)
+    elif key is None or isinstance(key, bool):
+        name = json.dumps(key)
+    elif isinstance(key, int):
+        name = int.__repr__(key)
+    else:
+        name = float.__repr__(key)
+    return _NEEDS_QUOTES.sub(_escape_key, name) if name else "\\"
+
+
+def _flatten(name: str, value: Any, out: list[tuple[str, Any]]) -> None:
+    # An empty object stays a value (`inputs={}`): flattened, its key would vanish.
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            _flatten(f"{name}.{_key(key)}", inner, out)
+    else:
+        out.append((name, value))
+
+
+def flat(fields: dict[str, Any]) -> list[tuple[str, Any]]:
+    """`fields` with nested objects flattened into dotted keys, in their order."""
+    out: list[tuple[str, Any]] = []
     for key, value in fields.items():
-        if value is None:
-            continue
-        text = _one_line(value, _MAX_VALUE)
-        # A string with spaces, quotes or controls is quoted; JSON values (objects, lists) stand
-        # as they are, already escaped.
-        if not text or (
-            isinstance(value, str)
-            and (any(c.isspace() or c == '"' for c in text) or _UNSAFE.search(text))
-        ):
-            text = json_line(text)
-        out.append(f"{key}={text}")
-    return " ".join(out)
+        _flatten(_key(key), value, out)
+    return out
 
 
-def _started(d: dict[str, Any]) -> str:
-    return pairs(machine=d["machine"], target=d["target"], key=d.get("run_key"), step=d["step"])
+def _text(value: Any) -> str:
+    # As the value's JSON reads (the journal holds JSON): so the line a run tells live, from
+    # the values its code gave, is the line `journal logs` prints from the journal.
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
+    return json_line(value, separators=(",", ":"))
 
 
-def _resumed(d: dict[str, Any]) -> str:
-    code = d.get("code_hash")
-    before = d.get("code_hash_before")
-    return pairs(
-        from_seq=d.get("from_seq"),
-        was=d.get("status_before"),
-        code=code if code == before else f"{before}->{code}",
-        taken_over_from=d.get("taken_over_from"),
-    )
+def logfmt_value(value: Any) -> str:
+    """One value as logfmt: bare if it can be, else quoted with escapes; None is empty.
+
+    A quoted value is also a JSON string. A value longer than `MAX_VALUE` is cut and ends in
+    `…[+N chars]`; objects and lists are compact JSON.
+    """
+    if value is None:
+        return ""
+    text = _text(value)
+    if len(text) > MAX_VALUE:
+        text = f"{text[:MAX_VALUE]}…[+{len(text) - MAX_VALUE} chars]"
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return f'"{_IN_QUOTES.sub(_escape_quoted, text)}"'
 
 
-def _transition(d: dict[str, Any]) -> str:
-    return pairs(to=d["to"] or "(end)", changes=len(d["delta"]))
+def logfmt(fields: Iterable[tuple[str, Any]]) -> str:
+    """`key=value` pairs (keys already logfmt keys), separated by spaces: one safe line."""
+    return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields)
 
 
-def _effect(d: dict[str, Any]) -> str:
-    return pairs(name=d["name"], call=d["call"], result=d["result"])
+def pairs(**fields: Any) -> str:
+    """`fields` as one logfmt line, nested objects flattened (see `event_line`)."""
+    return logfmt(flat(fields))
 
 
-def _decision(d: dict[str, Any]) -> str:
-    return pairs(
-        item=d["item"], outcome=d["outcome"], reason=d.get("reason"), **d.get("inputs", {})
-    )
-
-
-def _failed(d: dict[str, Any]) -> str:
-    return pairs(error=d["error"])
-
-
-def _asked(d: dict[str, Any]) -> str:
-    return pairs(call=d["call"], round=d["round"], attempt=d["attempt"], model=d["model"])
-
-
-def _model_failed(d: dict[str, Any]) -> str:
-    return pairs(
-        call=d["call"],
-        round=d["round"],
-        attempt=d["attempt"],
-        status=d["status"],
-        error=d["error_type"],
-        retry_in=d["delay_s"] if d["delay_s"] is None else round(d["delay_s"], 3),
-        request_id=d["request_id"],
-    )
-
-
-def _answered(d: dict[str, Any]) -> str:
-    u = d["usage"]
-    return pairs(
-        call=d["call"],
-        round=d["round"],
-        model=d["model"],
-        stop=d["stop_reason"],
-        tokens_in=u["input_tokens"],
-        tokens_out=u["output_tokens"],
-        cache_write=u["cache_write_5m_tokens"] + u["cache_write_1h_tokens"] or None,
-        cache_read=u["cache_read_tokens"] or None,
-        cost_usd=f"{d['cost_usd']:.6f}",
-        ms=d["latency_ms"],
-        request_id=d["request_id"],
-    )
-
-
-def _rejected(d: dict[str, Any]) -> str:
-    return pairs(call=d["call"], round=d["round"], schema=d["name"], errors="; ".join(d["errors"]))
-
-
-def _action(d: dict[str, Any]) -> str:
-    return pairs(
-        action=d["name"],
-        key=d["key"],
-        attempt=d.get("attempt"),
-        result=d.get("result"),
-        done_in_run=d.get("done_in_run"),
-        outcome=d.get("outcome"),
-        by=d.get("by"),
-    )
-
-
-def _action_failed(d: dict[str, Any]) -> str:
-    return pairs(
-        action=d["name"],
-        key=d["key"],
-        attempt=d["attempt"],
-        status=d["status"],
-        error=d["error_type"],
-        in_doubt=d["in_doubt"] or None,
-        retry_in=d["delay_s"],
-        message=d["message"],
-    )
-
-
-SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    k.RUN_STARTED: _started,
-    k.RUN_RESUMED: _resumed,
-    k.TRANSITION: _transition,
-    k.SNAPSHOT: lambda d: pairs(step=d["step"], transitions=d["transitions"]),
-    k.EFFECT_DONE: _effect,
-    k.DECISION: _decision,
-    k.RUN_FAILED: _failed,
-    k.RUN_DONE: lambda d: pairs(steps=d.get("steps")),
-    k.MODEL_REQUESTED: _asked,
-    k.MODEL_FAILED: _model_failed,
-    k.MODEL_ANSWERED: _answered,
-    k.OUTPUT_REJECTED: _rejected,
-    k.ACTION_INTENDED: _action,
-    k.ACTION_DONE: _action,
-    k.ACTION_SKIPPED: _action,
-    k.ACTION_RESOLVED: _action,
-    k.ACTION_FAILED: _action_failed,
-    k.RUN_NEEDS_ATTENTION: lambda d: pairs(action=d["name"], key=d["key"], message=d["message"]),
-}
+def event_fields(e: Event) -> list[tuple[str, Any]]:
+    """The event's fields as its log line names them, in order: the fixed ones, then its data,
+    flattened."""
+    fields: list[tuple[str, Any]] = [
+        ("at", e.at),
+        ("run_id", e.run_id),
+        ("seq", e.seq),
+        ("step", e.step),
+        ("kind", e.kind),
+    ]
+    for key, value in e.data.items():
+        name = _key(key)
+        _flatten(f"data.{name}" if name in _FIXED else name, value, fields)
+    return fields
 
 
 def event_line(e: Event) -> str:
-    summary = SUMMARIES.get(e.kind)
-    text = summary(e.data) if summary is not None else short(e.data, 160)
-    # The summary is safe already; the fields before it come from the journal too.
-    return printable(f"{e.at} {e.run_id} {e.seq:>5} {e.step or '-'} {e.kind} {text}".rstrip())
+    r"""The event as one logfmt line: `at run_id seq step kind`, then every field of its data.
+
+    Each key is the field's own name (the name of its SQL view column too); nested objects are
+    flattened with dotted keys (`usage.input_tokens=12`), lists are compact JSON, None is an
+    empty value (`to=`) and the empty string `""`. A value with whitespace, `=`, `"`, `\` or a
+    control is quoted, with `\"`, `\\`, `\n`, `\t`, `\r` and `\uXXXX` escapes (C0 and C1
+    controls, DEL, bidi controls, separators): whatever a model wrote, an event is one line
+    that a terminal shows as text and a logfmt parser reads back.
+    """
+    return logfmt(event_fields(e))
 
 
 def event_json(e: Event) -> str:

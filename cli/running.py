@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 import machine
+from cli import live
 from cli.main import (
     F,
     InputError,
@@ -319,6 +320,7 @@ def report(outcome: Outcome) -> None:
 )
 @model_options
 @limit_options
+@live.live_options
 @durability_option
 @redact_env_option
 @db_option
@@ -336,7 +338,9 @@ def run(
 
     TARGET is path/to/file.py or package.module, with :NAME to pick one machine when the
     file has several. Exits 0 when the run is done, 3 when a limit or a person killed it, 1
-    when it failed or stopped (resume it with `journal resume`), 2 on bad input.
+    when it failed or stopped (resume it with `journal resume`), 2 on bad input. While it
+    executes, each event is a line on stderr (`journal logs` prints the same), or, on a
+    terminal, one progress line.
 
     \b
     Example:
@@ -347,14 +351,17 @@ def run(
     # Everything is checked before the journal is opened: bad input never touches it.
     prepared = machine.prepare(loaded.machine, read_input(input_path))
     journal = open_journal(db, create=True, durability=durability)
-    outcome = machine.start(
-        journal,
-        prepared,
-        target=loaded.location,
-        code_hash=loaded.code_hash,
-        run_key=run_key,
-        options=Options(on_start=_announce("started"), models=models, limits=limits),
-    )
+    with live.view(journal, prepared.machine, announce=_announce("started")) as view:
+        outcome = machine.start(
+            journal,
+            prepared,
+            target=loaded.location,
+            code_hash=loaded.code_hash,
+            run_key=run_key,
+            options=Options(
+                on_start=view.on_start, on_event=view.on_event, models=models, limits=limits
+            ),
+        )
     if not outcome.created and outcome.executed:
         click.echo(
             f"note: run key {run_key!r} belongs to run {outcome.run.run_id}; resumed it", err=True
@@ -370,6 +377,7 @@ def run(
 )
 @model_options
 @limit_options
+@live.live_options
 @durability_option
 @redact_env_option
 @db_option
@@ -404,12 +412,15 @@ def resume(
             f"run {found.run_id}'s code was at {found.target}, which is gone: "
             "pass --target with where it is now"
         ) from e
-    outcome = machine.resume(
-        journal,
-        found.run_id,
-        loaded.machine,
-        target=loaded.location,
-        code_hash=loaded.code_hash,
-        options=Options(on_start=_announce("resumed"), models=models, limits=limits),
-    )
+    with live.view(journal, loaded.machine, announce=_announce("resumed")) as view:
+        outcome = machine.resume(
+            journal,
+            found.run_id,
+            loaded.machine,
+            target=loaded.location,
+            code_hash=loaded.code_hash,
+            options=Options(
+                on_start=view.on_start, on_event=view.on_event, models=models, limits=limits
+            ),
+        )
     report(outcome)

@@ -62,6 +62,8 @@ def _started(e: Event, c: Changes) -> None:
     )
     if "ordinal" in d:  # runs started before there was one are numbered by _rebuild
         c.sets["ordinal"] = d["ordinal"]
+    if d.get("forked_from"):
+        c.sets.update(forked_from=d["forked_from"]["run_id"], forked_at=d["forked_from"]["seq"])
     _limits(e, c)
 
 

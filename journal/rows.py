@@ -18,6 +18,10 @@ class Run:
     target: str
     code_hash: str
     run_key: str | None
+    forked_from: str | None
+    """The run this one was forked from (`journal fork`), if any..."""
+    forked_at: int | None
+    """... and the seq of that run whose state this one started from."""
     status: str
     step: str | None
     steps: int

@@ -313,6 +313,8 @@ _RUNS = """
         target TEXT NOT NULL DEFAULT '',
         code_hash TEXT NOT NULL DEFAULT '',
         run_key TEXT,
+        forked_from TEXT,
+        forked_at INTEGER,
         status TEXT NOT NULL DEFAULT 'running',
         step TEXT,
         steps INTEGER NOT NULL DEFAULT 0,

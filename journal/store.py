@@ -311,11 +311,13 @@ class Journal:
         lease_ttl: float,
         limits: dict[str, Any] | None = None,
         limit_overrides: dict[str, Any] | None = None,
+        forked_from: tuple[str, int] | None = None,
     ) -> tuple[Run, bool]:
         """Record a new run and take its lease; with a run key already used, return that run.
 
         The second value is True when the run was created. `limits` are the limits in force,
-        `limit_overrides` those given for this run alone (recorded with `run.started`).
+        `limit_overrides` those given for this run alone (recorded with `run.started`);
+        `forked_from` the run and seq whose state this one starts from.
         """
         now = self.clock()
         input_text = self.redact(dumps(input))
@@ -342,6 +344,8 @@ class Journal:
             }
             if limits is not None:
                 data.update(limits=limits, limit_overrides=limit_overrides or {})
+            if forked_from is not None:
+                data["forked_from"] = {"run_id": forked_from[0], "seq": forked_from[1]}
             text = self.redact(dumps(data))
             started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, json.loads(text))
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))

@@ -37,8 +37,9 @@ from machine.limits import Breaker, Limits
 from machine.loader import Target, load
 from machine.model import Models, anthropic_api, offline
 from machine.pricing import Price, PriceTable, Usage, cost
+from machine.rerun import Divergence, Reproduced, rerun
 from machine.retry import RetryPolicy
-from machine.runner import Options, Outcome, Prepared, prepare, resume, start
+from machine.runner import Options, Outcome, Prepared, fork, prepare, resume, start
 
 __all__ = [
     "ActionFailed",
@@ -48,6 +49,7 @@ __all__ = [
     "Context",
     "ConversionError",
     "DefinitionError",
+    "Divergence",
     "Fail",
     "FakeModel",
     "FakeServer",
@@ -73,6 +75,7 @@ __all__ = [
     "PriceFileError",
     "PriceTable",
     "ReplayMismatch",
+    "Reproduced",
     "RetryPolicy",
     "Retryable",
     "RunKilled",
@@ -88,10 +91,12 @@ __all__ = [
     "anthropic_api",
     "atomic_write",
     "cost",
+    "fork",
     "load",
     "offline",
     "parse_spec",
     "prepare",
+    "rerun",
     "resolve",
     "resume",
     "serve",

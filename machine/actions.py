@@ -79,6 +79,8 @@ def act(
     state, result = _outcome(events)
     if state == "done":
         return result
+    if ctx.replaying is not None:  # a rerun: never acts
+        ctx.replaying.unrecorded(ctx, call, f"act {name} {key!r}", events)
     base = {"call": call, "name": name, "key": key, "idempotent": idempotent}
     if repeat:
         base["repeat"] = True

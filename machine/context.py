@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from machine.errors import NeedsAttention
     from machine.limits import Guard
     from machine.model import ModelSession
+    from machine.rerun import Replay
     from machine.retry import Retrying
 
 T = TypeVar("T")
@@ -79,6 +80,7 @@ class Context:
         models: ModelSession | None = None,
         retrying: Retrying | None = None,
         guard: Guard | None = None,
+        replaying: Replay | None = None,
     ) -> None:
         self.run_id = run_id
         self.step = step
@@ -93,6 +95,9 @@ class Context:
         """The run's kill switch: effects and actions look at it before they start."""
         self.mismatch: ReplayMismatch | None = None
         self.stopped: NeedsAttention | None = None
+        self.replaying = replaying
+        """Set by a rerun (`machine.rerun`): it is told each call, compares it with the run's,
+        and stops the step where a call would run, send or differ; nothing is done for real."""
         self._recorded = recorded
         self._calls = 0
 
@@ -102,6 +107,8 @@ class Context:
         self._calls += 1
         call = key if key is not None else f"#{index}"
         events = self._recorded.get(call, [])
+        if self.replaying is not None:
+            self.replaying.placed(self, call)
         if events:
             had = (OPERATIONS.get(events[0].kind, events[0].kind), events[0].data.get("name"))
             if had != (operation, name):
@@ -110,6 +117,8 @@ class Context:
 
     def fail_mismatch(self, call: str, had: str, now: str) -> NoReturn:
         """Stop the step: at `call` the journal holds `had`, but the code now does `now`."""
+        if self.replaying is not None:
+            self.replaying.mismatch(self, call, had, now)
         msg = (
             f"run {self.run_id}, step {self.step!r} (visit {self.visit}), call {call}: "
             f"the journal has {had.strip()!r} there but the code now makes {now.strip()!r}. "
@@ -128,6 +137,8 @@ class Context:
         call, events = self.place("effect", name, key)
         if events:
             return events[-1].data["result"]
+        if self.replaying is not None:
+            self.replaying.unrecorded(self, call, f"effect {name}", events)
         if self.guard is not None:
             self.guard.check()
         self.checkpoint("effect.before")
@@ -144,6 +155,8 @@ class Context:
     def decide(self, *, item: Any, outcome: str, reason: str | None = None, **inputs: Any) -> None:
         """Record a decision about `item`: its `outcome`, the `reason`, and the inputs to it."""
         call, events = self.place("decision", None, None)
+        if self.replaying is not None:
+            self.replaying.decided(self, call, events, item, outcome, reason, inputs)
         if events:
             return
         data = {

@@ -67,6 +67,7 @@ class Machine(Generic[S]):
         limits: Limits | None = None,
         anomaly_threshold: float | None = 2.0,
         snapshot_every: int = 100,
+        progress: Callable[[S], tuple[int, int]] | None = None,
     ):
         if not attrs.has(cast(type, state)):
             msg = f"machine {name!r}: the state type must be an attrs class, not {state!r}"
@@ -80,6 +81,9 @@ class Machine(Generic[S]):
         self.anomaly_threshold = anomaly_threshold
         """A run whose tokens per step pass this many times its machine's usual (the median of
         its last finished runs) records a `cost.anomaly`; None checks nothing."""
+        self.progress = progress
+        """How far a run has come, from its state: (items done, items in all), e.g.
+        `lambda s: (s.next, len(s.tickets))`; the progress line a terminal shows uses it."""
         self.steps: dict[str, Handler] = {}
         self.converter: cattrs.Converter = convert.make()
         self._input: Callable[[Any], S] | None = None

@@ -223,6 +223,10 @@ class _Ask:
         """The response to `request`: from the journal if it holds one, else from the API."""
         request_hash = _hash(request, self.ctx.writer.journal.redact)
         journaled = self.rounds.get(round_, {})
+        if self.ctx.replaying is not None:  # a rerun: answered from the journal, or stopped
+            self.ctx.replaying.asked(
+                self.ctx, self.call, self.name, round_, request, request_hash, journaled
+            )
         for kind in (k.MODEL_ANSWERED, k.MODEL_REQUESTED):
             event = journaled.get(kind)
             if event is not None and event.data["request_hash"] != request_hash:

@@ -227,6 +227,70 @@ def resume(
     return attrs.evolve(outcome, code_changed=changed)
 
 
+def fork(
+    journal: Journal,
+    run_id: str,
+    machine: Machine[Any],
+    *,
+    at: int,
+    changes: Mapping[str, Any] | None = None,
+    target: str,
+    code_hash: str,
+    options: Options | None = None,
+) -> Outcome:
+    """Start a new run from run `run_id`'s state after seq `at`, and execute it to its end.
+
+    `changes` sets fields of that state first (JSON values, checked against the state type).
+    The new run starts at the step the old one was to go on with, records where it came from
+    (`forked_from`), and runs under the machine's current code; the old run is untouched.
+    """
+    options = options or Options()
+    machine.check()
+    old = journal.run(run_id)
+    if old.machine != machine.name:
+        msg = f"run {run_id} is a run of machine {old.machine!r}, but {target} is {machine.name!r}"
+        raise WrongMachine(msg)
+    at_state = fold.state_at(journal, run_id, at)
+    if at_state.step is None:
+        msg = f"run {run_id} had ended at seq {at_state.seq}: there is no step to go on with"
+        raise InputMismatch(msg)
+    state_json = at_state.state
+    unknown = sorted(set(changes or {}) - set(state_json))
+    if unknown:
+        msg = f"--set {unknown[0]}: {machine.state.__name__} has no field {unknown[0]!r}"
+        raise InputMismatch(msg)
+    state_json = {**state_json, **(changes or {})}
+    try:
+        state = convert.structure(machine.converter, state_json, machine.state, "the state")
+    except ConversionError as e:
+        raise InputMismatch(str(e)) from e
+    started = journal.events(run_id, upto=1)
+    first_input = json.loads(journal.blob(next(started).data["input"]))
+    live = _Live(journal, machine, options)
+    limits, overrides = _limits_for(journal, machine, {}, options.limits)
+    run, _ = journal.create_run(
+        machine=machine.name,
+        target=target,
+        code_hash=code_hash,
+        step=at_state.step,
+        state=state_json,
+        input=first_input,
+        run_key=None,
+        holder=live.holder,
+        lease_ttl=options.lease_ttl,
+        limits=limits.to_json(),
+        limit_overrides=overrides,
+        forked_from=(run_id, min(at, old.last_seq)),
+    )
+
+    def begin(writer: RunWriter) -> _Start:
+        if options.on_event is not None:
+            options.on_event(list(journal.events(run.run_id, upto=1)))
+        return _Start(state, state_json, at_state.step, 0, {})
+
+    return attrs.evolve(live.execute(run, limits, begin), created=True)
+
+
 @attrs.frozen
 class _Start:
     """Where a run goes on from: its state (as a value and as JSON), step, visit and the calls

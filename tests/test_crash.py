@@ -80,9 +80,11 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     while True:
         ids = run_ids(db)
         if ids:
-            process = spawn("resume", ids[0], db=db)
+            # --quiet: nobody reads the live log of a process about to be killed, and a full
+            # pipe would stall it.
+            process = spawn("resume", ids[0], "--quiet", db=db)
         else:
-            process = spawn("run", LINES, "--input", str(input_path), db=db)
+            process = spawn("run", LINES, "--input", str(input_path), "--quiet", db=db)
         if kills < 30:
             # Killed once this process has done something (a line more in the file), at a
             # random moment within the next few effects; never by a clock that a loaded
@@ -99,7 +101,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
                 kills += 1
                 continue
         else:
-            process.wait(timeout=120)
+            process.communicate(timeout=120)  # read as it goes: the live log fills a pipe
         assert process.returncode == 0, (seed, process.stderr.read() if process.stderr else "")
         break
     assert kills >= 30, f"seed {seed}: the run finished after {kills} kills"
@@ -202,6 +204,7 @@ def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path
         while True:
             ids = run_ids(db)
             args = ["resume", ids[0]] if ids else ["run", triage, "--input", tickets]
+            args.append("--quiet")  # a killed process's live log is read by nobody
             process = subprocess.Popen(
                 [*journal_command(), *args, "--db", str(db)],
                 cwd=work,

@@ -149,14 +149,14 @@ def test_logs_print_one_line_per_event(hostile: tuple[Path, str, str]) -> None:
         )
         lines = output("logs", run, db=db).splitlines()
         assert len(lines) == count["last_seq"]
-        assert all(line.split()[1] == run for line in lines)
+        assert all(line.split()[1] == f"run_id={run}" for line in lines)
     decision = next(
-        line for line in output("logs", done, db=db).splitlines() if " decision " in line
+        line for line in output("logs", done, db=db).splitlines() if " kind=decision " in line
     )
     quoted = re.search(r' reason=("(?:[^"\\]|\\.)*")', decision)
     assert quoted is not None, decision
-    # A quoted value reads back as JSON: the text on one line, whitespace runs made one space.
-    assert json.loads(quoted.group(1)) == " ".join(HOSTILE.split())
+    # A quoted logfmt value is also a JSON string: it reads back to the very text journaled.
+    assert json.loads(quoted.group(1)) == HOSTILE
 
 
 def test_json_outputs_read_back_exactly(hostile: tuple[Path, str, str]) -> None:
@@ -285,17 +285,24 @@ class TestJsonLine:
 
 
 class TestPairs:
-    """`pairs` and `short`: one parseable line, whatever the values hold."""
+    """`pairs` (logfmt) and `short`: one parseable line, whatever the values hold."""
 
-    def test_a_value_with_controls_is_quoted_as_json(self) -> None:
+    def test_a_value_with_controls_is_quoted_and_escaped(self) -> None:
         line = pairs(item="x\x1by", n=3, reason="two\nlines")
-        assert line == 'item="x\\u001by" n=3 reason="two lines"'
+        assert line == 'item="x\\u001by" n=3 reason="two\\nlines"'
 
     def test_a_plain_value_stands_bare(self) -> None:
-        assert pairs(outcome="page", path="C:\\x1b") == "outcome=page path=C:\\x1b"
+        assert pairs(outcome="page", n=2.5, ok=True) == "outcome=page n=2.5 ok=true"
 
-    def test_json_values_are_escaped(self) -> None:
-        assert pairs(result={"a": "\x9b"}) == 'result={"a":"\\u009b"}'
+    def test_a_backslash_is_quoted_and_doubled(self) -> None:
+        assert pairs(path="C:\\x1b") == 'path="C:\\\\x1b"'
+
+    def test_none_is_empty_and_the_empty_string_quoted(self) -> None:
+        assert pairs(to=None, name="") == 'to= name=""'
+
+    def test_objects_are_flattened_and_lists_json(self) -> None:
+        line = pairs(result={"a": "\x9b", "b": {"c": 1}, "d": {}}, tags=["x"])
+        assert line == 'result.a="\\u009b" result.b.c=1 result.d={} tags="[\\"x\\"]"'
 
     def test_short(self) -> None:
         assert short("a\x1b\nb") == "a\\u001b b"

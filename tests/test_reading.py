@@ -311,8 +311,11 @@ def test_a_full_disk_stops_the_run_without_blaming_a_step(tmp_path: Path) -> Non
         input_path.write_text(json.dumps({"items": items, "out": str(tmp_path / "out.txt")}))
         stopped = cli("run", LINES, "--input", str(input_path), db=db)
         assert stopped.returncode == 6, stopped.stderr
-        started, error = stopped.stderr.strip().splitlines()  # the run's start, then one line
-        assert started.startswith("run ") and "is full" in error and "nothing was lost" in error
+        said = stopped.stderr.strip().splitlines()  # the run's start, its live log, one error
+        assert said[0].startswith("run ") and [s for s in said if s.startswith("Error")] == [
+            said[-1]
+        ]
+        assert "is full" in said[-1] and "nothing was lost" in said[-1]
         runs = json.loads(cli("runs", "--json", db=db).stdout.splitlines()[0])
         assert runs["status"] != "failed" and runs["error"] is None
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)

@@ -1,0 +1,94 @@
+"""`journal fork`: a new run from an old run's state at a seq, under the code as it is now."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+import machine
+from cli.main import InputError, db_option, durability_option, open_journal, redact_env_option
+from cli.running import limit_options, model_options, models_for, report
+from journal import Durability, Run
+from machine import Options, TargetNotFound
+
+
+def _changes(ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for item in given:
+        field, eq, text = item.partition("=")
+        if not eq or not field:
+            raise click.BadParameter(f"{item!r} is not FIELD=JSON", ctx, param)
+        try:
+            changes[field] = json.loads(text)
+        except ValueError as e:
+            raise click.BadParameter(f"{field}: not JSON ({e})", ctx, param) from e
+    return changes
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--at", "at_seq", type=click.IntRange(min=1), required=True, help="The seq to fork at."
+)
+@click.option(
+    "--set",
+    "changes",
+    metavar="FIELD=JSON",
+    multiple=True,
+    callback=_changes,
+    help="Set a field of the state before the new run starts (repeatable).",
+)
+@click.option("--target", help="The machine's code, if not where RUN's was.")
+@model_options
+@limit_options
+@durability_option
+@redact_env_option
+@db_option
+def fork(
+    run_id: str,
+    at_seq: int,
+    changes: dict[str, Any],
+    target: str | None,
+    fake_model: str | None,
+    prices: Path | None,
+    durability: Durability,
+    db: Path | None,
+    **limits: Any,
+) -> None:
+    """Start a new run from RUN's state after seq --at, and execute it to its end.
+
+    The new run goes on with the step RUN was to take after that seq, under the machine's code
+    as it is now (to retry a step with a fixed prompt, say), linked to RUN by `forked_from` and
+    `forked_at` in the runs table. RUN is left as it is. `journal replay RUN` shows the seqs.
+
+    \b
+    Example:
+        journal fork 3fa2 --at 40 --set threshold=3
+    """
+    models = models_for(fake_model, prices)
+    journal = open_journal(db, write=True, durability=durability)
+    old = journal.find_run(run_id)
+    try:
+        loaded = machine.load(target or old.target)
+    except TargetNotFound as e:
+        raise InputError(
+            f"run {old.run_id}'s code was at {old.target}, which is gone: pass --target"
+        ) from e
+
+    def announce(run: Run) -> None:
+        click.echo(f"run {run.run_id} forked from {old.run_id} at seq {at_seq}", err=True)
+
+    outcome = machine.fork(
+        journal,
+        old.run_id,
+        loaded.machine,
+        at=at_seq,
+        changes=changes,
+        target=loaded.location,
+        code_hash=loaded.code_hash,
+        options=Options(on_start=announce, models=models, limits=limits),
+    )
+    report(outcome)

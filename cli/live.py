@@ -1,0 +1,430 @@
+"""A run seen as it executes: a log line per event, a progress line, and `logging` records.
+
+`journal run` and `journal resume` hand `Live.on_event` each batch of the run's events as the
+journal commits it (`Options.on_event`): already redacted, and on a resume only the new ones,
+so nothing is told twice. Where stderr is not a terminal (a container, cron, CI), each event is
+a line on stderr, the line `journal logs` prints for it; on a terminal, one status line is
+rewritten in place instead. `--log-file` appends the lines to a file too, and every event is a
+record of the `runjournal` logger, for whatever handlers the host program set up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import sys
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, Literal
+
+import attrs
+import click
+
+from cli.main import F, one_line
+from cli.output import event_json, event_line, plural, printable
+from journal import Event, Journal, Run, delta, state_at
+from journal import events as k
+from machine import Machine, convert
+
+LOGGER = "runjournal"
+"""The name of the logger each event is handed to."""
+
+_WARNINGS = frozenset({k.RUN_FAILED, k.RUN_KILLED, k.RUN_NEEDS_ATTENTION, k.COST_ANOMALY})
+# A failure that is retried is routine (a 429); one that is not is worth a look.
+_RETRIED = frozenset({k.MODEL_FAILED, k.ACTION_FAILED})
+_REDRAW_EVERY = 0.1  # seconds: a fast run would otherwise redraw the line thousands of times
+_CLEAR = "\r\x1b[K"  # to the line's start, then erase to its end
+_SETTINGS = "runjournal.live"
+
+LogFormat = Literal["logfmt", "json"]
+
+
+def level_of(event: Event) -> int:
+    """WARNING for a run that ended badly or stopped, a cost anomaly, and a model call or an
+    action that failed and will not be retried; INFO for everything else."""
+    if event.kind in _WARNINGS:
+        return logging.WARNING
+    if event.kind in _RETRIED and event.data.get("delay_s") is None:
+        return logging.WARNING
+    return logging.INFO
+
+
+def record_extra(event: Event) -> dict[str, Any]:
+    """What a log record carries besides its message (the event's logfmt line).
+
+    `journal` holds the whole event as `journal logs --json` prints it (run_id, seq, at, kind,
+    step, data), exact and uncut; `journal_run_id`, `journal_seq`, `journal_at`, `journal_kind`
+    and `journal_step` repeat its fixed fields flat, for format strings and filters. Every
+    name starts with `journal`, so none can clash with a LogRecord attribute (`name`, `msg`).
+    """
+    fields = {
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "at": event.at,
+        "kind": event.kind,
+        "step": event.step,
+    }
+    return {
+        "journal": {**fields, "data": event.data},
+        **{f"journal_{name}": value for name, value in fields.items()},
+    }
+
+
+def log_records(
+    events: Sequence[Event],
+    *,
+    logger: logging.Logger | None = None,
+    lines: Sequence[str] | None = None,
+) -> None:
+    """Hand each event to `logger` (default: `runjournal`), one record each; usable as
+    `Options(on_event=log_records)`.
+
+    Nothing is handed on while no handler would get it: Python's last-resort handler would
+    print the warnings on stderr a second time.
+    """
+    logger = logger or logging.getLogger(LOGGER)
+    if not logger.hasHandlers():
+        return
+    for i, event in enumerate(events):
+        level = level_of(event)
+        if logger.isEnabledFor(level):
+            line = lines[i] if lines is not None else event_line(event)
+            logger.log(level, line, extra=record_extra(event))
+
+
+@attrs.frozen
+class Settings:
+    """How a run is shown as it executes: the four options of `live_options`."""
+
+    log_format: LogFormat = "logfmt"
+    log_file: IO[str] | None = None
+    quiet: bool = False
+    log: bool = False
+
+
+def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    kept = ctx.meta.setdefault(_SETTINGS, {})
+    kept[param.name or ""] = value
+    if kept.get("quiet") and kept.get("log"):
+        raise click.UsageError("--quiet and --log contradict each other: give one", ctx)
+
+
+def live_options(fn: F) -> F:
+    """`--log-format`, `--log-file`, `--quiet` and `--log`, for commands that execute a run."""
+    options = (
+        click.option(
+            "--log-format",
+            type=click.Choice(["logfmt", "json"]),
+            default="logfmt",
+            show_default=True,
+            expose_value=False,
+            callback=_keep,
+            help="How each event is written as it is committed: a logfmt line, or a JSON "
+            "object (as `journal logs --json` prints it).",
+        ),
+        click.option(
+            "--log-file",
+            type=click.File("a", encoding="utf-8", lazy=False),
+            metavar="PATH",
+            expose_value=False,
+            callback=_keep,
+            help="Also append each event's line to PATH (created if missing), flushed as each "
+            "batch of events is committed.",
+        ),
+        click.option(
+            "--quiet",
+            "-q",
+            is_flag=True,
+            expose_value=False,
+            callback=_keep,
+            help="Print no event lines and no progress line on stderr: only how the run ended, "
+            "and errors.",
+        ),
+        click.option(
+            "--log",
+            is_flag=True,
+            expose_value=False,
+            callback=_keep,
+            help="Write each event's line on stderr even when it is a terminal (where a "
+            "progress line is shown instead by default).",
+        ),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings `live_options` parsed for this command."""
+    return Settings(**ctx.meta.get(_SETTINGS, {}))
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    """A terminal that can rewrite a line in place (not TERM=dumb)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # closed, or not a file at all
+        return False
+    return tty and os.environ.get("TERM") != "dumb"
+
+
+class Live:
+    """What this process shows of one run while executing it: wire `on_start` and `on_event`
+    into `Options`, and `close` once the run returned or raised."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        journal: Journal,
+        machine: Machine[Any],
+        announce: Callable[[Run], None],
+        stream: IO[str],
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        terminal = is_terminal(stream)
+        self.settings = settings
+        self.announce = announce
+        self.logger = logger
+        self.lines: IO[str] | None = None
+        if not settings.quiet and (settings.log or not terminal):
+            self.lines = stream
+        self.file = settings.log_file
+        self.progress: Progress | None = None
+        if not settings.quiet and not settings.log and terminal:
+            self.progress = Progress(stream, journal=journal, machine=machine, clock=clock)
+        self.troubles: list[str] = []
+        # Events told before the run is announced: its `run.started` or `run.resumed`. They
+        # wait for the announcement, so that "run 3fa2 started" stays the first line.
+        self._held: list[Event] | None = []
+
+    def on_start(self, run: Run) -> None:
+        held, self._held = self._held or [], None
+        if self.progress is not None:
+            self.progress.start(run, held)
+        if not self.settings.quiet:
+            self.announce(run)
+        self._tell(held)
+        if self.progress is not None:
+            self.progress.draw(force=True)
+
+    def on_event(self, events: Sequence[Event]) -> None:
+        if self._held is not None:
+            self._held.extend(events)
+            return
+        self._tell(events)
+        if self.progress is not None:
+            self.progress.update(events)
+
+    def close(self) -> None:
+        """Tell what is still held, clear the progress line, and say if a log stopped."""
+        if self._held:
+            # The run never got going here (the journal failed under it): its error is the one
+            # line stderr gets, as for any error; the log file and `logging` still get these.
+            held, self._held, self.lines = self._held, None, None
+            self._tell(held)
+        if self.progress is not None:
+            self.progress.clear()
+        for trouble in self.troubles:
+            click.echo(one_line(trouble), err=True)
+
+    def _tell(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        lines: list[str] | None = None
+        if self.lines is not None or self.file is not None:
+            if self.settings.log_format == "logfmt":
+                lines = [event_line(e) for e in events]
+                text = "".join(f"{line}\n" for line in lines)
+            else:
+                text = "".join(f"{event_json(e)}\n" for e in events)
+            if self.lines is not None and not _write(self.lines, text):
+                self.lines = None  # stderr is gone (a closed pipe): the run goes on without it
+            if self.file is not None and not _write(self.file, text):
+                self.troubles.append(f"warning: --log-file stopped at seq {events[0].seq}")
+                self.file = None
+        log_records(events, logger=self.logger, lines=lines)
+
+
+def _write(stream: IO[str], text: str) -> bool:
+    """Write and flush; False if the stream cannot take it (a full disk, a closed pipe)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def view(
+    journal: Journal, machine: Machine[Any], *, announce: Callable[[Run], None]
+) -> Iterator[Live]:
+    """The live view of the run this command executes, closed however the run ends: the
+    progress line is gone before the outcome or an error is printed."""
+    live = Live(
+        settings_of(click.get_current_context()),
+        journal=journal,
+        machine=machine,
+        announce=announce,
+        stream=sys.stderr,
+    )
+    try:
+        yield live
+    finally:
+        live.close()
+
+
+class Progress:
+    """The status line a terminal shows while a run executes, rewritten in place: step, items
+    done of all (when the machine says how to count them), model calls, retries, rejections,
+    cost, elapsed time and the last decision.
+
+    Counts start from the run's row when it starts or resumes, and go on from the events. The
+    state, which the machine's `progress` counts items from, is folded along: the first state
+    from `run.started` (or, on a resume, from the journal), then each transition's delta.
+    """
+
+    def __init__(
+        self,
+        stream: IO[str],
+        *,
+        journal: Journal,
+        machine: Machine[Any],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.journal = journal
+        self.machine = machine
+        self.count = machine.progress
+        self.clock = clock
+        self.began = clock()
+        self.drawn_at: float | None = None
+        self.step: str | None = None
+        self.steps = self.calls = self.retries = self.rejections = 0
+        self.cost_usd = 0.0
+        self.decision: str | None = None
+        self.state: Any = None
+        self.items: tuple[int, int] | None = None
+        self.counted = True  # `items` is up to date with `state`
+
+    def start(self, run: Run, held: Sequence[Event]) -> None:
+        self.step, self.steps = run.step, run.steps
+        self.calls, self.retries, self.rejections = (
+            run.model_calls,
+            run.model_failures,
+            run.rejections,
+        )
+        self.cost_usd = run.cost_nusd / 1e9
+        if self.count is None:
+            return
+        started = next((e for e in held if e.kind == k.RUN_STARTED), None)
+        try:
+            if started is not None:
+                self.state = copy.deepcopy(started.data["state"])
+            else:  # a resume: the fold it began with, again (cheap: snapshots bound it)
+                self.state = state_at(self.journal, run.run_id).state
+        except Exception:
+            self.count = None  # the progress line goes on without items
+        self.counted = False
+
+    def update(self, events: Sequence[Event]) -> None:
+        for e in events:
+            if e.step is not None:
+                self.step = e.step
+            if e.kind == k.TRANSITION:
+                self.steps += 1
+                self.step = e.data["to"]
+                if self.count is not None:
+                    self._fold(e.data["delta"])
+            elif e.kind == k.MODEL_ANSWERED:
+                self.calls += 1
+                self.cost_usd += e.data.get("cost_usd") or 0.0
+            elif e.kind == k.MODEL_FAILED:
+                self.retries += 1
+            elif e.kind == k.OUTPUT_REJECTED:
+                self.rejections += 1
+            elif e.kind == k.DECISION:
+                self.decision = f"{e.data.get('item')} → {e.data.get('outcome')}"
+        self.draw()
+
+    def _fold(self, ops: list[dict[str, Any]]) -> None:
+        try:
+            # Copied: the fold changes values in place, and these are the event's own.
+            self.state = delta.apply(self.state, copy.deepcopy(ops))
+        except Exception:
+            self.count = None
+        self.counted = False
+
+    def _items(self) -> tuple[int, int] | None:
+        if self.count is not None and not self.counted:
+            try:
+                value = convert.structure(
+                    self.machine.converter, self.state, self.machine.state, "the state"
+                )
+                done, total = self.count(value)
+                self.items = (int(done), int(total))
+            except Exception:
+                # The machine's own code: whatever it raises, the run is not the line's to stop.
+                self.count, self.items = None, None
+            self.counted = True
+        return self.items
+
+    def line(self) -> str:
+        parts = [self.step or "(end)"]
+        items = self._items()
+        parts.append(f"{items[0]}/{items[1]}" if items else plural(self.steps, "step"))
+        if self.calls or self.retries or self.rejections:
+            parts.append(plural(self.calls, "model call"))
+            if self.retries:
+                parts.append(f"{self.retries} {'retry' if self.retries == 1 else 'retries'}")
+            if self.rejections:
+                parts.append(f"{self.rejections} rejected")
+            parts.append(f"${self.cost_usd:.4f}")
+        parts.append(_elapsed(self.clock() - self.began))
+        if self.decision is not None:
+            parts.append(self.decision)
+        return printable(" · ".join(parts))
+
+    def draw(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and self.drawn_at is not None and now - self.drawn_at < _REDRAW_EVERY:
+            return
+        self.drawn_at = now
+        if not _write(self.stream, f"\r{_fit(self.line(), _columns(self.stream) - 1)}\x1b[K"):
+            self.drawn_at = None
+
+    def clear(self) -> None:
+        if self.drawn_at is not None:
+            _write(self.stream, _CLEAR)
+            self.drawn_at = None
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
+
+
+def _columns(stream: IO[str]) -> int:
+    """The terminal's width, asked each time: it may have been resized."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
+def _fit(text: str, columns: int) -> str:
+    """`text` cut to `columns` cells: wide characters take two, combining ones none; a line
+    longer than the terminal would wrap, and `\\r` could no longer rewrite it."""
+    used = 0
+    for i, c in enumerate(text):
+        cells = 0 if unicodedata.combining(c) else 1 + (unicodedata.east_asian_width(c) in "WF")
+        if used + cells > columns:
+            return text[:i]
+        used += cells
+    return text
