@@ -27,6 +27,7 @@ from cli.main import F, one_line
 from cli.output import event_json, event_line, plural, printable
 from journal import Event, Journal, Run, delta, state_at
 from journal import events as k
+from journal.kinds import to_step
 from machine import Machine, convert
 
 LOGGER = "runjournal"
@@ -338,7 +339,7 @@ class Progress:
                 self.step = e.step
             if e.kind == k.TRANSITION:
                 self.steps += 1
-                self.step = e.data["to"]
+                self.step = to_step(e.data)
                 if self.count is not None:
                     self._fold(e.data["delta"])
             elif e.kind == k.MODEL_ANSWERED:

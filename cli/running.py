@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import re
@@ -14,17 +15,19 @@ import click
 
 import machine
 from cli import live
+from cli.inspecting import status_of
 from cli.main import (
     F,
     InputError,
     db_option,
     durability_option,
+    one_line,
     open_journal,
     redact_env_option,
 )
 from cli.output import plural, printable
-from journal import Durability, Run
-from machine import Options, Outcome, TargetNotFound
+from journal import Durability, Journal, JournalError, Run
+from machine import MachineError, Options, Outcome, TargetNotFound
 from machine.model import Models, anthropic_api, offline
 from machine.pricing import PriceTable
 
@@ -262,6 +265,13 @@ def _announce(verb: str) -> Any:
 
 def report(outcome: Outcome) -> None:
     """Say how the run ended, and exit 0 if it is done, 3 if it was killed, 1 if not."""
+    code = tell(outcome)
+    if code:
+        click.get_current_context().exit(code)
+
+
+def tell(outcome: Outcome) -> int:
+    """Say how the run ended; the exit code that says it: 0 done, 3 killed, 1 otherwise."""
     run = outcome.run
     for found in outcome.anomalies:
         click.echo(
@@ -277,7 +287,7 @@ def report(outcome: Outcome) -> None:
         )
     if not outcome.executed:
         click.echo(f"run {run.run_id} is already done ({run.steps} steps): nothing to do")
-        return
+        return 0
     counts = [plural(run.steps, "step")]
     for n, word in ((run.decisions, "decision"), (run.actions, "action"), (run.effects, "effect")):
         if n:
@@ -286,11 +296,11 @@ def report(outcome: Outcome) -> None:
         counts.append(f"{plural(run.model_calls, 'model call')} costing ${run.cost_usd:.4f}")
     if run.status == "done":
         click.echo(f"run {run.run_id} done: {', '.join(counts)}")
-        return
+        return 0
     if run.status == "killed":
         click.echo(printable(f"run {run.run_id} killed at step {run.step}: {run.error}"), err=True)
         click.echo(f"journal resume {run.run_id} goes on (with higher limits if need be)", err=True)
-        click.get_current_context().exit(3)
+        return 3
     if run.status == "needs_attention":
         click.echo(printable(f"run {run.run_id} stopped at step {run.step}: {run.error}"), err=True)
     elif run.status == "failed":
@@ -301,7 +311,7 @@ def report(outcome: Outcome) -> None:
             printable(f"run {run.run_id} stopped ({run.status}) at step {run.step}"), err=True
         )
         click.echo(f"journal resume {run.run_id} goes on", err=True)
-    click.get_current_context().exit(1)
+    return 1
 
 
 @click.command()
@@ -370,10 +380,24 @@ def run(
 
 
 @click.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--target",
     help="Where the machine's code is now, if it moved since the run started.",
+)
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Resume every run a crash left behind (interrupted) or a person answered (resolved).",
+)
+@click.option("--machine", "machine_name", metavar="M", help="With --all: only this machine's.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --all: how many runs to resume at once.",
 )
 @model_options
 @limit_options
@@ -382,8 +406,11 @@ def run(
 @redact_env_option
 @db_option
 def resume(
-    run_id: str,
+    run_id: str | None,
     target: str | None,
+    every: bool,
+    machine_name: str | None,
+    workers: int,
     fake_model: str | None,
     prices: Path | None,
     durability: Durability,
@@ -393,25 +420,31 @@ def resume(
     """Rebuild RUN's state from the journal and go on from its unfinished step.
 
     Effects whose outcome is journaled are not run again. RUN is a run id or any unique
-    prefix of one. Refused (exit 1) while another live process executes the run.
+    prefix of one. Refused (exit 1) while another live process executes the run. With --all,
+    every run that is ready to resume, in turn (or --workers at once), each under its lease,
+    one outcome line each; the exit code is the worst of theirs.
 
     \b
     Example:
         journal resume 3fa2
+        journal resume --all --machine triage --workers 4
     """
+    if (run_id is None) == (not every):
+        raise click.UsageError("give a RUN, or --all")
+    if (machine_name is not None or workers != 1) and not every:
+        raise click.UsageError("--machine and --workers go with --all")
     models = models_for(fake_model, prices)
     journal = open_journal(db, write=True, durability=durability)
-    found = journal.find_run(run_id)
+    if every:
+        code = _resume_all(journal, machine_name, workers, target, models, limits, durability)
+        if code:
+            click.get_current_context().exit(code)
+        return
+    found = journal.find_run(str(run_id))
     if found.status == "done":
         report(Outcome(found, executed=False))
         return
-    try:
-        loaded = machine.load(target or found.target)
-    except TargetNotFound as e:
-        raise InputError(
-            f"run {found.run_id}'s code was at {found.target}, which is gone: "
-            "pass --target with where it is now"
-        ) from e
+    loaded = _load(found, target)
     with live.view(journal, loaded.machine, announce=_announce("resumed")) as view:
         outcome = machine.resume(
             journal,
@@ -424,3 +457,63 @@ def resume(
             ),
         )
     report(outcome)
+
+
+def _load(run: Run, target: str | None) -> machine.Target:
+    try:
+        return machine.load(target or run.target)
+    except TargetNotFound as e:
+        raise InputError(
+            f"run {run.run_id}'s code was at {run.target}, which is gone: "
+            "pass --target with where it is now"
+        ) from e
+
+
+READY = ("interrupted", "resolved")
+"""What `resume --all` takes up: runs a crash left behind, and runs a person answered for."""
+
+
+def _resume_all(
+    journal: Journal,
+    machine_name: str | None,
+    workers: int,
+    target: str | None,
+    models: Models,
+    limits: dict[str, Any],
+    durability: Durability,
+) -> int:
+    """Resume every run ready to resume; the worst exit code of theirs."""
+    ready = [
+        r
+        for r in journal.runs(machine=machine_name, statuses=("running", "resolved"))
+        if status_of(r, journal) in READY
+    ]
+    if not ready:
+        click.echo("no run to resume")
+        return 0
+    loaded = {r.run_id: _load(r, target) for r in ready}
+
+    def one(run: Run) -> Outcome:
+        # A connection of its own for each: runs resumed at once each write through theirs.
+        with journal.reopen() as own:
+            code = loaded[run.run_id]
+            click.echo(f"run {run.run_id} resumed: {run.machine} ({code.location})", err=True)
+            return machine.resume(
+                own,
+                run.run_id,
+                code.machine,
+                target=code.location,
+                code_hash=code.code_hash,
+                options=Options(models=models, limits=limits),
+            )
+
+    codes = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(one, run): run for run in reversed(ready)}  # oldest first
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                codes.append(tell(future.result()))
+            except (JournalError, MachineError) as e:
+                click.echo(one_line(f"run {futures[future].run_id}: {e}"), err=True)
+                codes.append(1)
+    return max(codes, key=lambda c: (c != 0, c))

@@ -4,7 +4,7 @@ This package opens, writes and reads the journal file and imports nothing from `
 `cli`. Everything a user or the rest of runjournal may use is listed here.
 """
 
-from journal import events
+from journal import events, kinds
 from journal.errors import (
     ActionBusy,
     ActionDone,
@@ -81,6 +81,7 @@ __all__ = [
     "StateAt",
     "events",
     "heads",
+    "kinds",
     "query",
     "replay",
     "state_at",

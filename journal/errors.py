@@ -76,6 +76,10 @@ class BadPatch(JournalError, ValueError):
     """A state change in the journal cannot be applied to the state it follows."""
 
 
+class BadEvent(JournalError, ValueError):
+    """An event's data is not of its kind: a field missing, or one its kind does not have."""
+
+
 class NotJSON(JournalError, TypeError):
     """Event data holds a value that cannot be written as JSON."""
 

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from journal import delta
+from journal.kinds import to_step
 from journal.store import Journal
 
 
@@ -30,13 +31,13 @@ class StateAt:
 def state_at(journal: Journal, run_id: str, seq: int | None = None) -> StateAt:
     """The state after all of the run's events up to `seq` (all of them when None)."""
     snap = journal.latest_snapshot(run_id, upto=seq)
-    state, step = snap.data["state"], snap.data["step"]
+    state, step = snap.data["state"], to_step(snap.data)
     count, last = snap.data.get("transitions", 0), snap.seq
     apply, loads = delta.apply, json.loads
     for at_seq, _, _, data in journal.transitions(run_id, after=snap.seq, upto=seq):
         change = loads(data)
         state = apply(state, change["delta"])
-        step, last = change["to"], at_seq
+        step, last = to_step(change), at_seq
         count += 1
     return StateAt(last, step, state, count)
 
@@ -60,9 +61,9 @@ def replay(journal: Journal, run_id: str, *, upto: int | None = None) -> Iterato
     """
     started = journal.latest_snapshot(run_id, upto=1)
     state = started.data["state"]
-    yield Change(started.seq, started.at, None, started.data["step"], [], state)
+    yield Change(started.seq, started.at, None, to_step(started.data), [], state)
     apply, loads = delta.apply, json.loads
     for seq, at, step, data in journal.transitions(run_id, after=1, upto=upto):
         change = loads(data)
         state = apply(state, change["delta"])
-        yield Change(seq, at, step, change["to"], change["delta"], state)
+        yield Change(seq, at, step, to_step(change), change["delta"], state)

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from journal import events as k
 from journal.errors import RunDone
 from journal.events import Event, dumps
+from journal.kinds import to_step
 
 
 class Changes(NamedTuple):
@@ -55,7 +56,7 @@ def _started(e: Event, c: Changes) -> None:
         code_hash=d["code_hash"],
         run_key=d.get("run_key"),
         status="running",
-        step=d["step"],
+        step=to_step(d),
         started_at=e.at,
         snapshot_seq=e.seq,
         transition_seq=e.seq,
@@ -82,7 +83,7 @@ def _resumed(e: Event, c: Changes) -> None:
 
 
 def _transition(e: Event, c: Changes) -> None:
-    c.sets["step"] = e.data["to"]
+    c.sets["step"] = to_step(e.data)
     c.sets["transition_seq"] = e.seq
     _add(c, "steps", 1)
 
@@ -153,60 +154,52 @@ def _model_failed(e: Event, c: Changes) -> None:
         _spend(c, e, exposure_nusd=-worst)
 
 
-def _key(e: Event, c: Changes, status: str, action_status: str, **fields: Any) -> None:
+def _key(e: Event, c: Changes, status: str, **fields: Any) -> None:
+    """The action's new status (see kinds.ACTION_STATUSES), for both action tables."""
     d = e.data
     entry = c.keys.setdefault((d["name"], d["key"]), {"attempts": 0, "result": None})
     entry["attempts"] += fields.pop("attempts", 0)
     if "intended_at" in fields:
         entry.setdefault("intended_at", fields.pop("intended_at"))
     entry.update(
-        run_id=e.run_id,
-        step=e.step,
-        call=d.get("call"),
-        status=status,
-        action_status=action_status,
-        repeat=bool(d.get("repeat")),  # an action meant to repeat is never in the seen-store
-        seq=e.seq,
-        updated_at=e.at,
-        **fields,
+        {
+            "run_id": e.run_id,
+            "step": e.step,
+            "call": d.get("call"),
+            "status": status,
+            "resolved_by": None,
+            # An action meant to repeat is never in the seen-store, nor is one another run did.
+            "seen": not d.get("repeat") and status != "skipped",
+            "seq": e.seq,
+            "updated_at": e.at,
+            **fields,
+        }
     )
 
 
 def _intended(e: Event, c: Changes) -> None:
-    _key(e, c, "intended", "intended", attempts=1, intended_at=e.at, result=None)
+    _key(e, c, "intended", attempts=1, intended_at=e.at, result=None)
 
 
 def _action_done(e: Event, c: Changes) -> None:
-    _key(e, c, "done", "done", result=dumps(e.data["result"]))
+    _key(e, c, "done", result=dumps(e.data["result"]))
     _add(c, "actions", 1)
 
 
 def _action_failed(e: Event, c: Changes) -> None:
-    status = "in_doubt" if e.data.get("in_doubt") else "failed"
-    _key(e, c, status, status, result=None)
+    _key(e, c, "in_doubt" if e.data.get("in_doubt") else "failed", result=None)
 
 
 def _skipped(e: Event, c: Changes) -> None:
-    d = e.data
-    entry = c.keys.setdefault((d["name"], d["key"]), {"attempts": 0, "result": None})
-    # Done by another run: this run's row says so; the seen-store keeps the run that did it.
-    entry.update(
-        run_id=e.run_id,
-        step=e.step,
-        call=d.get("call"),
-        action_status="skipped",
-        repeat=True,
-        seq=e.seq,
-        updated_at=e.at,
-        result=dumps(d.get("result")),
-    )
+    _key(e, c, "skipped", result=dumps(e.data.get("result")))
 
 
 def _resolved(e: Event, c: Changes) -> None:
-    if e.data["outcome"] == "done":
-        _key(e, c, "done", "resolved_done", result=dumps(e.data.get("result")))
+    d = e.data
+    if d["outcome"] == "done":
+        _key(e, c, "done", result=dumps(d.get("result")), resolved_by=d["by"])
     else:
-        _key(e, c, "not_done", "resolved_not_done", result=None)
+        _key(e, c, "not_done", result=None, resolved_by=d["by"])
     # A person answered: the run waits for nobody now, only for a resume to read the answer.
     c.sets.update(status="resolved", error=None)
 
@@ -288,13 +281,14 @@ WHERE action_keys.run_id = excluded.run_id
 """
 
 _UPSERT_ACTION = """
-INSERT INTO actions (run_id, name, key, step, call, status, attempts, result, intended_at,
-                     updated_at, seq)
-VALUES (:run_id, :name, :key, :step, :call, :action_status, :attempts, :result, :intended_at,
-        :updated_at, :seq)
+INSERT INTO actions (run_id, name, key, step, call, status, attempts, result, resolved_by,
+                     intended_at, updated_at, seq)
+VALUES (:run_id, :name, :key, :step, :call, :status, :attempts, :result, :resolved_by,
+        :intended_at, :updated_at, :seq)
 ON CONFLICT (run_id, name, key) DO UPDATE SET
     step = excluded.step, call = excluded.call, status = excluded.status,
     attempts = actions.attempts + excluded.attempts, result = excluded.result,
+    resolved_by = excluded.resolved_by,
     intended_at = coalesce(actions.intended_at, excluded.intended_at),
     updated_at = excluded.updated_at, seq = excluded.seq
 """
@@ -327,7 +321,7 @@ def _apply(conn: sqlite3.Connection, run_id: str, changes: Changes) -> None:
         raise RunDone(msg)
     for (name, key), entry in keys.items():
         row = {"name": name, "key": key, "intended_at": None, **entry}
-        if "status" in row and not row["repeat"]:
+        if row["seen"]:
             conn.execute(_UPSERT_KEY, row)
         conn.execute(_UPSERT_ACTION, row)
     for (day, model), amounts in spend.items():

@@ -75,11 +75,12 @@ class Action:
     name: str
     key: str
     status: str
-    """intended (running, or in doubt if no process holds the run), in_doubt, done, failed,
-    skipped (done by another run), resolved_done, resolved_not_done."""
+    """One of journal.kinds.ACTION_STATUSES."""
     attempts: int
     result: Any
     """JSON text, or None while the action has no result."""
+    resolved_by: str | None
+    """Who said what happened to it, when a person did (`journal resolve`)."""
     intended_at: str | None
     updated_at: str
     seq: int

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from journal import chain, projection
+from journal import chain, kinds, projection
 from journal.errors import JournalTooNew, JournalTooOld
 from journal.opening import APPLICATION_ID
 
@@ -365,6 +365,42 @@ def _cost_view(by: str, group: str, source: str, extra: str = "") -> str:
     """
 
 
+KIND_VIEWS = {
+    "decisions": "decision",
+    "effects": "effect.done",
+    "transitions": "transition",
+    "model_calls": "model.answered",
+    "model_failures": "model.failed",
+    "rejections": "output.rejected",
+    "kills": "run.killed",
+    "anomalies": "cost.anomaly",
+}
+"""The view of each kind of event: `run_id, seq, at, step`, then the kind's fields. A change to
+a kind's fields is a new migration that makes its view again."""
+
+VIEW_EXTRAS: dict[str, dict[str, str]] = {
+    "transitions": {
+        # Journals written before `to_step` said `to`.
+        "to_step": "coalesce(json_extract(data, '$.to_step'), json_extract(data, '$.to'))",
+        "changes": "json_array_length(data, '$.delta')",
+    },
+    "model_calls": {
+        "input_tokens": "$.usage.input_tokens",
+        "output_tokens": "$.usage.output_tokens",
+        "cache_write_tokens": "json_extract(data, '$.usage.cache_write_5m_tokens')"
+        " + json_extract(data, '$.usage.cache_write_1h_tokens')",
+        "cache_read_tokens": "$.usage.cache_read_tokens",
+    },
+}
+"""Columns a view adds to (or computes for) its kind's fields."""
+
+
+def _kind_view(view: str, kind: str) -> str:
+    extras = VIEW_EXTRAS.get(view, {})
+    columns = {name: f"$.{name}" for name in kinds.fields(kind)} | extras
+    return _view(view, kind, **columns)
+
+
 _M0005 = (
     *(f"DROP VIEW cost_by_{by}" for by in ("run", "machine", "model", "day")),
     "DROP VIEW actions",
@@ -384,6 +420,7 @@ _M0005 = (
         status TEXT NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         result TEXT,
+        resolved_by TEXT,
         intended_at TEXT,
         updated_at TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -431,16 +468,11 @@ _M0005 = (
     _cost_view("machine", "machine", "runs"),
     _cost_view("model", "model", "spend"),
     _cost_view("day", "day", "spend"),
-    _view(
-        "kills",
-        "run.killed",
-        **_fields("killed_by", "who", "reason", "limit_name", "value", "cap", "message"),
-    ),
-    _view(
-        "anomalies",
-        "cost.anomaly",
-        **_fields("metric", "value", "baseline", "ratio", "threshold", "code_hash"),
-    ),
+    # The views of events, one per kind, their columns the kind's fields (journal/kinds.py):
+    # one name for each datum, in the data, the log and SQL. Made anew over those of 0001-0002.
+    *(f"DROP VIEW {view}" for view in ("decisions", "effects", "transitions")),
+    *(f"DROP VIEW {view}" for view in ("model_calls", "model_failures", "rejections")),
+    *(_kind_view(view, kind) for view, kind in KIND_VIEWS.items()),
 )
 
 

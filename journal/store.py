@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import attrs
 
-from journal import chain, leases, limits, opening, projection, schema
+from journal import chain, kinds, leases, limits, opening, projection, schema
 from journal import events as k
 from journal.errors import (
     ActionBusy,
@@ -232,6 +232,8 @@ class Journal:
         if not events:
             return events
         run_id = events[0].run_id
+        for e in events:
+            kinds.check(e.kind, e.data)
         if texts is None:
             texts = [dumps(e.data) for e in events]
         if self.secrets:
@@ -332,20 +334,21 @@ class Journal:
             # Creation order, counted in the same transaction: runs are listed by it, never by
             # a clock that may step back.
             (ordinal,) = conn.execute("SELECT coalesce(max(ordinal), 0) + 1 FROM runs").fetchone()
-            data = {
-                "machine": machine,
-                "target": target,
-                "code_hash": code_hash,
-                "run_key": run_key,
-                "step": step,
-                "input": _put_blob(conn, input_text),
-                "state": state,
-                "ordinal": ordinal,
-            }
-            if limits is not None:
-                data.update(limits=limits, limit_overrides=limit_overrides or {})
-            if forked_from is not None:
-                data["forked_from"] = {"run_id": forked_from[0], "seq": forked_from[1]}
+            data = kinds.RunStarted(
+                machine=machine,
+                target=target,
+                code_hash=code_hash,
+                run_key=run_key,
+                to_step=step,
+                input=_put_blob(conn, input_text),
+                state=state,
+                ordinal=ordinal,
+                limits=limits,
+                limit_overrides=limit_overrides if limits is not None else None,
+                forked_from=(
+                    {"run_id": forked_from[0], "seq": forked_from[1]} if forked_from else None
+                ),
+            ).as_json()
             text = self.redact(dumps(data))
             started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, json.loads(text))
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))

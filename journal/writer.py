@@ -13,10 +13,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from journal.errors import JournalError, LeaseLost
 from journal.events import Event, dumps, timestamp
+from journal.kinds import Data
 from journal.leases import Holder
 from journal.limits import KillRequest, Reserve
 from journal.store import Journal, blob_ref
@@ -52,11 +52,12 @@ class RunWriter:
         self._pending_since = 0.0
         self._lock = threading.Lock()
 
-    def _add(self, kind: str, step: str | None, data: dict[str, Any], now: float) -> Event:
+    def _add(self, step: str | None, data: Data, now: float) -> Event:
+        fields = data.as_json()
         # Encoded now, so a value JSON cannot hold fails at the call that gave it.
-        text = dumps(data)
+        text = dumps(fields)
         self.last_seq += 1
-        event = Event(self.run_id, self.last_seq, timestamp(now), kind, step, data)
+        event = Event(self.run_id, self.last_seq, timestamp(now), data.KIND, step, fields)
         self._events.append(event)
         self._texts.append(text)
         self.bytes_written += len(text)
@@ -69,22 +70,21 @@ class RunWriter:
             self._blobs.append(text)
         return blob_ref(text)
 
-    def record(self, kind: str, step: str | None, data: dict[str, Any]) -> Event:
+    def record(self, step: str | None, data: Data) -> Event:
         """Hold an event that can be computed again, to be written with the next commit."""
         now = self.journal.clock()
         with self._lock:
             if not self._events:
                 self._pending_since = now
-            event = self._add(kind, step, data, now)
+            event = self._add(step, data, now)
             if len(self._events) >= self.max_pending or now - self._pending_since >= self.max_delay:
                 self._write()
             return event
 
     def commit(
         self,
-        kind: str,
         step: str | None,
-        data: dict[str, Any],
+        data: Data,
         *,
         sync: bool = False,
         claim: tuple[str, str] | None = None,
@@ -97,7 +97,7 @@ class RunWriter:
         is taken, or when the model request could pass a limit.
         """
         with self._lock:
-            event = self._add(kind, step, data, self.journal.clock())
+            event = self._add(step, data, self.journal.clock())
             try:
                 self._write(sync=sync, claim=claim, reserve=reserve)
             except BaseException:

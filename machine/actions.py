@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
-from journal import Action, ActionBusy, ActionDone, Event, Holder, Journal, RunWriter
+from journal import Action, ActionBusy, ActionDone, Event, Holder, Journal, RunWriter, kinds
 from journal import events as k
 from journal.events import dumps
 from machine import convert, retry
@@ -81,9 +81,13 @@ def act(
         return result
     if ctx.replaying is not None:  # a rerun: never acts
         ctx.replaying.unrecorded(ctx, call, f"act {name} {key!r}", events)
-    base = {"call": call, "name": name, "key": key, "idempotent": idempotent}
-    if repeat:
-        base["repeat"] = True
+    base: dict[str, Any] = {
+        "call": call,
+        "name": name,
+        "key": key,
+        "idempotent": idempotent,
+        "repeat": repeat,
+    }
     if state == "in_doubt" and not idempotent:
         _stop(ctx, base, "its outcome is unknown (the process stopped while it ran)")
     attempts_before = sum(e.kind == k.ACTION_INTENDED for e in events)
@@ -97,9 +101,8 @@ def act(
         ctx.checkpoint("action.before")
         try:
             writer.commit(
-                k.ACTION_INTENDED,
                 step,
-                {**base, "intent": intent, "attempt": attempts_before + n},
+                kinds.ActionIntended(**base, intent=intent, attempt=attempts_before + n),
                 sync=True,
                 claim=None if repeat else (name, key),
             )
@@ -112,9 +115,7 @@ def act(
         value = fn(key)
         ctx.checkpoint("action.ran")
         value = json.loads(dumps(convert.to_json(ctx.converter, value)))
-        writer.commit(
-            k.ACTION_DONE, step, {**base, "attempt": attempts_before + n, "result": value}
-        )
+        writer.commit(step, kinds.ActionDone(**base, attempt=attempts_before + n, result=value))
         ctx.checkpoint("action.done")
         return value
 
@@ -134,18 +135,17 @@ def act(
 
     def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
         writer.commit(
-            k.ACTION_FAILED,
             step,
-            {
+            kinds.ActionFailed(
                 **base,
-                "attempt": attempts_before + n,
-                "status": failure.status,
-                "error_type": failure.error_type,
-                "message": failure.message,
-                "retryable": failure.retryable,
-                "in_doubt": bool(doubt),
-                "delay_s": wait,
-            },
+                attempt=attempts_before + n,
+                status=failure.status,
+                error_type=failure.error_type,
+                message=failure.message,
+                retryable=failure.retryable,
+                in_doubt=bool(doubt),
+                delay_s=wait,
+            ),
         )
 
     assert ctx.retrying is not None
@@ -159,8 +159,8 @@ def act(
         msg = f"run {ctx.run_id}, step {step!r}: action {name} {key!r} failed: {e}"
         raise ActionFailed(msg) from e
     if isinstance(done, _Skipped):
-        skipped = {**base, "done_in_run": done.run_id, "result": done.result}
-        writer.commit(k.ACTION_SKIPPED, step, skipped)
+        skipped = kinds.ActionSkipped(**base, done_in_run=done.run_id, result=done.result)
+        writer.commit(step, skipped)
         return done.result
     return done
 
@@ -182,9 +182,6 @@ def _stop(ctx: Context, base: dict[str, Any], why: str) -> NoReturn:
 
 IN_DOUBT = ("intended", "in_doubt")
 """Statuses of an action whose outcome is unknown, once no process is executing its run."""
-RESOLVED = ("resolved_done", "resolved_not_done")
-"""Statuses of an action a person answered for; the answer may be corrected until the step
-that reads it ends."""
 
 
 def resolve(
@@ -216,7 +213,7 @@ def resolve(
             a
             for a in journal.actions(run_id, key=key)
             if name in (None, a.name)
-            and (a.status in IN_DOUBT or (a.status in RESOLVED and a.seq > moved_on))
+            and (a.status in IN_DOUBT or (a.resolved_by is not None and a.seq > moved_on))
         ]
         if not candidates:
             msg = (
@@ -234,15 +231,15 @@ def resolve(
         (action,) = candidates
         run = journal.run(run_id)
         writer = RunWriter(journal, run_id, last_seq=run.last_seq)
-        data = {
-            "call": action.call,
-            "name": action.name,
-            "key": key,
-            "outcome": "done" if done else "not_done",
-            "result": result if done else None,
-            "by": by,
-        }
-        writer.commit(k.ACTION_RESOLVED, action.step, data, sync=True)
+        data = kinds.ActionResolved(
+            call=action.call,
+            name=action.name,
+            key=key,
+            outcome="done" if done else "not_done",
+            result=result if done else None,
+            by=by,
+        )
+        writer.commit(action.step, data, sync=True)
         return action
     finally:
         journal.release_lease(run_id, holder.owner)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import cattrs
 
-from journal import Event, RunWriter
+from journal import Event, RunWriter, kinds
 from journal import events as k
 from journal.events import dumps
 from machine import convert
@@ -148,7 +148,7 @@ class Context:
         else:
             value = json.loads(dumps(convert.to_json(self.converter, result)))
         self.checkpoint("effect.after")
-        self.writer.commit(k.EFFECT_DONE, self.step, {"name": name, "call": call, "result": value})
+        self.writer.commit(self.step, kinds.EffectDone(name=name, call=call, result=value))
         self.checkpoint("effect.done")
         return value
 
@@ -159,14 +159,14 @@ class Context:
             self.replaying.decided(self, call, events, item, outcome, reason, inputs)
         if events:
             return
-        data = {
-            "call": call,
-            "item": convert.to_json(self.converter, item),
-            "outcome": outcome,
-            "reason": reason,
-            "inputs": convert.to_json(self.converter, inputs),
-        }
-        self.writer.record(k.DECISION, self.step, data)
+        data = kinds.Decision(
+            call=call,
+            item=convert.to_json(self.converter, item),
+            outcome=outcome,
+            reason=reason,
+            inputs=convert.to_json(self.converter, inputs),
+        )
+        self.writer.record(self.step, data)
 
     def ask(
         self,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from journal import kinds
+
 if TYPE_CHECKING:
     from machine.retry import Failure
 
@@ -128,8 +130,7 @@ class RunKilled(BaseException):
     swallow it: the runner records it as `run.killed` and the run ends `killed`.
     """
 
-    def __init__(self, message: str, **data: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.data = {**data, "message": message}
-        """The run.killed event's data: killed_by, and who/reason or limit_name/value/cap."""
+    def __init__(self, record: kinds.RunKilled) -> None:
+        super().__init__(record.message)
+        self.record = record
+        """The run.killed event's data: who or which limit, and why."""

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from journal import Heartbeat, LimitReached
+from journal import Heartbeat, LimitReached, kinds
 from journal.limits import NUSD, Reserve
 from machine.errors import RunKilled
 from machine.pricing import Price
@@ -183,11 +183,13 @@ class Guard:
         if kill is not None:
             said = f": {kill.reason}" if kill.reason else ""
             raise RunKilled(
-                f"killed by {kill.requested_by}{said}",
-                killed_by="person",
-                who=kill.requested_by,
-                reason=kill.reason,
-                requested_at=kill.requested_at,
+                kinds.RunKilled(
+                    killed_by="person",
+                    message=f"killed by {kill.requested_by}{said}",
+                    who=kill.requested_by,
+                    reason=kill.reason,
+                    requested_at=kill.requested_at,
+                )
             )
 
     def before_step(self, steps: int) -> None:
@@ -196,11 +198,13 @@ class Guard:
         cap = self.limits.max_steps
         if cap is not None and steps >= cap:
             raise RunKilled(
-                f"max_steps reached: {steps} steps taken, the cap is {cap}",
-                killed_by="limit",
-                limit_name="max_steps",
-                value=steps,
-                cap=cap,
+                kinds.RunKilled(
+                    killed_by="limit",
+                    message=f"max_steps reached: {steps} steps taken, the cap is {cap}",
+                    limit_name="max_steps",
+                    value=steps,
+                    cap=cap,
+                )
             )
 
     def before_request(self) -> None:
@@ -210,11 +214,13 @@ class Guard:
         if why is not None:
             assert self.breaker is not None
             raise RunKilled(
-                f"the breaker opened: {why}",
-                killed_by="limit",
-                limit_name="breaker",
-                value=self.breaker.figures(),
-                cap=attrs.asdict(self.breaker.breaker),
+                kinds.RunKilled(
+                    killed_by="limit",
+                    message=f"the breaker opened: {why}",
+                    limit_name="breaker",
+                    value=self.breaker.figures(),
+                    cap=attrs.asdict(self.breaker.breaker),
+                )
             )
 
     def reserve(self, tokens: int, usd: Decimal) -> Reserve:
@@ -230,12 +236,14 @@ class Guard:
 
     def limit_reached(self, e: LimitReached) -> RunKilled:
         return RunKilled(
-            str(e),
-            killed_by="limit",
-            limit_name=e.limit,
-            value=e.value,
-            cap=e.cap,
-            worst_case=e.worst_case,
+            kinds.RunKilled(
+                killed_by="limit",
+                message=str(e),
+                limit_name=e.limit,
+                value=e.value,
+                cap=e.cap,
+                worst_case=e.worst_case,
+            )
         )
 
     def record(self, ok: bool) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from journal import Event, LimitReached
+from journal import Event, LimitReached, kinds
 from journal import events as k
 from machine import output, retry
 from machine.errors import CallFailed, ModelCallFailed, ModelUnavailable, OutputRejected, RunKilled
@@ -216,8 +216,9 @@ class _Ask:
         self.price = price
         self.rounds = rounds
 
-    def _data(self, round_: int, **fields: Any) -> dict[str, Any]:
-        return {"call": self.call, "name": self.name, "round": round_, **fields}
+    def _place(self, round_: int) -> dict[str, Any]:
+        """The fields every event of this ask has: its place, its schema, its round."""
+        return {"call": self.call, "name": self.name, "round": round_}
 
     def answer(self, round_: int, request: dict[str, Any]) -> dict[str, Any]:
         """The response to `request`: from the journal if it holds one, else from the API."""
@@ -255,10 +256,9 @@ class _Ask:
             try:
                 sent[:] = [
                     writer.commit(
-                        k.MODEL_REQUESTED,
                         step,
-                        self._data(
-                            round_,
+                        kinds.ModelRequested(
+                            **self._place(round_),
                             attempt=n,
                             model=request["model"],
                             request_hash=request_hash,
@@ -285,24 +285,22 @@ class _Ask:
                 raise
             return message, time.perf_counter() - started, n
 
-        def outcome(**fields: Any) -> dict[str, Any]:
+        def outcome() -> dict[str, Any]:
             """What an attempt's outcome repeats of its request: the projection needs it."""
-            requested = sent[0]
-            return self._data(
-                round_,
-                model=request["model"],
-                requested_at=requested.at,
-                worst_case_usd=float(worst_usd),
-                worst_case_tokens=worst_tokens,
-                **fields,
-            )
+            return {
+                **self._place(round_),
+                "model": request["model"],
+                "requested_at": sent[0].at,
+                "worst_case_usd": float(worst_usd),
+                "worst_case_tokens": worst_tokens,
+            }
 
         def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
             guard.record(False)
             writer.commit(
-                k.MODEL_FAILED,
                 step,
-                outcome(
+                kinds.ModelFailed(
+                    **outcome(),
                     attempt=n,
                     status=failure.status,
                     error_type=failure.error_type,
@@ -322,9 +320,9 @@ class _Ask:
         body = message.model_dump(mode="json", exclude_none=True)
         usage = Usage.from_api(body.get("usage", {}))
         writer.commit(
-            k.MODEL_ANSWERED,
             step,
-            outcome(
+            kinds.ModelAnswered(
+                **outcome(),
                 attempt=attempts,
                 request_hash=request_hash,
                 request_id=getattr(message, "_request_id", None),
@@ -342,7 +340,6 @@ class _Ask:
         if k.OUTPUT_REJECTED in self.rounds.get(round_, {}):
             return  # journaled before the crash
         self.ctx.writer.commit(
-            k.OUTPUT_REJECTED,
             self.ctx.step,
-            self._data(round_, errors=answer.errors, raw=answer.raw),
+            kinds.OutputRejected(**self._place(round_), errors=answer.errors, raw=answer.raw),
         )

@@ -27,9 +27,10 @@ from typing import IO, Any, Literal, NoReturn
 
 import attrs
 
-from journal import Event, Journal, Run, RunWriter, delta
+from journal import Event, Journal, Run, RunWriter, delta, kinds
 from journal import events as k
 from journal.events import dumps, timestamp
+from journal.kinds import to_step
 from journal.limits import Reserve
 from journal.store import blob_ref
 from machine import convert
@@ -183,7 +184,7 @@ class _Visit:
 
 
 def _visits(journal: Journal, run_id: str, started: Event) -> Iterator[_Visit]:
-    step: str | None = started.data["step"]
+    step: str | None = to_step(started.data)
     number = started.data.get("transitions", 0)
     calls: dict[str, list[Event]] = {}
     stop: Event | None = None
@@ -196,7 +197,7 @@ def _visits(journal: Journal, run_id: str, started: Event) -> Iterator[_Visit]:
             stop = None  # a resume went on from that stop
         elif event.kind == k.TRANSITION and step is not None:
             yield _Visit(number, step, calls, event, stop)
-            step, number, calls, stop = event.data["to"], number + 1, {}, None
+            step, number, calls, stop = to_step(event.data), number + 1, {}, None
     if step is not None:
         yield _Visit(number, step, calls, None, stop)
 
@@ -226,7 +227,7 @@ class _Rerun:
             )
         except ConversionError as e:
             what = f"the run's first state no longer fits {machine.state.__name__}: "
-            return Divergence(run_id, started.data["step"], 0, None, "start", what + str(e))
+            return Divergence(run_id, to_step(started.data) or "", 0, None, "start", what + str(e))
         # The fold's own copy: deltas are applied to it in place.
         recorded = json.loads(dumps(started.data["state"]))
         for visit in _visits(self.journal, run_id, started):
@@ -286,7 +287,7 @@ class _Rerun:
                 replay.settle(calls=True)
                 self._count(replay)
                 return self._reproduced(visit)
-            was = visit.transition.data["to"]
+            was = to_step(visit.transition.data)
             if to != was:
                 what = f"the run {_went(was)} here, the code now {_goes(to)}"
                 missing = replay.missing()
@@ -317,7 +318,9 @@ class _Rerun:
         error = self.journal.redact(error)
         stop = visit.stop
         if visit.transition is not None:
-            what = f"the run {_went(visit.transition.data['to'])} here, the code now fails: {error}"
+            what = (
+                f"the run {_went(to_step(visit.transition.data))} here, the code now fails: {error}"
+            )
         elif stop is not None and stop.kind == k.RUN_FAILED:
             if stop.data.get("error") == error:
                 replay.settle(calls=True)
@@ -576,20 +579,19 @@ class _Unwritten(RunWriter):
         super().__init__(journal, run_id, last_seq=0)
         self.held: list[Event] = []
 
-    def record(self, kind: str, step: str | None, data: dict[str, Any]) -> Event:
-        return self._hold(kind, step, data)
+    def record(self, step: str | None, data: kinds.Data) -> Event:
+        return self._hold(data.KIND, step, data.as_json())
 
     def commit(
         self,
-        kind: str,
         step: str | None,
-        data: dict[str, Any],
+        data: kinds.Data,
         *,
         sync: bool = False,
         claim: tuple[str, str] | None = None,
         reserve: Reserve | None = None,
     ) -> Event:
-        return self._hold(kind, step, data)
+        return self._hold(data.KIND, step, data.as_json())
 
     def flush(self) -> None:
         return None

@@ -34,8 +34,8 @@ from journal import (
     RunWriter,
     delta,
     fold,
+    kinds,
 )
-from journal import events as k
 from journal.events import dumps
 from journal.limits import NUSD
 from machine import anomaly, convert
@@ -207,18 +207,17 @@ def resume(
         for event in journal.events(run_id, after=at.seq, kinds=tuple(OPERATIONS)):
             recorded.setdefault(event.data["call"], []).append(event)
         writer.commit(
-            k.RUN_RESUMED,
             at.step,
-            {
-                "status_before": run.status,
-                "code_hash_before": run.code_hash,
-                "code_hash": code_hash,
-                "target": target,
-                "from_seq": at.seq,
-                "taken_over_from": taken.describe() if taken else None,
-                "limits": limits.to_json(),
-                "limit_overrides": overrides,
-            },
+            kinds.RunResumed(
+                status_before=run.status,
+                code_hash_before=run.code_hash,
+                code_hash=code_hash,
+                target=target,
+                from_seq=at.seq,
+                taken_over_from=taken.describe() if taken else None,
+                limits=limits.to_json(),
+                limit_overrides=overrides,
+            ),
         )
         return _Start(state, at.state, at.step, at.transitions, recorded)
 
@@ -387,7 +386,7 @@ class _Live:
                 live.guard.before_step(visit)
                 result = handler(ctx, state)
             except RunKilled as e:
-                return self._end(live, step, k.RUN_KILLED, e.data)
+                return self._end(live, step, e.record)
             except NotJSON as e:
                 return self._fail(live, step, f"step {step!r}: {e}")
             except NeedsAttention as e:
@@ -421,7 +420,7 @@ class _Live:
             to = result.step if isinstance(result, Goto) else None
             before = writer.bytes_written
             try:
-                writer.record(k.TRANSITION, step, {"to": to, "delta": ops})
+                writer.record(step, kinds.Transition(to_step=to, delta=ops))
             except NotJSON as e:
                 return self._fail(
                     live, step, f"step {step!r} returned a state the journal cannot hold: {e}"
@@ -433,23 +432,19 @@ class _Live:
             # last have cost as much, so snapshots never more than double the journal.
             if since_snapshot >= machine.snapshot_every and delta_bytes >= state_bytes:
                 state_bytes = len(dumps(new_json))
-                writer.record(
-                    k.SNAPSHOT, step, {"state": new_json, "step": to, "transitions": visit}
-                )
+                writer.record(step, kinds.Snapshot(state=new_json, to_step=to, transitions=visit))
                 since_snapshot = delta_bytes = 0
             if to is None:
-                return self._end(live, step, k.RUN_DONE, {"steps": visit})
+                return self._end(live, step, kinds.RunDone(steps=visit))
             state, state_json, step = result.state, new_json, to
 
-    def _end(
-        self, live: _Execution, step: str, kind: str, data: dict[str, Any]
-    ) -> tuple[dict[str, Any], ...]:
+    def _end(self, live: _Execution, step: str, data: kinds.Data) -> tuple[dict[str, Any], ...]:
         """End the run (done, failed or killed), first recording any cost anomaly."""
         live.writer.flush()
         anomalies = anomaly.check(self.journal, live.writer.run_id, self.machine.anomaly_threshold)
         for found in anomalies:
-            live.writer.record(k.COST_ANOMALY, step, found)
-        live.writer.commit(kind, step, data)
+            live.writer.record(step, kinds.CostAnomaly(**found))
+        live.writer.commit(step, data)
         return anomalies
 
     def _check(self, step: str, result: Any) -> str | None:
@@ -498,16 +493,15 @@ class _Live:
         )
 
     def _stop(self, writer: RunWriter, step: str, stop: NeedsAttention) -> None:
-        data = {"call": stop.call, "name": stop.name, "key": stop.key, "message": str(stop)}
-        writer.commit(k.RUN_NEEDS_ATTENTION, step, data)
+        data = kinds.RunNeedsAttention(
+            call=stop.call, name=stop.name, key=stop.key, message=str(stop)
+        )
+        writer.commit(step, data)
 
     def _fail(
         self, live: _Execution, step: str, error: str, *, trace: str | None = None
     ) -> tuple[dict[str, Any], ...]:
-        data: dict[str, Any] = {"error": error}
-        if trace is not None:
-            data["traceback"] = trace
-        return self._end(live, step, k.RUN_FAILED, data)
+        return self._end(live, step, kinds.RunFailed(error=error, traceback=trace))
 
 
 @attrs.frozen

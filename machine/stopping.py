@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from journal import Holder, Journal, LeaseHeld, RunWriter
-from journal import events as k
+from journal import Holder, Journal, LeaseHeld, RunWriter, kinds
 from machine.errors import NothingToKill
 
 KILLABLE = ("running", "needs_attention", "resolved", "failed")
@@ -36,13 +35,10 @@ def kill(
     try:
         run = journal.run(run_id)
         said = f": {reason}" if reason else ""
-        data = {
-            "killed_by": "person",
-            "who": by,
-            "reason": reason,
-            "message": f"killed by {by}{said}",
-        }
-        RunWriter(journal, run_id, last_seq=run.last_seq).commit(k.RUN_KILLED, run.step, data)
+        data = kinds.RunKilled(
+            killed_by="person", who=by, reason=reason, message=f"killed by {by}{said}"
+        )
+        RunWriter(journal, run_id, last_seq=run.last_seq).commit(run.step, data)
         return "killed"
     finally:
         journal.release_lease(run_id, holder.owner)

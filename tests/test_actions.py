@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, cli, spawn
 
 import machine
-from journal import ActionBusy, Holder, Journal, RunWriter, state_at
+from journal import ActionBusy, Holder, Journal, RunWriter, kinds, state_at
 from journal import events as k
 from machine import Context, Machine, Options, Retryable, Transition
 
@@ -435,14 +435,14 @@ def test_a_refused_claim_never_takes_the_key_over(journal: Journal) -> None:
             lease_ttl=30,
         )
         writers[name] = RunWriter(journal, run.run_id, last_seq=1)
-    base = {"call": "#0", "name": "send", "key": "K-1", "idempotent": False}
-    intent = {**base, "intent": "x", "attempt": 1}
-    writers["a"].commit(k.ACTION_INTENDED, "s", intent, sync=True, claim=("send", "K-1"))
+    base: dict[str, Any] = {"call": "#0", "name": "send", "key": "K-1", "idempotent": False}
+    intent = kinds.ActionIntended(**base, intent="x", attempt=1)
+    writers["a"].commit("s", intent, sync=True, claim=("send", "K-1"))
     with pytest.raises(ActionBusy):
-        writers["b"].commit(k.ACTION_INTENDED, "s", intent, sync=True, claim=("send", "K-1"))
+        writers["b"].commit("s", intent, sync=True, claim=("send", "K-1"))
     failure = {"status": None, "error_type": "Retryable", "message": "busy", "retryable": True}
-    writers["b"].commit(k.ACTION_FAILED, "s", {**base, "attempt": 1, "in_doubt": False, **failure})
+    writers["b"].commit("s", kinds.ActionFailed(**base, attempt=1, in_doubt=False, **failure))
     with pytest.raises(ActionBusy):
-        writers["b"].commit(k.ACTION_INTENDED, "s", intent, sync=True, claim=("send", "K-1"))
+        writers["b"].commit("s", intent, sync=True, claim=("send", "K-1"))
     owner = journal.conn.execute("SELECT run_id, status FROM action_keys").fetchone()
     assert owner == (writers["a"].run_id, "intended")

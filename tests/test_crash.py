@@ -330,3 +330,34 @@ def test_a_resume_held_before_the_lease_while_another_finishes_the_run_adds_noth
         assert kinds[-1] == "run.done" and kinds.count("run.done") == 1
     assert cli("verify", db=db).returncode == 0
     assert cli("resume", run_id, db=db).returncode == 0  # and it stays resumable: done
+
+
+def test_resume_all_finishes_every_run_a_crash_left_behind(tmp_path: Path) -> None:
+    """Five runs SIGKILLed mid-way: `journal runs` flags them, `journal resume --all` (two at
+    once) finishes all five, each line of each file written once but at most one per kill."""
+    db = tmp_path / "journal.db"
+    outs = []
+    for n in range(5):
+        out = tmp_path / f"lines-{n}.out"
+        input_path = write_input(tmp_path / f"in-{n}.json", out, 12, 0.02)
+        process = spawn("run", LINES, "--input", str(input_path), "--quiet", db=db)
+        deadline = time.monotonic() + 60
+        while line_count(out) < 2:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        outs.append(out)
+    listed = cli("runs", "--status", "interrupted", "--json", db=db).stdout.splitlines()
+    assert len(listed) == 5
+    assert all("ready to resume" in json.loads(line)["flags"] for line in listed)
+    resumed = cli("resume", "--all", "--workers", "2", db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count(" done: ") == 5
+    with Journal.open(db, readonly=True) as journal:
+        assert {r.status for r in journal.runs()} == {"done"}
+    for out in outs:
+        keys = Counter(line.split()[0] for line in out.read_text().splitlines())
+        assert set(keys) == {f"item-{i}" for i in range(12)}
+        assert sum(keys.values()) - 12 <= 1
+    assert cli("resume", "--all", db=db).stdout.strip() == "no run to resume"

@@ -50,7 +50,7 @@ def test_a_fork_at_a_mid_run_seq_goes_on_to_done_and_leaves_the_old_run_alone(
         run = journal.run(new)
         assert (run.status, run.forked_from, run.forked_at) == ("done", old, 12)
         started = next(journal.events(new))
-        assert started.data["step"] == mid.step
+        assert started.data["to_step"] == mid.step
         assert started.data["state"] == {**mid.state, "total": 1000}
         final = state_at(journal, new).state
         assert final["next"] == len(words)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from journal import Heartbeat, Holder, Journal, LeaseHeld, LeaseLost, RunWriter
-from journal import events as k
+from journal import Heartbeat, Holder, Journal, LeaseHeld, LeaseLost, RunWriter, kinds
 from journal.leases import _process_stat
 
 
@@ -138,5 +137,5 @@ def test_a_writer_whose_lease_was_taken_writes_nothing(journal: Journal) -> None
     beat.stop()
     assert beat.lost
     with pytest.raises(LeaseLost, match="took over"):
-        writer.commit(k.EFFECT_DONE, "a", {"name": "x", "call": "#0", "result": 1})
+        writer.commit("a", kinds.EffectDone(name="x", call="#0", result=1))
     assert journal.run(run_id).last_seq == 1

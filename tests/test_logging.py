@@ -211,7 +211,7 @@ def test_the_log_key_is_the_field_name(triage: tuple[Path, str, str, str]) -> No
     (answered, *_) = logs(run_id, "--kind", "model.answered", db=db)
     assert " stop_reason=tool_use " in answered and " usage.input_tokens=" in answered
     first = logfmtkv.parse(logs(run_id, db=db)[0], strict=True)
-    assert first["kind"] == "run.started" and first["step"] == "" and first["data.step"] == "score"
+    assert first["kind"] == "run.started" and first["step"] == "" and first["to_step"] == "score"
 
 
 def test_lines_read_back_into_the_events_fields(triage: tuple[Path, str, str, str]) -> None:

@@ -26,6 +26,7 @@ from journal import (
     NotJSON,
     RunNotFound,
     RunWriter,
+    kinds,
     schema,
     state_at,
     verify,
@@ -137,9 +138,9 @@ def test_append_and_read_back_in_order(journal: Journal) -> None:
     run_id = new_run(journal)
     writer = RunWriter(journal, run_id, last_seq=1)
     writer.record(
-        k.TRANSITION, "a", {"to": "b", "delta": [{"op": "replace", "path": "/n", "value": 1}]}
+        "a", kinds.Transition(to_step="b", delta=[{"op": "replace", "path": "/n", "value": 1}])
     )
-    writer.commit(k.EFFECT_DONE, "b", {"name": "x", "call": "#0", "result": [1, "two"]})
+    writer.commit("b", kinds.EffectDone(name="x", call="#0", result=[1, "two"]))
     events = list(journal.events(run_id))
     assert [(e.seq, e.kind) for e in events] == [
         (1, k.RUN_STARTED),
@@ -155,10 +156,10 @@ def test_a_taken_seq_fails_the_whole_batch(journal: Journal) -> None:
     run_id = new_run(journal)
     first = RunWriter(journal, run_id, last_seq=1)
     second = RunWriter(journal, run_id, last_seq=1)
-    first.commit(k.EFFECT_DONE, "a", {"name": "x", "call": "#0", "result": 1})
-    second.record(k.DECISION, "a", {"call": "#1", "item": 1, "outcome": "o", "inputs": {}})
+    first.commit("a", kinds.EffectDone(name="x", call="#0", result=1))
+    second.record("a", kinds.Decision(call="#1", item=1, outcome="o"))
     with pytest.raises(ConcurrentAppend, match="seq 2 is already taken"):
-        second.commit(k.EFFECT_DONE, "a", {"name": "y", "call": "#0", "result": 2})
+        second.commit("a", kinds.EffectDone(name="y", call="#0", result=2))
     assert [e.kind for e in journal.events(run_id)] == [k.RUN_STARTED, k.EFFECT_DONE]
     assert journal.run(run_id).last_seq == 2
 
@@ -185,9 +186,9 @@ def test_data_that_is_not_json_is_refused_before_writing(journal: Journal) -> No
     run_id = new_run(journal)
     writer = RunWriter(journal, run_id, last_seq=1)
     with pytest.raises(NotJSON):
-        writer.commit(k.EFFECT_DONE, "a", {"name": "x", "call": "#0", "result": {1, 2}})
+        writer.commit("a", kinds.EffectDone(name="x", call="#0", result={1, 2}))
     assert journal.run(run_id).last_seq == 1
-    writer.commit(k.EFFECT_DONE, "a", {"name": "x", "call": "#0", "result": [1, 2]})
+    writer.commit("a", kinds.EffectDone(name="x", call="#0", result=[1, 2]))
     assert [e.seq for e in journal.events(run_id)] == [1, 2]
 
 
@@ -197,11 +198,11 @@ def test_the_runs_table_rebuilds_from_events_alone(journal: Journal) -> None:
     for i, run_id in enumerate(ids):
         writer = RunWriter(journal, run_id, last_seq=1)
         for j in range(i + 2):
-            writer.commit(k.EFFECT_DONE, "a", {"name": "x", "call": f"#{j}", "result": j})
-            writer.record(k.DECISION, "a", {"call": "d", "item": j, "outcome": "o", "inputs": {}})
-            writer.record(k.TRANSITION, "a", {"to": "a", "delta": []})
-        writer.record(k.TRANSITION, "a", {"to": None, "delta": []})
-        writer.commit(k.RUN_DONE if i else k.RUN_FAILED, "a", {"error": "boom", "steps": 3})
+            writer.commit("a", kinds.EffectDone(name="x", call=f"#{j}", result=j))
+            writer.record("a", kinds.Decision(call="d", item=j, outcome="o"))
+            writer.record("a", kinds.Transition(to_step="a", delta=[]))
+        writer.record("a", kinds.Transition(to_step=None, delta=[]))
+        writer.commit("a", kinds.RunDone(steps=3) if i else kinds.RunFailed(error="boom"))
     before = [attrs.asdict(r) for r in journal.runs()]
     journal.rebuild_runs()
     after = [attrs.asdict(r) for r in journal.runs()]
@@ -242,9 +243,7 @@ def test_reading_a_long_run_streams_in_flat_memory(journal: Journal) -> None:
     writer = RunWriter(journal, run_id, last_seq=1, max_pending=1000)
     payload = "x" * 200
     for i in range(40_000):
-        writer.record(
-            k.DECISION, "a", {"call": str(i), "item": i, "outcome": payload, "inputs": {}}
-        )
+        writer.record("a", kinds.Decision(call=str(i), item=i, outcome=payload))
     writer.flush()
     tracemalloc.start()
     count = 0
@@ -262,13 +261,11 @@ def test_state_at_uses_the_newest_snapshot(journal: Journal) -> None:
     run_id = new_run(journal, state={"n": 0})
     writer = RunWriter(journal, run_id, last_seq=1)
     for n in range(1, 6):
-        writer.record(
-            k.TRANSITION, "a", {"to": "a", "delta": [{"op": "replace", "path": "/n", "value": n}]}
-        )
-    writer.record(k.SNAPSHOT, "a", {"state": {"n": 5}, "step": "a", "transitions": 5})
-    writer.record(
-        k.TRANSITION, "a", {"to": "b", "delta": [{"op": "add", "path": "/m", "value": 1}]}
-    )
+        delta = [{"op": "replace", "path": "/n", "value": n}]
+        writer.record("a", kinds.Transition(to_step="a", delta=delta))
+    writer.record("a", kinds.Snapshot(state={"n": 5}, to_step="a", transitions=5))
+    delta = [{"op": "add", "path": "/m", "value": 1}]
+    writer.record("a", kinds.Transition(to_step="b", delta=delta))
     writer.flush()
     assert state_at(journal, run_id).state == {"n": 5, "m": 1}
     assert state_at(journal, run_id).transitions == 6
@@ -332,7 +329,7 @@ def test_a_journal_of_schema_3_gains_a_hash_chain_and_an_order_that_verify(db: P
         hashes = [row[0] for row in journal.conn.execute("SELECT hash FROM events")]
         assert all(len(h) == 64 for h in hashes) and len(set(hashes)) == 4
         writer = RunWriter(journal, "aaa111", last_seq=2)
-        writer.commit(k.RUN_DONE, "a", {"steps": 1})
+        writer.commit("a", kinds.RunDone(steps=1))
         third = new_run(journal)
         assert journal.run(third).ordinal == 3
         assert verify(journal) == []

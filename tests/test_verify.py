@@ -11,8 +11,7 @@ import pytest
 from conftest import cli, digest
 
 import machine
-from journal import Holder, Journal, RunDone, RunWriter, verify
-from journal import events as k
+from journal import Holder, Journal, RunDone, RunWriter, kinds, verify
 from machine import Context, Machine, Options, Transition
 
 
@@ -197,8 +196,11 @@ def test_an_event_after_done_is_refused_by_the_append_path_and_the_trigger(db: P
         run_id = busy_run(journal)
         last = journal.run(run_id).last_seq
         writer = RunWriter(journal, run_id, last_seq=last)
+        resumed = kinds.RunResumed(
+            status_before="done", code_hash_before="0", code_hash="0", target="t", from_seq=1
+        )
         with pytest.raises(RunDone, match="is done"):
-            writer.commit(k.RUN_RESUMED, "go", {"status_before": "done"})
+            writer.commit("go", resumed)
         with pytest.raises(RunDone):
             journal.acquire_lease(run_id, Holder.this_process(), 30)
     conn = sqlite3.connect(db)
