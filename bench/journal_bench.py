@@ -27,9 +27,8 @@ from pathlib import Path
 
 import attrs
 
-import machine
 from journal import Durability, Journal, chain, replay
-from machine import Context, Machine, Options, Transition
+from machine import Context, Machine, Options, Transition, runner
 
 
 @attrs.frozen
@@ -63,9 +62,9 @@ def fresh(path: Path) -> Path:
 def per_step_us(folder: Path, steps: int, durability: Durability) -> float:
     db = fresh(folder / f"steps-{durability}.db")
     with Journal.open(db, create=True, durability=durability) as journal:
-        prepared = machine.prepare(counting(effects=True), {"limit": steps})
+        prepared = runner.prepare(counting(effects=True), {"limit": steps})
         t0 = time.perf_counter()
-        outcome = machine.start(journal, prepared, target="bench", code_hash="0")
+        outcome = runner.start(journal, prepared, target="bench", code_hash="0")
         elapsed = time.perf_counter() - t0
     assert outcome.run.status == "done" and outcome.run.effects == steps
     return elapsed / steps * 1e6
@@ -113,9 +112,9 @@ def long_run(folder: Path, events: int, effects: bool) -> tuple[Path, str]:
     db = fresh(folder / f"long-{effects}.db")
     steps = events // 2 if effects else events
     with Journal.open(db, create=True) as journal:
-        prepared = machine.prepare(counting(effects, stop_at=steps), {"limit": steps + 1})
+        prepared = runner.prepare(counting(effects, stop_at=steps), {"limit": steps + 1})
         with contextlib.suppress(KeyboardInterrupt):
-            machine.start(journal, prepared, target="bench", code_hash="0")
+            runner.start(journal, prepared, target="bench", code_hash="0")
         (run,) = journal.runs()
     return db, run.run_id
 
@@ -143,7 +142,7 @@ def resume_seconds(db: Path, run_id: str) -> float:
     with Journal.open(db) as journal:
         t0 = time.perf_counter()
         with contextlib.suppress(KeyboardInterrupt):
-            machine.resume(journal, run_id, m, target="bench", code_hash="0", options=Options())
+            runner.resume(journal, run_id, m, target="bench", code_hash="0", options=Options())
     return entered[0] - t0
 
 

@@ -28,6 +28,7 @@ from journal import Journal
 WRITER = """
 import sys, time, attrs
 import machine
+from machine import runner
 from journal import Journal
 from machine import Machine
 
@@ -48,7 +49,7 @@ def step(ctx, s):
 stop = time.monotonic() + float(sys.argv[2])
 with Journal.open(sys.argv[1]) as journal:
     while time.monotonic() < stop:
-        machine.start(journal, machine.prepare(m, {"limit": 50}), target="w", code_hash="0")
+        runner.start(journal, runner.prepare(m, {"limit": 50}), target="w", code_hash="0")
 """
 
 

@@ -15,6 +15,7 @@ from cli.actions import actions, resolve_command
 from cli.costs import cost
 from cli.fake import fake_model
 from cli.fork import fork
+from cli.graph import graph
 from cli.inspecting import logs, replay_command, runs, show, verify_command
 from cli.limits import budget, kill
 from cli.main import JournalGroup
@@ -52,6 +53,7 @@ cli.add_command(migrate)
 cli.add_command(kill)
 cli.add_command(budget)
 cli.add_command(fork)
+cli.add_command(graph)
 
 
 def main() -> None:

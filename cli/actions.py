@@ -14,6 +14,7 @@ import click
 from cli.inspecting import status_of
 from cli.main import InputError, db_option, json_option, open_journal
 from cli.output import json_line, printable, table
+from journal.events import dumps
 from machine.actions import IN_DOUBT, resolve
 
 
@@ -54,7 +55,7 @@ def actions(run_id: str | None, in_doubt: bool, as_json: bool, db: Path | None) 
             a.key,
             a.status,
             a.attempts,
-            a.result,
+            None if a.result is None else dumps(a.result),
             a.intended_at,
             a.updated_at,
         )

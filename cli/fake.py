@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from machine import FakeModel, parse_spec, serve
-from machine.fake import PROMPT_CACHES, PromptCache
+if TYPE_CHECKING:
+    from machine.testing.fake import PromptCache
 
 _PER_MINUTE = click.IntRange(min=1)
+# `machine.testing.fake.PROMPT_CACHES`, spelled out: attaching this command to `journal` must
+# not import the fake (and httpx2) for every other command. tests/test_startup.py compares.
+_PROMPT_CACHES = ("warm", "cold", "instance")
 
 
 @click.command("fake-model")
@@ -74,7 +78,7 @@ _PER_MINUTE = click.IntRange(min=1)
 )
 @click.option(
     "--prompt-cache",
-    type=click.Choice(PROMPT_CACHES),
+    type=click.Choice(_PROMPT_CACHES),
     default="warm",
     show_default=True,
     help="Cached prompt prefixes: always read (warm), always written (cold), or written "
@@ -105,6 +109,8 @@ def fake_model(
     Example:
         journal fake-model --port 8765 --spec chaos --log requests.jsonl
     """
+    from machine.testing.fake import FakeModel, parse_spec, serve  # only this command needs it
+
     model = FakeModel(
         faults=parse_spec(spec),
         retry_after=retry_after,

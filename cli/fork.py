@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-import machine
 from cli.main import InputError, db_option, durability_option, open_journal, redact_env_option
 from cli.running import limit_options, model_options, models_for, report
 from journal import Durability, Run
-from machine import Options, TargetNotFound
+from machine import Options, loader, runner
+from machine.errors import TargetNotFound
 
 
 def _changes(ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def fork(
     journal = open_journal(db, write=True, durability=durability)
     old = journal.find_run(run_id)
     try:
-        loaded = machine.load(target or old.target)
+        loaded = loader.load(target or old.target)
     except TargetNotFound as e:
         raise InputError(
             f"run {old.run_id}'s code was at {old.target}, which is gone: pass --target"
@@ -81,7 +81,7 @@ def fork(
     def announce(run: Run) -> None:
         click.echo(f"run {run.run_id} forked from {old.run_id} at seq {at_seq}", err=True)
 
-    outcome = machine.fork(
+    outcome = runner.fork(
         journal,
         old.run_id,
         loaded.machine,

@@ -23,13 +23,14 @@ from cli.main import (
     redact_env_option,
 )
 from cli.output import event_json, event_line, json_line, plural, printable, short, table
-from journal import Journal, JournalCorrupt, Problem, Run, heads, replay, state_at, verify
+from journal import JournalCorrupt, Problem, Run, Store, heads, replay, state_at, verify
 from journal.limits import NUSD
-from machine import TargetNotFound, load
+from machine.errors import TargetNotFound
+from machine.loader import load
 from machine.rerun import Divergence, Reproduced, post_mortem, rerun
 
 
-def status_of(run: Run, journal: Journal) -> str:
+def status_of(run: Run, journal: Store) -> str:
     """The run's status, with `interrupted` for a running run that no live process holds."""
     if run.status != "running":
         return run.status

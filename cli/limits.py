@@ -12,7 +12,7 @@ import click
 
 from cli.main import InputError, db_option, json_option, open_journal
 from cli.output import json_line, printable, table
-from journal import Journal, Run
+from journal import Run, Store
 from journal.limits import NUSD
 from machine.stopping import KILLABLE
 from machine.stopping import kill as kill_run
@@ -70,7 +70,7 @@ def kill(
         click.echo("no run to kill")
 
 
-def _wait_stopped(journal: Journal, runs: list[Run]) -> list[Run]:
+def _wait_stopped(journal: Store, runs: list[Run]) -> list[Run]:
     """The runs, once their processes have stopped them (a few seconds at most)."""
     deadline = time.monotonic() + 10
     waiting = {r.run_id for r in runs}

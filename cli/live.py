@@ -25,7 +25,7 @@ import click
 
 from cli.main import F, one_line
 from cli.output import event_json, event_line, plural, printable
-from journal import Event, Journal, Run, delta, state_at
+from journal import Event, Run, Store, delta, state_at
 from journal import events as k
 from journal.kinds import to_step
 from machine import Machine, convert
@@ -180,7 +180,7 @@ class Live:
         self,
         settings: Settings,
         *,
-        journal: Journal,
+        journal: Store,
         machine: Machine[Any],
         announce: Callable[[Run], None],
         stream: IO[str],
@@ -263,7 +263,7 @@ def _write(stream: IO[str], text: str) -> bool:
 
 @contextlib.contextmanager
 def view(
-    journal: Journal, machine: Machine[Any], *, announce: Callable[[Run], None]
+    journal: Store, machine: Machine[Any], *, announce: Callable[[Run], None]
 ) -> Iterator[Live]:
     """The live view of the run this command executes, closed however the run ends: the
     progress line is gone before the outcome or an error is printed."""
@@ -294,7 +294,7 @@ class Progress:
         self,
         stream: IO[str],
         *,
-        journal: Journal,
+        journal: Store,
         machine: Machine[Any],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import importlib
 import json
 import math
 import re
 import sys
+import threading
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import click
 
-import machine
 from cli import live
 from cli.inspecting import status_of
 from cli.main import (
@@ -26,10 +28,11 @@ from cli.main import (
     redact_env_option,
 )
 from cli.output import plural, printable
-from journal import Durability, Journal, JournalError, Run
-from machine import MachineError, Options, Outcome, TargetNotFound
+from journal import Durability, JournalError, Run, Store
+from machine import MachineError, Options, Outcome, loader, runner
+from machine.errors import TargetNotFound
 from machine.model import Models, anthropic_api, offline
-from machine.pricing import PriceTable
+from machine.model.pricing import PriceTable
 
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
 # Deeper input is refused: converting it, folding it and writing it as JSON all recurse, and
@@ -203,7 +206,7 @@ def model_options(fn: F) -> F:
     fn = click.option(
         "--prices",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="A price file (the format of machine/prices.json) whose models add to or "
+        help="A price file (the format of machine/model/prices.json) whose models add to or "
         "replace the shipped prices.",
     )(fn)
     return click.option(
@@ -256,6 +259,22 @@ def models_for(fake_model: str | None, prices: Path | None) -> Models:
     return offline(fake_model, prices=table) if fake_model is not None else anthropic_api(table)
 
 
+def _warm_sdk() -> None:
+    """Start importing the anthropic SDK in a daemon thread, while the run is made ready.
+
+    The import takes about a second, which the first ask would otherwise wait out. Two threads
+    importing one module is safe: the import lock makes the ask wait for the thread. A run that
+    asks no model exits without waiting for it.
+    """
+    threading.Thread(target=_import_sdk, name="import anthropic", daemon=True).start()
+
+
+def _import_sdk() -> None:
+    # A failure here is the first ask's to report, where it can say what to do.
+    with contextlib.suppress(Exception):
+        importlib.import_module("anthropic")
+
+
 def _announce(verb: str) -> Any:
     def on_start(run: Run) -> None:
         click.echo(printable(f"run {run.run_id} {verb}: {run.machine} ({run.target})"), err=True)
@@ -263,14 +282,14 @@ def _announce(verb: str) -> Any:
     return on_start
 
 
-def report(outcome: Outcome) -> None:
+def report(outcome: Outcome[Any]) -> None:
     """Say how the run ended, and exit 0 if it is done, 3 if it was killed, 1 if not."""
     code = tell(outcome)
     if code:
         click.get_current_context().exit(code)
 
 
-def tell(outcome: Outcome) -> int:
+def tell(outcome: Outcome[Any]) -> int:
     """Say how the run ended; the exit code that says it: 0 done, 3 killed, 1 otherwise."""
     run = outcome.run
     for found in outcome.anomalies:
@@ -356,13 +375,14 @@ def run(
     Example:
         journal run fixtures/triage.py --input fixtures/tickets.jsonl --fake-model chaos
     """
+    _warm_sdk()
     models = models_for(fake_model, prices)
-    loaded = machine.load(target)
+    loaded = loader.load(target)
     # Everything is checked before the journal is opened: bad input never touches it.
-    prepared = machine.prepare(loaded.machine, read_input(input_path))
+    prepared = runner.prepare(loaded.machine, read_input(input_path))
     journal = open_journal(db, create=True, durability=durability)
     with live.view(journal, prepared.machine, announce=_announce("started")) as view:
-        outcome = machine.start(
+        outcome = runner.start(
             journal,
             prepared,
             target=loaded.location,
@@ -433,6 +453,7 @@ def resume(
         raise click.UsageError("give a RUN, or --all")
     if (machine_name is not None or workers != 1) and not every:
         raise click.UsageError("--machine and --workers go with --all")
+    _warm_sdk()
     models = models_for(fake_model, prices)
     journal = open_journal(db, write=True, durability=durability)
     if every:
@@ -442,11 +463,11 @@ def resume(
         return
     found = journal.find_run(str(run_id))
     if found.status == "done":
-        report(Outcome(found, executed=False))
+        report(Outcome[Any](found, None, executed=False))
         return
     loaded = _load(found, target)
     with live.view(journal, loaded.machine, announce=_announce("resumed")) as view:
-        outcome = machine.resume(
+        outcome = runner.resume(
             journal,
             found.run_id,
             loaded.machine,
@@ -459,9 +480,9 @@ def resume(
     report(outcome)
 
 
-def _load(run: Run, target: str | None) -> machine.Target:
+def _load(run: Run, target: str | None) -> loader.Target:
     try:
-        return machine.load(target or run.target)
+        return loader.load(target or run.target)
     except TargetNotFound as e:
         raise InputError(
             f"run {run.run_id}'s code was at {run.target}, which is gone: "
@@ -474,7 +495,7 @@ READY = ("interrupted", "resolved")
 
 
 def _resume_all(
-    journal: Journal,
+    journal: Store,
     machine_name: str | None,
     workers: int,
     target: str | None,
@@ -493,12 +514,12 @@ def _resume_all(
         return 0
     loaded = {r.run_id: _load(r, target) for r in ready}
 
-    def one(run: Run) -> Outcome:
+    def one(run: Run) -> Outcome[Any]:
         # A connection of its own for each: runs resumed at once each write through theirs.
         with journal.reopen() as own:
             code = loaded[run.run_id]
             click.echo(f"run {run.run_id} resumed: {run.machine} ({code.location})", err=True)
-            return machine.resume(
+            return runner.resume(
                 own,
                 run.run_id,
                 code.machine,

@@ -4,6 +4,22 @@ This package opens, writes and reads the journal file and imports nothing from `
 `cli`. Everything a user or the rest of runjournal may use is listed here.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    __version__: str
+else:
+
+    def __getattr__(name: str) -> str:
+        # The version is read when asked for: importlib.metadata is slow to import.
+        if name != "__version__":
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        from importlib.metadata import version
+
+        return version("runjournal")
+
+
 from journal import events, kinds
 from journal.errors import (
     ActionBusy,
@@ -34,6 +50,7 @@ from journal.errors import (
 from journal.events import Clock, Event
 from journal.fold import Change, StateAt, replay, state_at
 from journal.leases import Holder, Lease
+from journal.protocol import Querying, Store
 from journal.query import Rows, query
 from journal.rows import Action, Run
 from journal.store import Durability, Journal
@@ -72,6 +89,7 @@ __all__ = [
     "QueryFailed",
     "QueryRefused",
     "QueryStopped",
+    "Querying",
     "ReadOnlyJournal",
     "Rows",
     "Run",
@@ -79,6 +97,7 @@ __all__ = [
     "RunNotFound",
     "RunWriter",
     "StateAt",
+    "Store",
     "events",
     "heads",
     "kinds",

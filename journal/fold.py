@@ -15,7 +15,7 @@ import attrs
 
 from journal import delta
 from journal.kinds import to_step
-from journal.store import Journal
+from journal.protocol import Store
 
 
 @attrs.frozen
@@ -28,7 +28,7 @@ class StateAt:
     transitions: int
 
 
-def state_at(journal: Journal, run_id: str, seq: int | None = None) -> StateAt:
+def state_at(journal: Store, run_id: str, seq: int | None = None) -> StateAt:
     """The state after all of the run's events up to `seq` (all of them when None)."""
     snap = journal.latest_snapshot(run_id, upto=seq)
     state, step = snap.data["state"], to_step(snap.data)
@@ -53,7 +53,7 @@ class Change(NamedTuple):
     state: Any
 
 
-def replay(journal: Journal, run_id: str, *, upto: int | None = None) -> Iterator[Change]:
+def replay(journal: Store, run_id: str, *, upto: int | None = None) -> Iterator[Change]:
     """The run's first state and the state after each transition, in order, up to `upto`.
 
     The state yielded is the fold's own and changes with the next item: copy or print it

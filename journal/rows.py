@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -78,12 +80,20 @@ class Action:
     """One of journal.kinds.ACTION_STATUSES."""
     attempts: int
     result: Any
-    """JSON text, or None while the action has no result."""
+    """What the action returned, decoded from JSON; None while it has none."""
     resolved_by: str | None
     """Who said what happened to it, when a person did (`journal resolve`)."""
     intended_at: str | None
     updated_at: str
     seq: int
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Action:
+        """An action from a row of the view's columns, in order (its result is JSON text)."""
+        action = cls(*row)
+        if action.result is None:
+            return action
+        return attrs.evolve(action, result=json.loads(action.result))
 
 
 ACTION_COLUMNS = ", ".join(f.name for f in attrs.fields(Action))

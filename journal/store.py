@@ -29,6 +29,7 @@ from journal.errors import (
     AmbiguousRunId,
     ConcurrentAppend,
     JournalError,
+    LeaseLost,
     ReadOnlyJournal,
     RunDone,
     RunNotFound,
@@ -36,6 +37,7 @@ from journal.errors import (
 )
 from journal.events import Clock, Event, dumps, timestamp
 from journal.leases import Holder, Lease
+from journal.query import Rows, query
 from journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
 
 Durability = Literal["normal", "full"]
@@ -147,6 +149,18 @@ class Journal:
             raise
         return journal
 
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout: float | None = None,
+        interrupted: Callable[[], bool] | None = None,
+    ) -> Rows:
+        """Run one read-only statement, on a read-only connection of its own: see
+        `journal.query`, which this is."""
+        return query(self.path, sql, tuple(params), timeout=timeout, interrupted=interrupted)
+
     def reopen(self) -> Journal:
         """Another connection to the same file, for another thread."""
         return Journal.open(
@@ -217,9 +231,13 @@ class Journal:
         sync: bool = False,
         claim: tuple[str, str] | None = None,
         reserve: limits.Reserve | None = None,
+        owner: str | None = None,
     ) -> Sequence[Event]:
         """Append `events` (all of one run, seqs in order) and update the run's row, atomically.
 
+        `owner` (the writer's lease owner) is checked against the run's lease in the same
+        transaction: a process whose lease was taken over writes nothing (LeaseLost), however
+        late it noticed.
         `texts` are the events' data already encoded as JSON, when the caller has them;
         `blobs` are payloads the events refer to by `blob_ref`, stored in the same transaction.
         `claim` (action name, key) first checks, in the same transaction, that no run has done
@@ -240,6 +258,8 @@ class Journal:
             events, texts = self._redacted(events, texts)
             blobs = [self.redact(b) for b in blobs]
         with self._write(sync=sync) as conn:
+            if owner is not None:
+                _check_owner(conn, run_id, owner)
             if claim is not None:
                 _claim(conn, run_id, *claim)
             if reserve is not None:
@@ -278,7 +298,11 @@ class Journal:
             row = conn.execute(
                 "SELECT hash FROM events WHERE run_id = ? AND seq = ?", (run_id, first - 1)
             ).fetchone()
-            previous = row[0] if row is not None else chain.GENESIS
+            if row is None:
+                # A gap would break the chain that `journal verify` checks, and the folds.
+                msg = f"run {run_id}: event {first} appended, but the run has no event {first - 1}"
+                raise ConcurrentAppend(msg)
+            previous = row[0]
         rows = []
         event_hash = chain.event_hash
         for e, text in zip(events, texts, strict=True):
@@ -510,7 +534,7 @@ class Journal:
             sql += " AND a.key = ?"
             params.append(key)
         rows = self.conn.execute(sql + " ORDER BY r.ordinal, a.seq", params)
-        return [Action(*row) for row in rows]
+        return [Action.from_row(row) for row in rows]
 
     def runs(
         self,
@@ -611,6 +635,16 @@ def _build(conn: sqlite3.Connection, path: Path) -> None:
 
 def _done(run_id: str) -> RunDone:
     return RunDone(f"run {run_id} is done: nothing more can be added to it")
+
+
+def _check_owner(conn: sqlite3.Connection, run_id: str, owner: str) -> None:
+    row = conn.execute("SELECT owner FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None or row[0] != owner:
+        msg = (
+            f"run {run_id}: another process took over this run's lease; "
+            "this process stops without writing"
+        )
+        raise LeaseLost(msg)
 
 
 def _claim(conn: sqlite3.Connection, run_id: str, name: str, key: str) -> None:

@@ -19,7 +19,8 @@ from journal.events import Event, dumps, timestamp
 from journal.kinds import Data
 from journal.leases import Holder
 from journal.limits import KillRequest, Reserve
-from journal.store import Journal, blob_ref
+from journal.protocol import Store
+from journal.store import blob_ref
 
 
 class RunWriter:
@@ -27,11 +28,12 @@ class RunWriter:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: Store,
         run_id: str,
         *,
         last_seq: int,
         heartbeat: Heartbeat | None = None,
+        owner: str | None = None,
         max_pending: int = 256,
         max_delay: float = 0.5,
         on_commit: Callable[[Sequence[Event]], None] | None = None,
@@ -40,6 +42,8 @@ class RunWriter:
         self.run_id = run_id
         self.last_seq = last_seq
         self.heartbeat = heartbeat
+        self.owner = owner or (heartbeat.holder.owner if heartbeat is not None else None)
+        """The lease owner each append is checked against, in its transaction (None: none)."""
         self.max_pending = max_pending
         self.max_delay = max_delay
         self.bytes_written = 0
@@ -134,6 +138,7 @@ class RunWriter:
             sync=sync,
             claim=claim,
             reserve=reserve,
+            owner=self.owner,
         )
         self._events, self._texts, self._blobs = [], [], []
         if self.on_commit is not None:
@@ -145,7 +150,7 @@ class Heartbeat:
     request to kill the run (`kill_requested` is set when one is found)."""
 
     def __init__(
-        self, journal: Journal, run_id: str, holder: Holder, ttl: float, *, poll: float = 0.5
+        self, journal: Store, run_id: str, holder: Holder, ttl: float, *, poll: float = 0.5
     ) -> None:
         self.journal = journal
         self.run_id = run_id
@@ -164,7 +169,7 @@ class Heartbeat:
 
     def _beat(self) -> None:
         # A connection of its own: the run's thread may be in the middle of a write.
-        journal: Journal | None = None
+        journal: Store | None = None
         renew_at = time.monotonic() + self.ttl / 3
         try:
             while not self._stop.wait(self.poll):

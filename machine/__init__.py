@@ -3,7 +3,24 @@
 Everything a pipeline author, a test of a pipeline, or the command line may use is listed here.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    __version__: str
+else:
+
+    def __getattr__(name: str) -> str:
+        # The version is read when asked for: importlib.metadata is slow to import.
+        if name != "__version__":
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        from importlib.metadata import version
+
+        return version("runjournal")
+
+
 from machine.actions import resolve
+from machine.api import resume, run
 from machine.context import Checkpoint, Context
 from machine.definition import Fail, Finish, Goto, Machine, Transition
 from machine.errors import (
@@ -11,35 +28,24 @@ from machine.errors import (
     CallFailed,
     ConversionError,
     DefinitionError,
-    FakeSpecError,
     InputMismatch,
     MachineError,
     ModelCallFailed,
     ModelUnavailable,
     NeedsAttention,
-    NothingToKill,
-    NothingToResolve,
     OutputRejected,
-    PriceFileError,
-    ReplayMismatch,
     Retryable,
     RunKilled,
     SchemaError,
     StateNotJSON,
-    TargetLoadError,
-    TargetNotFound,
-    UnknownModel,
-    WrongMachine,
 )
-from machine.fake import FakeModel, FakeServer, Faults, parse_spec, serve
 from machine.files import atomic_write
 from machine.limits import Breaker, Limits
-from machine.loader import Target, load
 from machine.model import Models, anthropic_api, offline
-from machine.pricing import Price, PriceTable, Usage, cost
-from machine.rerun import Divergence, Reproduced, rerun
-from machine.retry import RetryPolicy
-from machine.runner import Options, Outcome, Prepared, fork, prepare, resume, start
+from machine.model.pricing import PriceTable, Usage
+from machine.model.retry import RetryPolicy
+from machine.pacing import RateLimits
+from machine.runner import Options, Outcome
 
 __all__ = [
     "ActionFailed",
@@ -49,12 +55,7 @@ __all__ = [
     "Context",
     "ConversionError",
     "DefinitionError",
-    "Divergence",
     "Fail",
-    "FakeModel",
-    "FakeServer",
-    "FakeSpecError",
-    "Faults",
     "Finish",
     "Goto",
     "InputMismatch",
@@ -65,40 +66,22 @@ __all__ = [
     "ModelUnavailable",
     "Models",
     "NeedsAttention",
-    "NothingToKill",
-    "NothingToResolve",
     "Options",
     "Outcome",
     "OutputRejected",
-    "Prepared",
-    "Price",
-    "PriceFileError",
     "PriceTable",
-    "ReplayMismatch",
-    "Reproduced",
+    "RateLimits",
     "RetryPolicy",
     "Retryable",
     "RunKilled",
     "SchemaError",
     "StateNotJSON",
-    "Target",
-    "TargetLoadError",
-    "TargetNotFound",
     "Transition",
-    "UnknownModel",
     "Usage",
-    "WrongMachine",
     "anthropic_api",
     "atomic_write",
-    "cost",
-    "fork",
-    "load",
     "offline",
-    "parse_spec",
-    "prepare",
-    "rerun",
     "resolve",
     "resume",
-    "serve",
-    "start",
+    "run",
 ]

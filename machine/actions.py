@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
-from journal import Action, ActionBusy, ActionDone, Event, Holder, Journal, RunWriter, kinds
+from journal import Action, ActionBusy, ActionDone, Event, Holder, RunWriter, Store, kinds
 from journal import events as k
-from journal.events import dumps
-from machine import convert, retry
+from machine import convert
 from machine.errors import ActionFailed, CallFailed, NeedsAttention, NothingToResolve, Retryable
+from machine.model import retry
 
 if TYPE_CHECKING:
     from machine.context import Context
@@ -70,8 +70,10 @@ def act(
     idempotent: bool,
     what: Any = None,
     repeat: bool = False,
+    type: Any = None,
 ) -> Any:
-    """Do the action once; see `Context.act`."""
+    """Do the action once; see `Context.act`. Returns the result as JSON: the context
+    structures it into the type wanted."""
     call, events = ctx.place("act", name, None)
     if events and events[0].data.get("key") != key:
         ctx.fail_mismatch(call, f"act {name} {events[0].data.get('key')}", f"act {name} {key}")
@@ -114,7 +116,7 @@ def act(
         ctx.checkpoint("action.intended")
         value = fn(key)
         ctx.checkpoint("action.ran")
-        value = json.loads(dumps(convert.to_json(ctx.converter, value)))
+        value = ctx.journaled(f"action {name!r}", value, type)
         writer.commit(step, kinds.ActionDone(**base, attempt=attempts_before + n, result=value))
         ctx.checkpoint("action.done")
         return value
@@ -185,7 +187,7 @@ IN_DOUBT = ("intended", "in_doubt")
 
 
 def resolve(
-    journal: Journal,
+    journal: Store,
     run_id: str,
     key: str,
     *,
@@ -230,7 +232,7 @@ def resolve(
             raise NothingToResolve(msg)
         (action,) = candidates
         run = journal.run(run_id)
-        writer = RunWriter(journal, run_id, last_seq=run.last_seq)
+        writer = RunWriter(journal, run_id, last_seq=run.last_seq, owner=holder.owner)
         data = kinds.ActionResolved(
             call=action.call,
             name=action.name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from journal import Journal, Run
+from journal import Run, Store
 
 BASELINE_RUNS = 10
 """How many of the latest finished runs make the baseline."""
@@ -31,7 +31,7 @@ def per_step(run: Run) -> dict[str, float]:
     }
 
 
-def check(journal: Journal, run_id: str, threshold: float | None) -> tuple[dict[str, Any], ...]:
+def check(journal: Store, run_id: str, threshold: float | None) -> tuple[dict[str, Any], ...]:
     """The anomalies of the run, as `cost.anomaly` data: one per figure above the threshold."""
     if threshold is None:
         return ()

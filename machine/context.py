@@ -7,28 +7,33 @@ at that place returns it without running anything again.
 
 from __future__ import annotations
 
+import builtins
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+import typing
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import cattrs
 
 from journal import Event, RunWriter, kinds
 from journal import events as k
 from journal.events import dumps
-from machine import convert
+from machine import actions, convert
 from machine.definition import Fail, Finish, Goto
-from machine.errors import ReplayMismatch
+from machine.errors import DefinitionError, ReplayMismatch
+from machine.parallel import map_items
 
 if TYPE_CHECKING:
     from machine.errors import NeedsAttention
     from machine.limits import Guard
     from machine.model import ModelSession
+    from machine.model.retry import Retrying
     from machine.rerun import Replay
-    from machine.retry import Retrying
 
 T = TypeVar("T")
 S = TypeVar("S")
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each point a run passes: `effect.before` (the effect is about to
@@ -42,6 +47,30 @@ Tests pass one that stops or kills the process at a chosen point; by default it 
 
 
 _SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _returns(fn: Callable[..., Any]) -> Any:
+    """The return type `fn` is annotated with, or None (a lambda, a partial)."""
+    try:
+        return typing.get_type_hints(fn).get("return")
+    except Exception:  # an annotation that does not resolve is no annotation
+        return None
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` is plain JSON: what a trip through the journal gives back as it is."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if not all(builtins.type(k) is str for k in item):
+                return False
+            todo.extend(item.values())
+        elif builtins.type(item) is list:
+            todo.extend(item)
+        elif builtins.type(item) not in (str, int, float, bool, type(None)):
+            return False
+    return True
 
 
 def no_checkpoint(name: str) -> None:
@@ -81,6 +110,9 @@ class Context:
         retrying: Retrying | None = None,
         guard: Guard | None = None,
         replaying: Replay | None = None,
+        model: str | None = None,
+        max_tokens: int = 1024,
+        prefix: str = "",
     ) -> None:
         self.run_id = run_id
         self.step = step
@@ -98,14 +130,62 @@ class Context:
         self.replaying = replaying
         """Set by a rerun (`machine.rerun`): it is told each call, compares it with the run's,
         and stops the step where a call would run, send or differ; nothing is done for real."""
+        self.model = model
+        """The model `ask` uses when it names none: the machine's."""
+        self.max_tokens = max_tokens
+        """The `max_tokens` of `ask` when it gives none: the machine's."""
+        self.prefix = prefix
+        """Put before each call's place: an item's key and a slash, in a parallel step."""
         self._recorded = recorded
         self._calls = 0
+
+    def item(self, key: str) -> Context:
+        """A context for one item of a parallel step: the same run, step and journal, its
+        calls placed under `key` and counted apart."""
+        return Context(
+            run_id=self.run_id,
+            step=self.step,
+            visit=self.visit,
+            writer=self.writer,
+            converter=self.converter,
+            recorded=self._recorded,
+            checkpoint=self.checkpoint,
+            models=self.models,
+            retrying=self.retrying,
+            guard=self.guard,
+            replaying=self.replaying,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            prefix=f"{self.prefix}{key}/",
+        )
+
+    def map(
+        self,
+        fn: Callable[[Context, I], R],
+        items: Iterable[I],
+        *,
+        key: Callable[[I], str],
+        concurrency: int = 8,
+    ) -> list[R]:
+        """`fn(item_ctx, item)` for each item, up to `concurrency` at once; the results in the
+        items' order.
+
+        `fn` may `ask`, `effect`, `decide` and `act` through its `item_ctx`, whose calls are
+        placed under the item's key (`key(item)`: unique, non-empty, no '/'). Each item's
+        events are journaled as they complete; after a crash, the items that finished are
+        answered from the journal (no request is sent again) and only the others run. Model
+        requests are paced: a 429 or 529 halves how many are in flight, and the API's limits
+        per minute (`Options(rate_limits=...)`, or its headers) are kept to. A kill stops every
+        item within a second. `fn` must be deterministic given what its calls return, as a
+        step must.
+        """
+        return map_items(self, fn, items, key=key, concurrency=concurrency)
 
     def place(self, operation: str, name: str | None, key: str | None) -> tuple[str, list[Event]]:
         """The place of the next call, and the events the journal holds there (oldest first)."""
         index = self._calls
         self._calls += 1
-        call = key if key is not None else f"#{index}"
+        call = self.prefix + (key if key is not None else f"#{index}")
         events = self._recorded.get(call, [])
         if self.replaying is not None:
             self.replaying.placed(self, call)
@@ -128,29 +208,59 @@ class Context:
         self.mismatch = ReplayMismatch(msg)
         raise self.mismatch
 
-    def effect(self, name: str, fn: Callable[[], Any], *, key: str | None = None) -> Any:
+    def effect(
+        self,
+        name: str,
+        fn: Callable[[], T],
+        *,
+        key: str | None = None,
+        type: type[T] | Any = None,
+    ) -> T:
         """Run `fn` once and journal its result; after a crash, return the journaled result.
 
-        The result must be JSON (or attrs values, which are unstructured); what is returned is
-        the journaled JSON form, the same on the first run and on a resume.
+        What is returned is the journaled result structured into the type `fn` is annotated
+        with (or `type=`), the same on the first run and on a resume: an attrs value comes
+        back an attrs value, a tuple a tuple. Without either, the result must be plain JSON
+        (str, numbers, bools, None, lists and dicts of them). `key` is the call key: the
+        call's place in the step, instead of its index among the step's calls.
         """
         call, events = self.place("effect", name, key)
+        wanted = type if type is not None else _returns(fn)
         if events:
-            return events[-1].data["result"]
+            return cast(T, self._typed(f"effect {name!r}", events[-1].data["result"], wanted))
         if self.replaying is not None:
             self.replaying.unrecorded(self, call, f"effect {name}", events)
         if self.guard is not None:
             self.guard.check()
         self.checkpoint("effect.before")
         result = fn()
-        if type(result) in _SCALARS:
-            value = result  # the same after a trip through JSON: skip the trip
-        else:
-            value = json.loads(dumps(convert.to_json(self.converter, result)))
+        value = self.journaled(f"effect {name!r}", result, wanted)
         self.checkpoint("effect.after")
         self.writer.commit(self.step, kinds.EffectDone(name=name, call=call, result=value))
         self.checkpoint("effect.done")
+        return cast(T, self._typed(f"effect {name!r}", value, wanted))
+
+    def journaled(self, what: str, result: Any, wanted: Any) -> Any:
+        """`result` as the journal holds it: JSON; refused when a resume could not give back
+        the same type (no type known, and not plain JSON)."""
+        if builtins.type(result) in _SCALARS:
+            return result  # the same after a trip through JSON: skip the trip
+        value = json.loads(dumps(convert.to_json(self.converter, result)))
+        if wanted is None and not _plain(result):
+            kind = builtins.type(result).__name__
+            msg = (
+                f"step {self.step!r}: {what} returned a {kind}, which the journal keeps as JSON: "
+                f"annotate the function's return type, or pass type={kind}, so that a resume "
+                f"gives back a {kind} too"
+            )
+            raise DefinitionError(msg)
         return value
+
+    def _typed(self, what: str, value: Any, wanted: Any) -> Any:
+        """The journaled `value` as the type wanted (as JSON when none is known)."""
+        if wanted is None or wanted is Any:
+            return value
+        return convert.structure(self.converter, value, wanted, f"the result of {what}")
 
     def decide(self, *, item: Any, outcome: str, reason: str | None = None, **inputs: Any) -> None:
         """Record a decision about `item`: its `outcome`, the `reason`, and the inputs to it."""
@@ -175,7 +285,7 @@ class Context:
         prompt: str,
         system: str | None = None,
         model: str | None = None,
-        max_tokens: int = 1024,
+        max_tokens: int | None = None,
         retries: int = 2,
         cache_system: bool = False,
         temperature: float | None = None,
@@ -197,8 +307,8 @@ class Context:
             schema,
             prompt=prompt,
             system=system,
-            model=model,
-            max_tokens=max_tokens,
+            model=model or self.model,
+            max_tokens=max_tokens or self.max_tokens,
             retries=retries,
             cache_system=cache_system,
             temperature=temperature,
@@ -209,24 +319,30 @@ class Context:
         self,
         name: str,
         key: str,
-        fn: Callable[[str], Any],
+        fn: Callable[[str], T],
         *,
         idempotent: bool,
         what: Any = None,
         repeat: bool = False,
-    ) -> Any:
+        type: type[T] | Any = None,
+    ) -> T:
         """Do an irreversible action once, gated by journaled intent and outcome.
 
         `fn(key)` does it, handing `key` to the outside system as the idempotency key, and
-        returns a JSON result. `idempotent` says whether that system dedupes by key: it decides
-        what happens to an action whose outcome is unknown (retried with the same key, or the
-        run stops for a person to `journal resolve`). A key done by any run of the journal is not
-        done again (`action.skipped`, naming that run), unless `repeat` is true. `what`
-        describes the action for the journal's intent hash.
+        returns its result: structured, as `effect`'s is, into the type `fn` is annotated with
+        (or `type=`), whether it ran now, in an earlier process or in another run.
+        `idempotent` says whether that system dedupes by key: it decides what happens to an
+        action whose outcome is unknown (retried with the same key, or the run stops for a
+        person to `journal resolve`). A key done by any run of the journal is not done again
+        (`action.skipped`, naming that run), unless `repeat` is true. `what` describes the
+        action for the journal's intent hash. `key` is the action key, not a call key: it names
+        the action in the outside world, across runs.
         """
-        from machine.actions import act
-
-        return act(self, name, key, fn, idempotent=idempotent, what=what, repeat=repeat)
+        wanted = type if type is not None else _returns(fn)
+        result = actions.act(
+            self, name, key, fn, idempotent=idempotent, what=what, repeat=repeat, type=wanted
+        )
+        return cast(T, self._typed(f"action {name!r}", result, wanted))
 
     def goto(self, step: str, state: S) -> Goto[S]:
         """Go on with the step named `step` and the new `state`."""

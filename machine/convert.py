@@ -2,7 +2,7 @@
 
 The converter is cattrs' JSON converter made strict, because the same conversion checks what the
 model returns: a string where an int is due is an error, never silently converted. It reads JSON
-the way JSON Schema does, so that `machine.jsonschema` can describe exactly what it accepts:
+the way JSON Schema does, so that `machine.model.jsonschema` can describe exactly what it accepts:
 
 - numbers by value: 3.0 is an integer (the int 3) and 3.5 is not; true is never a number nor 1
   a boolean, in plain fields, Literals and Enums alike;

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from journal import kinds
 
 if TYPE_CHECKING:
-    from machine.retry import Failure
+    from machine.model.retry import Failure
 
 
 class MachineError(Exception):

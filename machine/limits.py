@@ -21,7 +21,7 @@ import attrs
 from journal import Heartbeat, LimitReached, kinds
 from journal.limits import NUSD, Reserve
 from machine.errors import RunKilled
-from machine.pricing import Price
+from machine.model.pricing import Price
 
 T = TypeVar("T")
 
@@ -128,10 +128,12 @@ class BreakerState:
         self.breaker = breaker
         self.recent: collections.deque[bool] = collections.deque(maxlen=breaker.window)
         self.in_a_row = 0
+        self._lock = threading.Lock()  # the items of a parallel step record at once
 
     def record(self, ok: bool) -> None:
-        self.recent.append(ok)
-        self.in_a_row = 0 if ok else self.in_a_row + 1
+        with self._lock:
+            self.recent.append(ok)
+            self.in_a_row = 0 if ok else self.in_a_row + 1
 
     def tripped(self) -> str | None:
         """Why the breaker is open, or None."""

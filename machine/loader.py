@@ -1,4 +1,5 @@
-"""Finding a machine from a target: `path/to/file.py[:name]` or `package.module[:name]`.
+"""Finding a machine from a target: `path/to/file.py[:name]` or `package.module[:name]`,
+and the target of a machine already imported (`locate`, for `machine.run`).
 
 The target is recorded with the run, as an absolute path or a module name, so `journal resume`
 finds the code again; the hash of the file is recorded too, so a resume under changed code is
@@ -40,8 +41,35 @@ def load(target: str) -> Target:
         module, source = _import_module(spec)
         location_spec = spec
     name, machine = _find_machine(module, name, target)
-    code_hash = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    return Target(machine, f"{location_spec}:{name}", code_hash)
+    machine.check()
+    return Target(machine, f"{location_spec}:{name}", _hash(source))
+
+
+def locate(machine: Machine[Any]) -> Target:
+    """The target of a machine already imported: where `journal resume` will find its code.
+
+    A machine of a script (`python pipeline.py`) or of a top-level module is recorded by the
+    absolute path of its file, so a resume from any folder finds it; one in a package, by the
+    module's name, as `journal run package.module` would record it.
+    """
+    module = sys.modules.get(machine.module or "")
+    source = getattr(module, "__file__", None)
+    if module is None or source is None:
+        msg = (
+            f"machine {machine.name!r} was not made in a module with a source file: "
+            "define it in a .py file to run it"
+        )
+        raise TargetLoadError(msg)
+    path = Path(source).resolve()
+    dotted = machine.module is not None and "." in machine.module
+    spec = machine.module if dotted and machine.module != "__main__" else str(path)
+    names = [name for name, value in vars(module).items() if value is machine]
+    location = f"{spec}:{names[0]}" if names else str(spec)
+    return Target(machine, location, _hash(path))
+
+
+def _hash(source: Path) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:12]
 
 
 def _import_path(spec: str) -> tuple[ModuleType, Path]:

@@ -27,7 +27,7 @@ from typing import IO, Any, Literal, NoReturn
 
 import attrs
 
-from journal import Event, Journal, Run, RunWriter, delta, kinds
+from journal import Event, Run, RunWriter, Store, delta, kinds
 from journal import events as k
 from journal.events import dumps, timestamp
 from journal.kinds import to_step
@@ -39,8 +39,8 @@ from machine.definition import Fail, Finish, Goto, Handler, Machine
 from machine.errors import ActionFailed, ConversionError, ModelCallFailed, WrongMachine
 from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession
-from machine.pricing import Price, PriceTable
-from machine.retry import Retrying, RetryPolicy
+from machine.model.pricing import Price, PriceTable
+from machine.model.retry import Retrying, RetryPolicy
 
 Kind = Literal[
     "start", "step", "request", "answer", "decision", "call", "new call", "missing call",
@@ -132,7 +132,7 @@ Debug = Callable[[BaseException], None]
 
 
 def rerun(
-    journal: Journal, run_id: str, machine: Machine[Any], *, debug: Debug | None = None
+    journal: Store, run_id: str, machine: Machine[Any], *, debug: Debug | None = None
 ) -> Divergence | Reproduced:
     """Execute the run `run_id` again with `machine`'s code, answering every call from the
     journal, and compare: the first divergence, or what was reproduced. Writes nothing.
@@ -144,7 +144,7 @@ def rerun(
     if run.machine != machine.name:
         msg = f"run {run_id} is a run of machine {run.machine!r}, not of {machine.name!r}"
         raise WrongMachine(msg)
-    return _Rerun(journal, run, machine, debug).execute()
+    return _Rerun(journal, run, machine, debug).drive()
 
 
 def post_mortem(
@@ -183,7 +183,7 @@ class _Visit:
     """How the run last stopped in it (failed, killed, needs attention), if it did."""
 
 
-def _visits(journal: Journal, run_id: str, started: Event) -> Iterator[_Visit]:
+def _visits(journal: Store, run_id: str, started: Event) -> Iterator[_Visit]:
     step: str | None = to_step(started.data)
     number = started.data.get("transitions", 0)
     calls: dict[str, list[Event]] = {}
@@ -206,7 +206,7 @@ class _Rerun:
     """One rerun: the machine, the run, and what was reproduced so far."""
 
     def __init__(
-        self, journal: Journal, run: Run, machine: Machine[Any], debug: Debug | None
+        self, journal: Store, run: Run, machine: Machine[Any], debug: Debug | None
     ) -> None:
         self.journal, self.run, self.machine, self.debug = journal, run, machine, debug
         guard = Guard(Limits())
@@ -215,7 +215,7 @@ class _Rerun:
         self.session = ModelSession(self.offline.models(), self.retrying, guard)
         self.counts = {"steps": 0, "decisions": 0, "model_answers": 0, "effects": 0, "actions": 0}
 
-    def execute(self) -> Divergence | Reproduced:
+    def drive(self) -> Divergence | Reproduced:
         # Not the runner's loop (`machine.runner._Live._loop`): that one hands the journal's
         # calls only to the step it re-enters, writes every outcome, and turns a step's error
         # into run.failed; a rerun needs each visit's calls and stops at the first difference.
@@ -575,7 +575,7 @@ class _Unwritten(RunWriter):
     keeps it, secrets redacted.
     """
 
-    def __init__(self, journal: Journal, run_id: str) -> None:
+    def __init__(self, journal: Store, run_id: str) -> None:
         super().__init__(journal, run_id, last_seq=0)
         self.held: list[Event] = []
 
@@ -667,7 +667,7 @@ def _text(content: Any) -> list[str]:
     return lines
 
 
-def _prompt_diff(journal: Journal, was: Event | None, request: dict[str, Any]) -> str:
+def _prompt_diff(journal: Store, was: Event | None, request: dict[str, Any]) -> str:
     """A unified diff of the recorded request (from its blob) against the one built now."""
     now = json.loads(journal.redact(json.dumps(request, ensure_ascii=False)))
     old: Any = None

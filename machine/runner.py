@@ -16,7 +16,7 @@ import traceback
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -25,13 +25,13 @@ from journal import (
     Event,
     Heartbeat,
     Holder,
-    Journal,
     JournalError,
     LeaseLost,
     NotJSON,
     Run,
     RunDone,
     RunWriter,
+    Store,
     delta,
     fold,
     kinds,
@@ -51,7 +51,8 @@ from machine.errors import (
 )
 from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession, anthropic_api
-from machine.retry import Retrying, RetryPolicy
+from machine.model.retry import Retrying, RetryPolicy
+from machine.pacing import Pace, RateLimits
 
 
 @attrs.frozen
@@ -72,16 +73,25 @@ class Options:
     on_event: Callable[[Sequence[Event]], None] | None = None
     """Told each batch of the run's events as it is committed (redacted): a live log. Events
     a resume reads back from the journal are not told again."""
+    rate_limits: RateLimits | None = None
+    """The API's limits per minute (requests, input and output tokens) that model requests are
+    paced under; unknown ones are learned from the answers' `anthropic-ratelimit-*` headers."""
     limits: Mapping[str, Any] = attrs.Factory(dict)
     """Limits for this run, over the machine's (`max_cost_usd`, `max_tokens`, `max_steps`,
     `max_model_calls`): recorded with the run, they hold for its resumes too."""
 
 
+S = TypeVar("S")
+
+
 @attrs.frozen
-class Outcome:
-    """What `start` or `resume` did: the run as it now stands."""
+class Outcome(Generic[S]):
+    """What `start` or `resume` did: the run as it now stands, and its state."""
 
     run: Run
+    state: S
+    """The run's state as it now stands, of the machine's state type: for a run found done,
+    its final state, read from the journal."""
     created: bool = False
     """A new run was started (rather than one with the same run key found)."""
     executed: bool = True
@@ -116,14 +126,14 @@ def prepare(machine: Machine[Any], input: Any) -> Prepared:
 
 
 def start(
-    journal: Journal,
+    journal: Store,
     prepared: Prepared,
     *,
     target: str,
     code_hash: str,
     run_key: str | None = None,
     options: Options | None = None,
-) -> Outcome:
+) -> Outcome[Any]:
     """Start a run of the prepared machine and input, and execute it to its end.
 
     With a `run_key` already used by a run of this machine, nothing new starts: a done run is
@@ -148,7 +158,7 @@ def start(
     )
     if not created:
         if run.status == "done":
-            return Outcome(run, created=False, executed=False)
+            return _found_done(journal, machine, run)
         return resume(
             journal, run.run_id, machine, target=target, code_hash=code_hash, options=options
         )
@@ -158,24 +168,24 @@ def start(
             options.on_event(list(journal.events(run.run_id, upto=1)))
         return _Start(prepared.state, prepared.state_json, machine.start, 0, {})
 
-    return attrs.evolve(live.execute(run, limits, begin), created=True)
+    return attrs.evolve(live.drive(run, limits, begin), created=True)
 
 
 def resume(
-    journal: Journal,
+    journal: Store,
     run_id: str,
     machine: Machine[Any],
     *,
     target: str,
     code_hash: str,
     options: Options | None = None,
-) -> Outcome:
+) -> Outcome[Any]:
     """Take the run's lease, rebuild its state from the journal, and execute it to its end."""
     options = options or Options()
     machine.check()
     run = journal.run(run_id)
     if run.status == "done":
-        return Outcome(run, executed=False)
+        return _found_done(journal, machine, run)
     if run.machine != machine.name:
         msg = f"run {run_id} is a run of machine {run.machine!r}, but {target} is {machine.name!r}"
         raise WrongMachine(msg)
@@ -186,23 +196,15 @@ def resume(
         # process finished since the look above is reported, never taken up again.
         taken = journal.acquire_lease(run_id, live.holder, options.lease_ttl)
     except RunDone:
-        return Outcome(journal.run(run_id), executed=False)
-    # From here on the lease is this process's: `execute` lets it go, whatever happens.
+        return _found_done(journal, machine, journal.run(run_id))
+    # From here on the lease is this process's: `drive` lets it go, whatever happens.
     run = journal.run(run_id)  # again: the last holder may have written until it let go
     recorded = json.loads(run.limit_overrides) if run.limit_overrides else {}
     limits, overrides = _limits_for(journal, machine, recorded, options.limits)
 
     def begin(writer: RunWriter) -> _Start:
         at = fold.state_at(journal, run_id)
-        try:
-            state = convert.structure(machine.converter, at.state, machine.state, "the state")
-        except ConversionError as e:
-            msg = (
-                f"run {run_id}: the state in the journal no longer fits "
-                f"{machine.state.__name__} ({'; '.join(e.errors)}); the state type changed "
-                "since the run started"
-            )
-            raise InputMismatch(msg) from e
+        state = _structured(machine, run_id, at.state)
         recorded: dict[str, list[Event]] = {}
         for event in journal.events(run_id, after=at.seq, kinds=tuple(OPERATIONS)):
             recorded.setdefault(event.data["call"], []).append(event)
@@ -221,13 +223,13 @@ def resume(
         )
         return _Start(state, at.state, at.step, at.transitions, recorded)
 
-    outcome = live.execute(run, limits, begin)
+    outcome = live.drive(run, limits, begin)
     changed = (run.code_hash, code_hash) if run.code_hash != code_hash else None
     return attrs.evolve(outcome, code_changed=changed)
 
 
 def fork(
-    journal: Journal,
+    journal: Store,
     run_id: str,
     machine: Machine[Any],
     *,
@@ -236,7 +238,7 @@ def fork(
     target: str,
     code_hash: str,
     options: Options | None = None,
-) -> Outcome:
+) -> Outcome[Any]:
     """Start a new run from run `run_id`'s state after seq `at`, and execute it to its end.
 
     `changes` sets fields of that state first (JSON values, checked against the state type).
@@ -287,7 +289,26 @@ def fork(
             options.on_event(list(journal.events(run.run_id, upto=1)))
         return _Start(state, state_json, at_state.step, 0, {})
 
-    return attrs.evolve(live.execute(run, limits, begin), created=True)
+    return attrs.evolve(live.drive(run, limits, begin), created=True)
+
+
+def _structured(machine: Machine[Any], run_id: str, state: Any) -> Any:
+    """The run's state from the journal, as the machine's state type."""
+    try:
+        return convert.structure(machine.converter, state, machine.state, "the state")
+    except ConversionError as e:
+        msg = (
+            f"run {run_id}: the state in the journal no longer fits "
+            f"{machine.state.__name__} ({'; '.join(e.errors)}); the state type changed "
+            "since the run started"
+        )
+        raise InputMismatch(msg) from e
+
+
+def _found_done(journal: Store, machine: Machine[Any], run: Run) -> Outcome[Any]:
+    """A run that was done before this process came to it: its final state, nothing executed."""
+    state = _structured(machine, run.run_id, fold.state_at(journal, run.run_id).state)
+    return Outcome(run, state, created=False, executed=False)
 
 
 @attrs.frozen
@@ -305,7 +326,7 @@ class _Start:
 class _Live:
     """A run being executed by this process: its model session, retries and lease holder."""
 
-    def __init__(self, journal: Journal, machine: Machine[Any], options: Options) -> None:
+    def __init__(self, journal: Store, machine: Machine[Any], options: Options) -> None:
         self.journal = journal
         self.machine = machine
         self.options = options
@@ -313,8 +334,10 @@ class _Live:
         self.models = options.models or anthropic_api()
         journal.keep_out(*self.models.secrets)
         self.fields = typing.get_type_hints(machine.state)
+        self.state: Any = None
+        """The run's state as the steps left it: the last good one."""
 
-    def execute(self, run: Run, limits: Limits, begin: Callable[[RunWriter], _Start]) -> Outcome:
+    def drive(self, run: Run, limits: Limits, begin: Callable[[RunWriter], _Start]) -> Outcome[Any]:
         """Execute the run, whose lease this process holds, to its end; then let the lease go.
 
         Everything from the lease to its release is in this one try/finally: whatever fails on
@@ -332,7 +355,8 @@ class _Live:
         )
         guard = Guard(limits, heartbeat, options.sleep)
         retrying = Retrying(options.retry, guard.sleep, random.Random(options.seed), journal.clock)
-        live = _Execution(writer, guard, retrying, ModelSession(self.models, retrying, guard))
+        pace = Pace(options.rate_limits)
+        live = _Execution(writer, guard, retrying, ModelSession(self.models, retrying, guard, pace))
         writable = True
         anomalies: tuple[dict[str, Any], ...] = ()
         try:
@@ -354,12 +378,13 @@ class _Live:
             if writable and not heartbeat.lost:
                 with contextlib.suppress(JournalError):
                     journal.release_lease(run_id, self.holder.owner)
-        return Outcome(journal.run(run_id), anomalies=anomalies)
+        return Outcome(journal.run(run_id), state=self.state, anomalies=anomalies)
 
     def _loop(self, live: _Execution, run_id: str, begun: _Start) -> tuple[dict[str, Any], ...]:
         """Execute steps until the run ends or stops; the anomalies its end recorded."""
         machine, writer = self.machine, live.writer
         state, state_json, step, visit = begun.state, begun.state_json, begun.step, begun.visit
+        self.state = state
         recorded = begun.recorded
         assert step is not None
         state_bytes = len(dumps(state_json))
@@ -380,6 +405,8 @@ class _Live:
                 models=live.session,
                 retrying=live.retrying,
                 guard=live.guard,
+                model=machine.model,
+                max_tokens=machine.max_tokens,
             )
             recorded = {}
             try:
@@ -426,6 +453,7 @@ class _Live:
                     live, step, f"step {step!r} returned a state the journal cannot hold: {e}"
                 )
             delta_bytes += writer.bytes_written - before
+            self.state = result.state
             visit += 1
             since_snapshot += 1
             # A snapshot costs the size of the state: take one only once the changes since the
@@ -458,6 +486,12 @@ class _Live:
             return (
                 f"step {step!r} goes to {result.step!r}, which is not a step "
                 f"(steps: {', '.join(machine.steps)})"
+            )
+        if isinstance(result, Goto) and not machine.may_go(step, result.step):
+            declared = ", ".join(machine.goes_to.get(step) or ())
+            return (
+                f"step {step!r} goes to {result.step!r}, but it declared it goes only to "
+                f"({declared}): declare it, or go where it said"
             )
         if not isinstance(result, Fail) and not isinstance(result.state, machine.state):
             return (
@@ -515,7 +549,7 @@ class _Execution:
 
 
 def _limits_for(
-    journal: Journal, machine: Machine[Any], recorded: Mapping[str, Any], given: Mapping[str, Any]
+    journal: Store, machine: Machine[Any], recorded: Mapping[str, Any], given: Mapping[str, Any]
 ) -> tuple[Limits, dict[str, Any]]:
     """The limits in force for a run, and the overrides to record with it.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from journal import Holder, Journal, LeaseHeld, RunWriter, kinds
+from journal import Holder, LeaseHeld, RunWriter, Store, kinds
 from machine.errors import NothingToKill
 
 KILLABLE = ("running", "needs_attention", "resolved", "failed")
@@ -18,7 +18,7 @@ KILLABLE = ("running", "needs_attention", "resolved", "failed")
 
 
 def kill(
-    journal: Journal, run_id: str, *, by: str, reason: str | None, lease_ttl: float = 30.0
+    journal: Store, run_id: str, *, by: str, reason: str | None, lease_ttl: float = 30.0
 ) -> Literal["killed", "requested"]:
     """Kill the run: at once if no live process executes it ("killed"), else ask that process
     to ("requested"), which it does within a second."""
@@ -38,7 +38,7 @@ def kill(
         data = kinds.RunKilled(
             killed_by="person", who=by, reason=reason, message=f"killed by {by}{said}"
         )
-        RunWriter(journal, run_id, last_seq=run.last_seq).commit(run.step, data)
+        RunWriter(journal, run_id, last_seq=run.last_seq, owner=holder.owner).commit(run.step, data)
         return "killed"
     finally:
         journal.release_lease(run_id, holder.owner)

@@ -20,10 +20,9 @@ import attrs
 import pytest
 from conftest import ROOT, cli, spawn
 
-import machine
 from journal import ActionBusy, Holder, Journal, RunWriter, kinds, state_at
 from journal import events as k
-from machine import Context, Machine, Options, Retryable, Transition
+from machine import Context, Machine, Options, Outcome, Retryable, Transition, runner
 
 ACTING = str(ROOT / "tests" / "pipelines" / "acting.py")
 STOP_AT = str(ROOT / "tests" / "pipelines" / "stop_at.py")
@@ -208,9 +207,9 @@ def test_each_intent_costs_an_fsync_at_normal_durability(tmp_path: Path) -> None
 SYNC_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-import attrs, machine
-from journal import ActionBusy, Holder, Journal, RunWriter, state_at
-from machine import Machine
+import attrs
+from journal import Journal
+from machine import Machine, runner
 
 @attrs.frozen
 class S:
@@ -229,7 +228,7 @@ def go(ctx, s):
     return ctx.goto("go", S(s.n + 1))
 
 with Journal.open({db!r}, create=True) as journal:
-    machine.start(journal, machine.prepare(m, {{}}), target="t", code_hash="0")
+    runner.start(journal, runner.prepare(m, {{}}), target="t", code_hash="0")
 """
 
 
@@ -249,13 +248,9 @@ def one_action(fn: Any, *, idempotent: bool = True, repeat: bool = False) -> Mac
     return m
 
 
-def run_one(
-    journal: Journal, m: Machine[Once], sleeps: list[float] | None = None
-) -> machine.Outcome:
+def run_one(journal: Journal, m: Machine[Once], sleeps: list[float] | None = None) -> Outcome:
     options = Options(sleep=(sleeps if sleeps is not None else []).append, seed=0)
-    return machine.start(
-        journal, machine.prepare(m, {}), target="t", code_hash="0", options=options
-    )
+    return runner.start(journal, runner.prepare(m, {}), target="t", code_hash="0", options=options)
 
 
 def test_a_retryable_failure_is_retried_with_the_same_key(journal: Journal) -> None:
@@ -384,14 +379,14 @@ def test_an_answer_can_be_corrected_until_the_step_that_reads_it_ends(db: Path) 
             raise KeyboardInterrupt  # killed after the action ran, before its outcome
 
     with Journal.open(db, create=True) as journal:
-        prepared = machine.prepare(m, {"key": "C-1"})
+        prepared = runner.prepare(m, {"key": "C-1"})
         with pytest.raises(KeyboardInterrupt):
-            machine.start(
+            runner.start(
                 journal, prepared, target="t", code_hash="h", options=Options(checkpoint=ran)
             )
         (run,) = journal.runs()
         run_id = run.run_id
-        stopped = machine.resume(journal, run_id, m, target="t", code_hash="h")
+        stopped = runner.resume(journal, run_id, m, target="t", code_hash="h")
         assert stopped.run.status == "needs_attention"
         assert stopped.run.error is not None and "--done --result JSON" in stopped.run.error
         assert sent == ["C-1"]
@@ -403,12 +398,12 @@ def test_an_answer_can_be_corrected_until_the_step_that_reads_it_ends(db: Path) 
     assert json.loads(waiting.stdout)["status"] == "resolved"
     assert f"journal resume {run_id}" in cli("show", run_id, db=db).stdout
     with Journal.open(db) as journal:
-        failed = machine.resume(journal, run_id, m, target="t", code_hash="h")
+        failed = runner.resume(journal, run_id, m, target="t", code_hash="h")
         assert failed.run.status == "failed"  # the step subscripted the missing result
     again = cli("resolve", run_id, "C-1", "--done", "--result", '{"receipt": "R-77"}', db=db)
     assert again.returncode == 0, again.stderr
     with Journal.open(db) as journal:
-        done = machine.resume(journal, run_id, m, target="t", code_hash="h")
+        done = runner.resume(journal, run_id, m, target="t", code_hash="h")
         assert done.run.status == "done"
         assert state_at(journal, run_id).state["receipt"] == "R-77"
         answers = list(journal.events(run_id, kinds=(k.ACTION_RESOLVED,)))

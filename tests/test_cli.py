@@ -214,7 +214,7 @@ def test_a_target_with_no_machine(tmp_path: Path, db: Path) -> None:
         ('{"items": "apple", "out": "o"}', "expected an array, got a string @ $.items"),
         ('{"items": [1, 2], "out": "o"}', "expected a string, got an integer @ $.items[0]"),
         ('{"items": []}', "required field missing @ $.out"),
-        ("[1, 2, 3]", "expected an object, got an array"),
+        ("[1, 2, 3]", "takes as input an object of Batch, and the input is an array"),
         ('{"items": [', "not JSON"),
         ("", "is empty"),
     ],

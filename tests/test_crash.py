@@ -21,7 +21,7 @@ from typing import Any
 from conftest import FIXTURES, cli, journal_command, spawn
 
 from journal import Journal, state_at
-from machine import FakeModel, Faults, serve
+from machine.testing import FakeModel, Faults, serve
 
 LINES = str(FIXTURES / "lines.py")
 

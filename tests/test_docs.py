@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import click
@@ -14,6 +15,8 @@ import pytest
 from conftest import ROOT, cli
 
 from cli import cli as group
+from journal import Journal
+from machine import Options, offline, runner
 
 README = (ROOT / "README.md").read_text()
 COMMANDS = sorted(group.commands)
@@ -62,7 +65,9 @@ def test_the_readme_starts_with_the_two_setup_commands() -> None:
 
 
 def _section(title: str) -> str:
-    start = README.index(f"### {title}")
+    found = re.search(rf"^###? {re.escape(title)}", README, re.M)
+    assert found is not None, f"the README has no section {title!r}"
+    start = found.start()
     ends = [README.find(mark, start + 4) for mark in ("\n## ", "\n### ")]
     return README[start : min(e for e in ends if e != -1)]
 
@@ -98,3 +103,100 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     assert "claude-haiku-4-5  63" in result.stdout  # journal cost --by model, after the main job
     assert "rate_limit_error" in result.stdout
     assert len(list((tmp_path / "outbox").glob("T-*.json"))) > 0
+
+
+def _python(title: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", _section(title), re.S)
+
+
+def test_the_first_pipeline_is_the_one_tested() -> None:
+    """The README's first pipeline and its test are, to the byte, tests/typing's files: the
+    suite runs that test (with the plugin), and mypy checks both files, with no casts."""
+    (pipeline,), (test,) = _python("Your first pipeline"), _python("Test it offline")
+    assert pipeline == (ROOT / "tests" / "typing" / "tickets.py").read_text()
+    assert test == (ROOT / "tests" / "typing" / "test_tickets.py").read_text()
+
+
+def test_the_first_pipeline_runs_as_written(tmp_path: Path) -> None:
+    """Saved from the README into an empty folder: `python tickets.py`, the SQL and `journal
+    runs` as the README gives them, then pytest finding the plugin's fixtures there."""
+    (pipeline,), (test,) = _python("Your first pipeline"), _python("Test it offline")
+    (tmp_path / "tickets.py").write_text(pipeline)
+    (tmp_path / "test_tickets.py").write_text(test)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("JOURNAL_DB", None)
+    (commands,) = re.findall(r"```bash\n(.*?)```", _section("Your first pipeline"), re.S)
+    result = subprocess.run(
+        ["bash", "-c", "set -e\n" + commands],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0].split(maxsplit=2)
+    assert first[1] == "done" and first[2].startswith("(")
+    assert re.search(rf"^{first[0]}\s+queue\s+done\s", result.stdout, re.M)
+    assert "item  outcome  reason" in result.stdout
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_tickets.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "1 passed" in tested.stdout
+
+
+def _in_order(excerpt: str, source: Path) -> None:
+    """Every line of `excerpt` (but imports) is a line of `source`, in the same order."""
+    lines = iter(source.read_text().splitlines())
+    for line in excerpt.splitlines():
+        if not line.strip() or line.startswith(("import ", "from ")):
+            continue
+        assert any(line == other for other in lines), f"{source.name} has no {line!r} here"
+
+
+@pytest.mark.parametrize(
+    ("title", "fixture"),
+    [
+        ("Write a machine", "lines.py"),
+        ("Ask a model", "triage.py"),
+        ("Stop it: limits, budgets, kill", "triage.py"),
+    ],
+)
+def test_readme_excerpts_are_the_fixtures_code(title: str, fixture: str) -> None:
+    (excerpt,) = _python(title)
+    _in_order(excerpt, ROOT / "fixtures" / fixture)
+
+
+def test_the_fake_model_block_runs() -> None:
+    (block,) = _python("The fake model")
+    scope: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["options"].models is not None  # type: ignore[attr-defined]
+
+
+def test_the_map_block_runs(tmp_path: Path) -> None:
+    """The `ctx.map` block, on the first pipeline's types: every ticket scored, in order."""
+    (pipeline,), (block,) = _python("Your first pipeline"), _python("Many at once")
+    module = types.ModuleType("readme_at_once")  # cattrs reads the annotations in it
+    sys.modules[module.__name__] = module
+    exec(compile(pipeline + "\n" + block, "README.md", "exec"), module.__dict__)
+    scope = module.__dict__
+
+    tickets = [{"id": f"T-{i}", "subject": f"ticket {i}"} for i in range(20)]
+    prepared = runner.prepare(scope["at_once"], tickets)
+    with Journal.open(tmp_path / "journal.db", create=True) as journal:
+        options = Options(models=offline("none"))
+        outcome = runner.start(journal, prepared, target="t", code_hash="0", options=options)
+        calls = [
+            e.data["call"] for e in journal.events(outcome.run.run_id, kinds=("model.answered",))
+        ]
+    assert outcome.run.status == "done"
+    assert sorted(calls) == sorted(f"T-{i}/T-{i}" for i in range(20))
+    urgent = outcome.state.urgent
+    assert list(urgent) == sorted(urgent, key=lambda t: int(t[2:]))  # in the items' order

@@ -1,4 +1,4 @@
-"""Tests for `machine.fake`, driven through the real `anthropic` SDK."""
+"""Tests for `machine.testing.fake`, driven through the real `anthropic` SDK."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import pytest
 from conftest import journal_command
 
 from cli.fake import fake_model
-from machine._fake_limits import delay
-from machine.fake import (
+from machine.testing._fake_limits import delay
+from machine.testing.fake import (
     CHAOS,
     FAULTS,
     PROMPT_CACHES,

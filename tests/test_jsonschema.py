@@ -1,4 +1,4 @@
-"""Tests for `machine.jsonschema`: the schema says what `machine.convert.make()` accepts."""
+"""Tests for `machine.model.jsonschema`: the schema says what `machine.convert.make()` accepts."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from machine.convert import ConversionError, make, structure
-from machine.jsonschema import SchemaError, input_schema, tool_for
+from machine.model.jsonschema import SchemaError, input_schema, tool_for
 
 T = TypeVar("T")
 
@@ -165,7 +165,7 @@ def field(tp: Any, **kwargs: Any) -> dict[str, Any]:
 
 # Schemas are checked by the `jsonschema` library (Draft 2020-12), formats included: "date" is
 # always checked, "date-time" only when rfc3339-validator is installed; the patterns that
-# machine.jsonschema writes beside both make the schema exact either way.
+# machine.model.jsonschema writes beside both make the schema exact either way.
 
 
 def problems(schema: dict[str, Any], value: Any) -> list[str]:
@@ -572,7 +572,7 @@ def test_the_same_class_gives_the_same_schema() -> None:
 
 SET_OPTIONS = """
 import json, attrs
-from machine.jsonschema import input_schema
+from machine.model.jsonschema import input_schema
 fruit = attrs.validators.in_({"pear", "fig", "apple", "kiwi", "plum"})
 C = attrs.make_class("C", {"x": attrs.field(type=str, validator=fruit)})
 print(json.dumps(input_schema(C)))

@@ -20,12 +20,20 @@ import attrs
 import pytest
 from conftest import FIXTURES, ROOT, cli, journal_command
 
-import machine
 from journal import Journal, verify
 from journal.limits import NUSD
-from machine import Context, FakeModel, Faults, Machine, Models, Options, PriceTable, Transition
-from machine.fake import serve
+from machine import (
+    Context,
+    Machine,
+    Models,
+    Options,
+    PriceTable,
+    Transition,
+    runner,
+)
 from machine.limits import Breaker, Limits, worst_case
+from machine.testing import FakeModel, Faults
+from machine.testing.fake import serve
 
 MODEL = "claude-haiku-4-5"
 TRIAGE = str(FIXTURES / "triage.py")
@@ -90,9 +98,9 @@ def test_random_cost_caps_are_never_exceeded(db: Path) -> None:
         for _ in range(200):
             # From below one request's worst case (about $0.003) to enough for the whole run.
             cap = Decimal(rng.randint(1, 40_000)) / 1_000_000
-            prepared = machine.prepare(asking(Limits(breaker=None)), {"total": rng.randint(1, 12)})
+            prepared = runner.prepare(asking(Limits(breaker=None)), {"total": rng.randint(1, 12)})
             options = Options(models=models, sleep=lambda s: None, limits={"max_cost_usd": cap})
-            run = machine.start(journal, prepared, target="t", code_hash="0", options=options).run
+            run = runner.start(journal, prepared, target="t", code_hash="0", options=options).run
             spent = Decimal(run.exposure_nusd) / NUSD
             assert spent <= cap, f"seed {seed}: ${spent} spent under a cap of ${cap}"
             assert exposure_from_events(journal, run.run_id) == spent, f"seed {seed}"
@@ -116,9 +124,9 @@ def test_other_caps_stop_before_what_they_limit(db: Path) -> None:
     cases = {"max_tokens": 5000, "max_steps": 3, "max_model_calls": 4}
     with Journal.open(db, create=True) as journal:
         for limit, cap in cases.items():
-            prepared = machine.prepare(asking(), {"total": 20})
+            prepared = runner.prepare(asking(), {"total": 20})
             options = Options(models=models, sleep=lambda s: None, limits={limit: cap})
-            run = machine.start(journal, prepared, target="t", code_hash="0", options=options).run
+            run = runner.start(journal, prepared, target="t", code_hash="0", options=options).run
             assert run.status == "killed"
             (event,) = journal.events(run.run_id, kinds=("run.killed",))
             assert event.data["limit_name"] == limit and event.data["cap"] == cap

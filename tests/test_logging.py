@@ -22,11 +22,10 @@ from conftest import FIXTURES, journal_command
 from hypothesis import given
 from hypothesis import strategies as st
 
-import machine
 from cli.live import LOGGER, log_records
 from cli.output import MAX_VALUE, event_line, pairs
 from journal import Event, Journal
-from machine import Context, Machine, Options, Transition
+from machine import Context, Machine, Options, Transition, runner
 
 TRIAGE = str(FIXTURES / "triage.py")
 TICKETS = FIXTURES / "tickets.jsonl"
@@ -327,9 +326,9 @@ def test_each_event_is_a_logging_record(journal: Journal) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        outcome = machine.start(
+        outcome = runner.start(
             journal,
-            machine.prepare(counting, {}),
+            runner.prepare(counting, {}),
             target="tests/test_logging.py:counting",
             code_hash="test",
             options=Options(on_event=log_records),

@@ -17,13 +17,10 @@ import attrs
 import httpx2
 import pytest
 
-import machine
 from journal import Event, Journal
 from journal import events as k
 from machine import (
     Context,
-    FakeModel,
-    Faults,
     Machine,
     Models,
     Options,
@@ -31,9 +28,11 @@ from machine import (
     PriceTable,
     Transition,
     Usage,
-    cost,
+    runner,
 )
 from machine.limits import Limits
+from machine.model.pricing import cost
+from machine.testing import FakeModel, Faults
 
 MODEL = "claude-haiku-4-5"
 
@@ -107,8 +106,8 @@ def run(
         seed=1,
         checkpoint=checkpoint or (lambda name: None),
     )
-    prepared = machine.prepare(m or scorer(), {"texts": list(texts)})
-    return machine.start(journal, prepared, target="test:scorer", code_hash="0", options=options)
+    prepared = runner.prepare(m or scorer(), {"texts": list(texts)})
+    return runner.start(journal, prepared, target="test:scorer", code_hash="0", options=options)
 
 
 def kinds(journal: Journal, run_id: str, *wanted: str) -> list[Event]:
@@ -277,7 +276,7 @@ def test_a_journaled_answer_is_not_asked_again(journal: Journal) -> None:
         run(journal, fake.models(), texts, checkpoint=stop_after_two)
     assert len(fake.bodies) == 2
     (run_row,) = journal.runs()
-    resumed = machine.resume(
+    resumed = runner.resume(
         journal,
         run_row.run_id,
         scorer(),
@@ -301,7 +300,7 @@ def test_a_changed_prompt_on_resume_is_reported_by_step_and_call(journal: Journa
     with pytest.raises(KeyboardInterrupt):
         run(journal, fake.models(), ("server down",), checkpoint=stop_at_first_answer)
     (run_row,) = journal.runs()
-    resumed = machine.resume(
+    resumed = runner.resume(
         journal,
         run_row.run_id,
         scorer(prefix="URGENT: "),

@@ -1,4 +1,4 @@
-"""Tests for `machine.output`: reading what the model answered, and the turns that ask it again."""
+"""Tests for `machine.model.output`: reading what the model answered, and asking it again."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from machine import convert
-from machine.output import Accepted, Rejected, feedback, read_answer
+from machine.model.output import Accepted, Rejected, feedback, read_answer
 
 
 @attrs.frozen

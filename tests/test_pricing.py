@@ -1,4 +1,4 @@
-"""Tests for `machine.pricing`: usage from the API, exact cost, the price table, price files."""
+"""Tests for `machine.model.pricing`: usage from the API, exact cost, price tables and files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import anthropic.types
 import pytest
 
-from machine.pricing import (
+from machine.model.pricing import (
     AMOUNTS,
     Price,
     PriceFileError,
@@ -22,7 +22,7 @@ from machine.pricing import (
     cost,
 )
 
-SHIPPED = Path(__file__).resolve().parent.parent / "machine" / "prices.json"
+SHIPPED = Path(__file__).resolve().parent.parent / "machine" / "model" / "prices.json"
 
 SONNET_45 = {
     "input": "3",

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.output import json_line, pairs, printable, short
-from machine import FakeModel, serve
+from machine.testing import FakeModel, serve
 
 # Sets the terminal's title, clears the screen, a C1 CSI, DEL, NUL, CR, backspace, a bidi
 # override and isolate, a line separator, tab and newline; and a backslash escape as text.
@@ -183,7 +183,7 @@ def test_json_outputs_read_back_exactly(hostile: tuple[Path, str, str]) -> None:
         "fail": False,
     }
     actions = [json.loads(line) for line in output("actions", "--json", db=db).splitlines()]
-    assert {json.loads(a["result"])["sent"] for a in actions} == {"key" + HOSTILE}
+    assert {a["result"]["sent"] for a in actions} == {"key" + HOSTILE}
     by_machine = json.loads(output("cost", "--by", "machine", "--json", db=db))
     assert by_machine["machine"] == NAME
     # The journal's own JSON, not a view's column: SQLite's json_extract cuts a string at NUL.

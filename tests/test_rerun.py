@@ -19,24 +19,21 @@ import attrs
 import pytest
 from conftest import FIXTURES, digest, journal_command
 
-import machine
 from journal import Journal
 from journal import events as k
 from machine import (
     ActionFailed,
     Context,
-    Divergence,
-    FakeModel,
     Machine,
     Models,
     Options,
     PriceTable,
-    Reproduced,
     Transition,
-    WrongMachine,
-    rerun,
+    runner,
 )
-from machine.rerun import post_mortem
+from machine.errors import WrongMachine
+from machine.rerun import Divergence, Reproduced, post_mortem, rerun
+from machine.testing import FakeModel, serve
 
 MODEL = "claude-haiku-4-5"
 
@@ -50,8 +47,8 @@ def reader(journal: Journal, db: Path) -> Iterator[Journal]:
 
 
 def start(journal: Journal, m: Machine[Any], input: Any, options: Options | None = None) -> str:
-    prepared = machine.prepare(m, input)
-    outcome = machine.start(journal, prepared, target="test:m", code_hash="h", options=options)
+    prepared = runner.prepare(m, input)
+    outcome = runner.start(journal, prepared, target="test:m", code_hash="h", options=options)
     return outcome.run.run_id
 
 
@@ -459,7 +456,7 @@ def test_the_cli_reproduces_a_done_run_offline(triage: tuple[Path, str]) -> None
     folder, run_id = triage
     outbox, db = files(folder / "outbox"), digest(folder / "journal.db")
     fake = FakeModel()
-    with machine.serve(fake) as server:
+    with serve(fake) as server:
         env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "x"}
         result = journal_cli("replay", run_id, "--rerun", folder=folder, env=env)
     assert result.returncode == 0, result.stderr

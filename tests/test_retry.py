@@ -1,4 +1,4 @@
-"""Tests for `machine.retry`: classifying failures, parsing retry-after, and the retry loop.
+"""Tests for `machine.model.retry`: classifying failures, parsing retry-after, and the retry loop.
 
 SDK exceptions are real: a real client, whose transport answers with the status and headers a
 test asks for, raises them. Time and randomness are fakes: nothing here really sleeps.
@@ -18,7 +18,7 @@ import attrs
 import httpx2
 import pytest
 
-from machine.retry import (
+from machine.model.retry import (
     FATAL_STATUS,
     RETRYABLE_STATUS,
     CallFailed,
@@ -436,7 +436,7 @@ def test_policy_rejects_nonsense() -> None:
 def test_a_journal_error_during_an_attempt_is_never_retried_or_recorded() -> None:
     """The journal's trouble is not the call's: it propagates as it is, before any failure."""
     from journal import ConcurrentAppend
-    from machine.retry import Retrying
+    from machine.model.retry import Retrying
 
     failures: list[object] = []
 

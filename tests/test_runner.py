@@ -18,7 +18,6 @@ import attrs
 import pytest
 from conftest import cli
 
-import machine
 from journal import Journal, LeaseHeld, Run, replay, state_at
 from journal import events as k
 from journal import verify as machine_verify
@@ -30,6 +29,7 @@ from machine import (
     Outcome,
     StateNotJSON,
     Transition,
+    runner,
 )
 
 
@@ -82,14 +82,14 @@ def start(
     run_key: str | None = None,
     options: Options | None = None,
 ) -> Outcome:
-    prepared = machine.prepare(m, input)
-    return machine.start(
+    prepared = runner.prepare(m, input)
+    return runner.start(
         journal, prepared, target="test:m", code_hash=code_hash, run_key=run_key, options=options
     )
 
 
 def resume(journal: Journal, run_id: str, m: Machine[Any], code_hash: str = "h1") -> Outcome:
-    return machine.resume(journal, run_id, m, target="test:m", code_hash=code_hash)
+    return runner.resume(journal, run_id, m, target="test:m", code_hash=code_hash)
 
 
 def only_run(journal: Journal) -> str:
@@ -297,7 +297,7 @@ def test_an_input_function_builds_the_first_state(journal: Journal) -> None:
     assert outcome.run.status == "done"
     assert state_at(journal, outcome.run.run_id).state["n"] == 3
     with pytest.raises(InputMismatch, match=r"expected an integer, got a string @ \$\[1\]"):
-        machine.prepare(m, [1, "two"])
+        runner.prepare(m, [1, "two"])
 
 
 def test_a_state_that_json_cannot_keep_is_refused(journal: Journal) -> None:
@@ -388,7 +388,7 @@ def test_a_failing_on_start_lets_go_of_the_lease_and_stops_the_heartbeat(journal
     assert journal.lease(run_id) is None
     assert not [t for t in threading.enumerate() if t.name == f"lease-{run_id}"]
     with pytest.raises(RuntimeError, match="on_start broke"):
-        machine.resume(journal, run_id, counter([]), target="t", code_hash="h1", options=options)
+        runner.resume(journal, run_id, counter([]), target="t", code_hash="h1", options=options)
     assert journal.lease(run_id) is None
     assert not [t for t in threading.enumerate() if t.name == f"lease-{run_id}"]
     assert resume(journal, run_id, counter([])).run.status == "done"
@@ -410,7 +410,7 @@ def test_two_resumes_racing_never_write_after_done(db: Path) -> None:
         time.sleep(delay)
         with Journal.open(db, timeout=60) as own:
             try:
-                done = machine.resume(own, run_id, counter([]), target="t", code_hash="h1")
+                done = runner.resume(own, run_id, counter([]), target="t", code_hash="h1")
                 outcomes.append("executed" if done.executed else "already done")
             except LeaseHeld:
                 outcomes.append("held")

@@ -1,6 +1,6 @@
 """The schema of a class accepts a JSON answer if and only if the converter structures it.
 
-For each class of a gallery covering every type and validator `machine.jsonschema` describes,
+For each class of a gallery covering every type and validator `machine.model.jsonschema` describes,
 answers are drawn from the derived schema (hypothesis-jsonschema) and mutated into near misses
 (a wrong JSON type, 1 for true, 3.0 or 3.5 for 3, a trailing newline, another ISO 8601 date
 form, one past a bound, a key or an item dropped). The `jsonschema` library, formats checked,
@@ -34,7 +34,7 @@ from jsonschema import Draft202012Validator
 
 from machine import convert
 from machine.errors import ConversionError
-from machine.jsonschema import input_schema
+from machine.model.jsonschema import input_schema
 
 T = TypeVar("T")
 UserId = NewType("UserId", int)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, cli, journal_command
 
-from machine import FakeModel, Faults, serve
+from machine.testing import FakeModel, Faults, serve
 
 KEY = "sk-ant-api03-SECRET-do-not-journal-0123456789abcdef"
 

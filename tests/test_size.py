@@ -6,9 +6,8 @@ from pathlib import Path
 
 import attrs
 
-import machine
 from journal import Journal, state_at
-from machine import Context, Machine, Transition
+from machine import Context, Machine, Transition, runner
 
 
 @attrs.frozen
@@ -38,8 +37,8 @@ def mark(ctx: Context, s: Items) -> Transition:
 def test_a_thousand_steps_over_a_500_kb_state_write_under_2_mb(db: Path) -> None:
     state = {"items": [{"text": f"{i:04d}" + "x" * 496} for i in range(1000)]}
     with Journal.open(db, create=True) as journal:
-        outcome = machine.start(
-            journal, machine.prepare(work, state), target="test:work", code_hash="0"
+        outcome = runner.start(
+            journal, runner.prepare(work, state), target="test:work", code_hash="0"
         )
         assert outcome.run.steps == 1001
         final = state_at(journal, outcome.run.run_id).state

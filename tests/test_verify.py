@@ -10,9 +10,8 @@ import attrs
 import pytest
 from conftest import cli, digest
 
-import machine
 from journal import Holder, Journal, RunDone, RunWriter, kinds, verify
-from machine import Context, Machine, Options, Transition
+from machine import Context, Machine, Options, Transition, runner
 
 
 @attrs.frozen
@@ -35,8 +34,8 @@ def busy_run(journal: Journal) -> str:
         return ctx.goto("go", Count(s.n + 1))
 
     options = Options(sleep=lambda seconds: None)
-    outcome = machine.start(
-        journal, machine.prepare(m, {}), target="t", code_hash="0", options=options
+    outcome = runner.start(
+        journal, runner.prepare(m, {}), target="t", code_hash="0", options=options
     )
     return outcome.run.run_id
 

@@ -11,9 +11,9 @@ import sys
 
 import attrs
 
-import machine
 from journal import Journal
-from machine import Context, FakeModel, Machine, Models, Options, PriceTable, Transition
+from machine import Context, Machine, Models, Options, PriceTable, Transition, runner
+from machine.testing import FakeModel
 
 
 @attrs.frozen
@@ -41,8 +41,8 @@ def main() -> None:
     options = Options(models=models, sleep=lambda seconds: None)
     for path in sys.argv[1:]:
         with Journal.open(path, timeout=60) as journal:
-            prepared = machine.prepare(budgeted, {})
-            outcome = machine.start(journal, prepared, target="w", code_hash="0", options=options)
+            prepared = runner.prepare(budgeted, {})
+            outcome = runner.start(journal, prepared, target="w", code_hash="0", options=options)
             assert outcome.run.status == "killed", outcome.run
 
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import machine
 from journal import Journal
+from machine import Options, loader, runner
 
 
 def main() -> None:
@@ -25,15 +25,15 @@ def main() -> None:
             while not Path(go).exists():
                 time.sleep(0.01)
 
-    loaded = machine.load(target)
+    loaded = loader.load(target)
     with Journal.open(db) as journal:
-        outcome = machine.resume(
+        outcome = runner.resume(
             journal,
             run_id,
             loaded.machine,
             target=loaded.location,
             code_hash=loaded.code_hash,
-            options=machine.Options(checkpoint=checkpoint),
+            options=Options(checkpoint=checkpoint),
         )
     print("executed" if outcome.executed else "already done")
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import machine
 from journal import Journal
+from machine import Options, loader, runner
 
 
 def main() -> None:
@@ -24,15 +24,15 @@ def main() -> None:
             Path(marker).write_text(name)
             time.sleep(3600)
 
-    loaded = machine.load(target)
-    prepared = machine.prepare(loaded.machine, json.loads(Path(input_path).read_text()))
+    loaded = loader.load(target)
+    prepared = runner.prepare(loaded.machine, json.loads(Path(input_path).read_text()))
     with Journal.open(db, create=True) as journal:
-        machine.start(
+        runner.start(
             journal,
             prepared,
             target=loaded.location,
             code_hash=loaded.code_hash,
-            options=machine.Options(checkpoint=checkpoint),
+            options=Options(checkpoint=checkpoint),
         )
 
 

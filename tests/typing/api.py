@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 import journal
 import machine
-from machine import Context, Machine, Transition
+from machine import Context, Machine, Options, Outcome, RetryPolicy, Transition, runner, testing
 
 
 @attrs.frozen
@@ -49,14 +50,14 @@ def go(ctx: Context, s: State) -> Transition:
 
 
 def run(path: Path) -> tuple[str, int]:
-    options = machine.Options(
+    options = Options(
         models=machine.offline("429=0.1,garbage=0.1,seed=3"),
-        retry=machine.RetryPolicy(max_attempts=3),
+        retry=RetryPolicy(max_attempts=3),
         sleep=lambda seconds: None,
     )
     with journal.Journal.open(path, create=True, durability="full") as j:
-        prepared: machine.Prepared = machine.prepare(typed, [1, 2, 3])
-        outcome: machine.Outcome = machine.start(
+        prepared: runner.Prepared = runner.prepare(typed, [1, 2, 3])
+        outcome: Outcome[Any] = runner.start(
             j, prepared, target="api:typed", code_hash="0", options=options
         )
         actions: list[journal.Action] = j.actions(outcome.run.run_id)
@@ -67,6 +68,6 @@ def run(path: Path) -> tuple[str, int]:
 
 
 def serve_offline() -> str:
-    fake = machine.FakeModel(faults=machine.parse_spec("chaos"))
-    with machine.serve(fake, port=0) as server:
+    fake = testing.FakeModel(faults=testing.parse_spec("chaos"))
+    with testing.serve(fake, port=0) as server:
         return server.url

@@ -1,6 +1,6 @@
 """Model prices and the exact cost of a call: the effective-dated price table and `cost`.
 
-The table is data, `machine/prices.json`, shipped in the package; a price file of the same
+The table is data, `machine/model/prices.json`, shipped in the package; a price file of the same
 shape can add models or replace shipped ones. Amounts are USD per million tokens, read as
 `Decimal` and multiplied exactly. A model the table does not know is an error, never $0.
 """
@@ -156,9 +156,9 @@ class PriceTable:
 
     @classmethod
     def load(cls, override: Path | None = None) -> PriceTable:
-        """The shipped table (read with importlib.resources from the `machine` package), with the
+        """The shipped table (read with importlib.resources from `machine.model`), with the
         models of `override` (same format) added or replacing shipped ones."""
-        resource = importlib.resources.files("machine").joinpath(SHIPPED)
+        resource = importlib.resources.files("machine.model").joinpath(SHIPPED)
         origin = f"machine/{SHIPPED}"
         try:
             text = resource.read_text(encoding="utf-8")

@@ -36,6 +36,7 @@ import math
 import numbers
 import re
 import textwrap
+import threading
 import types
 import typing
 import unicodedata
@@ -951,9 +952,15 @@ def _docs(cls: type) -> tuple[str | None, dict[str, str]]:
     return doc, fields
 
 
+# CPython 3.11 can fail ("AST constructor recursion depth mismatch") when two threads parse
+# at once, as the items of a parallel step do when each asks for its schema.
+_PARSING = threading.Lock()
+
+
 def _class_node(klass: type) -> ast.ClassDef | None:
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        with _PARSING:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
     except (OSError, TypeError, SyntaxError):
         return None  # no source: described without docstrings, never an error
     node = tree.body[0] if tree.body else None

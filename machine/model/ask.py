@@ -1,8 +1,8 @@
 """Model calls: `ctx.ask` through the anthropic SDK, journaled, retried, validated and priced.
 
-Two loops that never mix. The transport loop (`machine.retry`) sends one request until the API
+Two loops that never mix. The transport loop (`machine.model.retry`) sends one request until the API
 answers, journaling every attempt (`model.requested`, `model.failed`, `model.answered`); the
-SDK's own retries are off. The validation loop reads the answer (`machine.output`); an answer
+SDK's own retries are off. The validation loop reads the answer (`machine.model.output`); an answer
 that does not fit is journaled (`output.rejected`) and the model is asked again with the errors
 in the conversation. An API error is never pasted into a prompt.
 
@@ -17,6 +17,7 @@ import datetime
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,11 +26,12 @@ import attrs
 
 from journal import Event, LimitReached, kinds
 from journal import events as k
-from machine import output, retry
 from machine.errors import CallFailed, ModelCallFailed, ModelUnavailable, OutputRejected, RunKilled
-from machine.jsonschema import tool_for
 from machine.limits import Guard, worst_case
-from machine.pricing import Price, PriceTable, Usage, cost
+from machine.model import output, retry
+from machine.model.jsonschema import tool_for
+from machine.model.pricing import Price, PriceTable, Usage, cost
+from machine.pacing import Pace
 
 if TYPE_CHECKING:
     import anthropic
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
     from machine.context import Context
 
 T = TypeVar("T")
+
+THROTTLES = (429, 529)
+"""The statuses that say "slow down": rate limited, overloaded."""
 
 
 @attrs.frozen
@@ -76,35 +81,50 @@ def anthropic_api(prices: PriceTable | None = None) -> Models:
 
 
 def offline(spec: str = "none", *, prices: PriceTable | None = None) -> Models:
-    """The fake Messages API of `machine.fake`, in this process, with the faults of `spec`.
+    """The fake Messages API of `machine.testing.fake`, in this process, with the faults of `spec`.
 
     The fake needs no key, but a key in the environment is still kept out of the journal: a
     pipeline may read it, and a leak offline is a leak.
     """
-    from machine.fake import FakeModel, parse_spec
+    from machine.testing.fake import FakeModel, parse_spec
 
     fake = FakeModel(faults=parse_spec(spec), retry_after=0.2)
     return Models(fake.client, prices or PriceTable.load(), secrets=_env_key())
 
 
 class ModelSession:
-    """The model side of one executing run: its client, made once."""
+    """The model side of one executing run: its client, made once, and the pace of its
+    requests; shared by the threads of a parallel step."""
 
-    def __init__(self, models: Models, retrying: retry.Retrying, guard: Guard) -> None:
+    def __init__(
+        self, models: Models, retrying: retry.Retrying, guard: Guard, pace: Pace | None = None
+    ) -> None:
         self.models = models
         self.retrying = retrying
         self.guard = guard
+        self.pace = pace or Pace()
         self.clock = retrying.clock
         self._client: anthropic.Anthropic | None = None
+        self._lock = threading.Lock()
+        self._tools: dict[type, dict[str, Any]] = {}
+
+    def tool(self, schema: type) -> dict[str, Any]:
+        """The tool a model answers `schema` through, derived once per run."""
+        with self._lock:
+            if schema not in self._tools:
+                self._tools[schema] = tool_for(schema)
+            return self._tools[schema]
 
     def client(self) -> anthropic.Anthropic:
-        if self._client is None:
-            self._client = self.models.connect()
-        return self._client
+        with self._lock:
+            if self._client is None:
+                self._client = self.models.connect()
+            return self._client
 
     def abandon(self) -> None:
         """Close the client, and the connection of any request still waiting on it."""
-        client, self._client = self._client, None
+        with self._lock:
+            client, self._client = self._client, None
         if client is not None:
             client.close()
 
@@ -129,7 +149,7 @@ class ModelSession:
             raise ValueError(msg)
         # Priced before anything is sent: an unknown model is an error, never $0.
         price = self.models.prices.price(model, on=_day(self.clock()))
-        tool = None if schema is str else tool_for(schema)
+        tool = None if schema is str else self.tool(schema)
         tool_name = None if tool is None else str(tool["name"])
         asking = _Ask(self, ctx, call, name, price, _rounds(recorded))
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
@@ -251,8 +271,15 @@ class _Ask:
         worst_tokens, worst_usd = worst_case(request, self.price)
         sent: list[Event] = []  # the model.requested of the attempt in progress
 
+        pace = session.pace
+        # The API's input tokens are about 4 characters each: the rate buckets' estimate, put
+        # right by the usage the answer reports.
+        input_estimate = len(json.dumps(request, ensure_ascii=False)) // 4
+        counted_already: set[int] = set()  # throttles of a decrease already made
+
         def attempt(n: int) -> tuple[Any, float, int]:
             guard.before_request()
+            ticket = pace.acquire(input_estimate, request["max_tokens"], check=guard.check)
             try:
                 sent[:] = [
                     writer.commit(
@@ -269,13 +296,18 @@ class _Ask:
                         reserve=guard.reserve(worst_tokens, worst_usd),
                     )
                 ]
-            except LimitReached as e:
-                raise guard.limit_reached(e) from e
+            except BaseException as e:
+                pace.failed(ticket, throttled=False, retry_after=None)
+                if isinstance(e, LimitReached):
+                    raise guard.limit_reached(e) from e
+                raise
             self.ctx.checkpoint("model.before")
             started = time.perf_counter()
             try:
-                message = guard.call(lambda: client.messages.create(**request))
+                raw = guard.call(lambda: client.messages.with_raw_response.create(**request))
+                message = raw.parse()
             except RunKilled:
+                pace.failed(ticket, throttled=False, retry_after=None)
                 # Given up on: it may still be billed, at worst its worst case.
                 abandoned = retry.Failure(
                     False, None, "abandoned", "the run was killed", None, None
@@ -283,6 +315,21 @@ class _Ask:
                 failed(n, abandoned, None)
                 session.abandon()
                 raise
+            except BaseException as e:
+                failure = retry.classify(e, now=session.clock())
+                throttled = failure.status in THROTTLES
+                new = pace.failed(ticket, throttled=throttled, retry_after=failure.retry_after)
+                if throttled and not new:
+                    counted_already.add(n)
+                raise
+            usage = getattr(message, "usage", None)
+            pace.answered(
+                ticket,
+                input_tokens=(getattr(usage, "input_tokens", 0) or 0)
+                + (getattr(usage, "cache_creation_input_tokens", 0) or 0),
+                output_tokens=getattr(usage, "output_tokens", 0) or 0,
+                headers=raw.headers,
+            )
             return message, time.perf_counter() - started, n
 
         def outcome() -> dict[str, Any]:
@@ -296,7 +343,8 @@ class _Ask:
             }
 
         def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
-            guard.record(False)
+            if n not in counted_already:
+                guard.record(False)
             writer.commit(
                 step,
                 kinds.ModelFailed(

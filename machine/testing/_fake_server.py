@@ -2,7 +2,7 @@
 shape, refusals at the door) and the loopback server (`serve`) that puts a `FakeModel` before
 other processes.
 
-Private to `machine.fake`, which exports its public names.
+Private to `machine.testing.fake`, which exports its public names.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from machine._fake_values import digest, tool_named
+from machine.testing._fake_values import digest, tool_named
 
 if TYPE_CHECKING:
-    from machine.fake import FakeModel
+    from machine.testing.fake import FakeModel
 
 
 @attrs.frozen

@@ -1,9 +1,10 @@
 """A fake Anthropic Messages API (`POST /v1/messages`, non-streaming) that the real SDK talks to.
 
 Owns fault specs (`parse_spec`), the fake model (`FakeModel`: answers, faults, usage, prompt
-caching, latency and rate limits, the last four reckoned in `machine._fake_limits`) and its two
-doors: an in-process `httpx2` transport (`FakeModel.client()`) and a loopback HTTP server
-(`serve`, from `machine._fake_server`) for tests whose client is another process, perhaps killed.
+caching, latency and rate limits, the last four reckoned in `machine.testing._fake_limits`) and
+its two doors: an in-process `httpx2` transport (`FakeModel.client()`) and a loopback HTTP
+server (`serve`, from `machine.testing._fake_server`) for tests whose client is another
+process, perhaps killed.
 
 A good answer and its usage are functions of the fake's settings and the request alone, so a
 request is answered, and billed, the same in any process, however often its run was resumed
@@ -29,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import attrs
 import httpx2
 
-from machine import _fake_values as values
-from machine._fake_limits import Cache, CacheHits, Limits, delay, prompt_usage, sleep
-from machine._fake_server import FakeServer, Hangup, Reply, error, not_found, refuse, serve
-from machine._fake_values import digest
 from machine.errors import FakeSpecError
+from machine.testing import _fake_values as values
+from machine.testing._fake_limits import Cache, CacheHits, Limits, delay, prompt_usage, sleep
+from machine.testing._fake_server import FakeServer, Hangup, Reply, error, not_found, refuse, serve
+from machine.testing._fake_values import digest
 
 if TYPE_CHECKING:
     import anthropic
@@ -213,8 +214,8 @@ class FakeModel:
     the same order of requests takes the same times. Requests overlap meanwhile. One refused at
     the door (401, 400, or a rate limit) is answered at once.
 
-    `rpm`, `itpm` and `otpm` are the rate limits (`machine._fake_limits.Limits`; `clock` drives
-    them, `wall_clock` dates their `-reset` headers). A request over one gets a 429 with
+    `rpm`, `itpm` and `otpm` are the rate limits (`machine.testing._fake_limits.Limits`; `clock`
+    drives them, `wall_clock` dates their `-reset` headers). A request over one gets a 429 with
     `retry-after` and counts in `rate_limited`; it is logged with fault "rate_limit" and times
     0 but not counted for the fault draws, so a run draws the same faults with limits or
     without. Every answer after admission carries the `anthropic-ratelimit-*` headers.

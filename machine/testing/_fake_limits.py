@@ -3,7 +3,7 @@
 the API's continuously refilled token buckets and reported in its `anthropic-ratelimit-*` and
 `retry-after` headers.
 
-Private to `machine.fake`, which calls `Limits` under its own lock.
+Private to `machine.testing.fake`, which calls `Limits` under its own lock.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from machine import _fake_values as values
+from machine.testing import _fake_values as values
 
 CacheHits = Callable[[str, Sequence[tuple[Any, Any]], list[int]], list[int]]
 """Given the model, the prompt's pieces and the indices of those marked `cache_control`,

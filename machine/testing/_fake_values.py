@@ -2,8 +2,8 @@
 output fault, built from plausible values for the tool's JSON schema or short sentences.
 
 Every choice is drawn from the `random.Random` the caller passes, so an answer is a function of
-the fake's seed and the request. Strictly private to the fake (`machine.fake`,
-`machine._fake_server`).
+the fake's seed and the request. Strictly private to the fake (`machine.testing.fake`,
+`machine.testing._fake_server`).
 """
 
 from __future__ import annotations
@@ -306,8 +306,8 @@ def answer(
 ) -> tuple[str | None, dict[str, Any]]:
     """The assistant message (less id and usage) for a valid request, and the fault it carries.
 
-    Output faults that have nothing to act on (see `machine.fake.FakeModel`) give a good answer,
-    and the fault returned is then None. A responder that raises, or returns the wrong type,
+    Output faults that have nothing to act on (see `machine.testing.fake.FakeModel`) give a good
+    answer, and the fault returned is then None. A responder that raises, or returns the wrong type,
     raises ResponderFailed.
     """
     tool = _forced(body, rng)

@@ -1,0 +1,251 @@
+"""The journal as machine/ and cli/ see it: a protocol any backend (SQLite, PostgreSQL) fulfils.
+
+`journal.Journal` (SQLite) is the first implementation; `tests/test_contract.py` is the
+contract every implementation passes. What the protocol promises, on any backend:
+
+- A run's events are ordered by `(run_id, seq)` alone: seq numbers them from 1 without gaps,
+  and the unique `(run_id, seq)` key is the concurrency control. There is no global order of
+  events, and nothing is ordered by a clock (clocks step back) or by a storage row number.
+  Runs are listed by `Run.ordinal`, their creation order, counted when each is created.
+- Every write is one transaction: all of it is visible, or none of it. A store refused a
+  write (any error below) has written nothing.
+- One writer per run: a run's lease names the process executing it. An append given the
+  writer's lease `owner` (as `RunWriter` gives it) checks, inside its transaction, that the
+  lease is still that owner's; a writer whose lease was taken over or let go gets LeaseLost
+  (or ConcurrentAppend, the taker having appended first) and writes nothing.
+- `done` is final: nothing is appended after `run.done`, and its lease is never taken again.
+- A person's kill request is a durable row: the run's process reads it with `kill_request`
+  (a poll, or on a notification), and the append that records `run.killed` clears it.
+- Secrets given to `keep_out` never reach storage, in events, blobs or a run's input.
+- A store opened read-only refuses every write (ReadOnlyJournal) and takes no write lock.
+- Errors are the journal's own (journal/errors.py); no driver exception escapes a store.
+
+Any thread may append through a store, one at a time; `reopen` gives another thread (a
+worker, the lease's heartbeat) a store with a connection of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, Self, runtime_checkable
+
+from journal.events import Clock, Event
+from journal.leases import Holder, Lease
+from journal.limits import Budget, KillRequest, Reserve
+from journal.query import Rows
+from journal.rows import Action, Run
+
+
+@runtime_checkable
+class Querying(Protocol):
+    """Read-only SQL over the journal (`journal sql`), in the backend's own dialect: the part
+    of a store that `journal sql` and audits need, and a pipeline does not."""
+
+    def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout: float | None = None,
+        interrupted: Callable[[], bool] | None = None,
+    ) -> Rows:
+        """Run one statement, in the backend's own dialect, in a read-only transaction; its
+        rows are read as they are iterated.
+
+        QueryRefused for anything that would write; QueryFailed for bad SQL; QueryStopped
+        once `timeout` seconds pass or `interrupted()` is true.
+        """
+        ...
+
+
+class Store(Querying, Protocol):
+    """An open journal: appends events to runs, reads them back, and keeps leases and limits."""
+
+    # Appending
+
+    def append(
+        self,
+        events: Sequence[Event],
+        *,
+        texts: Sequence[str] | None = None,
+        blobs: Sequence[str] = (),
+        sync: bool = False,
+        claim: tuple[str, str] | None = None,
+        reserve: Reserve | None = None,
+        owner: str | None = None,
+    ) -> Sequence[Event]:
+        """Append a batch of one run's events (seqs following its last) with what they imply
+        (the run's row, action keys, spend, blobs), in one transaction, and return them as
+        written (redacted).
+
+        `texts` is each event's data as JSON text, when the caller has encoded it; `blobs`
+        are payloads stored by content hash with the batch; `sync`: durable on return.
+        `claim` (action name, key) is checked first in the same transaction: ActionDone when a
+        run has done the key, ActionBusy when another run is acting on it. `reserve` checks the
+        request's worst case against the run's caps and its machine's budget for the day:
+        LimitReached. A seq already taken fails the whole batch (ConcurrentAppend); a done run
+        takes nothing (RunDone); with `owner`, a run whose lease another owner holds (or none
+        does) takes nothing either (LeaseLost), checked in the same transaction; a batch
+        whose first seq does not follow the run's last is refused (ConcurrentAppend); BadEvent,
+        NotJSON for data not of its kind. Appending `run.killed` clears the kill request.
+        """
+        ...
+
+    # Runs
+
+    def create_run(
+        self,
+        *,
+        machine: str,
+        target: str,
+        code_hash: str,
+        step: str,
+        state: Any,
+        input: Any,
+        run_key: str | None,
+        holder: Holder,
+        lease_ttl: float,
+        limits: dict[str, Any] | None = None,
+        limit_overrides: dict[str, Any] | None = None,
+        forked_from: tuple[str, int] | None = None,
+    ) -> tuple[Run, bool]:
+        """Record a run (`run.started`, its input as a blob, its ordinal) and give `holder` its
+        lease, in one transaction; `(run, True)`.
+
+        With a `run_key` the machine used before, nothing is written: `(that run, False)`.
+        """
+        ...
+
+    def run(self, run_id: str) -> Run:
+        """The run's row as its events leave it. RunNotFound."""
+        ...
+
+    def find_run(self, prefix: str) -> Run:
+        """The one run whose id is or starts with `prefix`. RunNotFound, AmbiguousRunId."""
+        ...
+
+    def runs(
+        self,
+        *,
+        limit: int | None = None,
+        machine: str | None = None,
+        statuses: Sequence[str] | None = None,
+        before: int | None = None,
+    ) -> list[Run]:
+        """Runs, last created first (by ordinal, never by time): of a machine, with a status,
+        created before the run of ordinal `before` (the next page), at most `limit`."""
+        ...
+
+    # Leases
+
+    def acquire_lease(self, run_id: str, holder: Holder, ttl: float) -> Lease | None:
+        """Give `holder` the run's lease for `ttl` seconds, in one transaction that also reads
+        the run's status; return the lease taken over, if it was another's.
+
+        LeaseHeld while another live process holds it; RunDone for a done run; RunNotFound.
+        """
+        ...
+
+    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Push the lease's expiry `ttl` seconds on; False (nothing written) when the lease is
+        no longer `owner`'s: it was taken over."""
+        ...
+
+    def release_lease(self, run_id: str, owner: str) -> None:
+        """Give the lease up, if it is still `owner`'s; another's is left alone."""
+        ...
+
+    def lease(self, run_id: str) -> Lease | None:
+        """The run's lease, live or left behind by a process that ended; None when released."""
+        ...
+
+    # Reading events
+
+    def events(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> Iterator[Event]:
+        """The run's events with `after < seq <= upto`, of `kinds` only when given, in seq
+        order, read as they are iterated. An unknown run has none."""
+        ...
+
+    def transitions(
+        self, run_id: str, *, after: int = 0, upto: int | None = None
+    ) -> Iterator[tuple[int, str, str | None, str]]:
+        """`(seq, at, step, data as JSON text)` of the run's transitions with
+        `after < seq <= upto`, in seq order: what a fold reads, without building events."""
+        ...
+
+    def latest_snapshot(self, run_id: str, upto: int | None = None) -> Event:
+        """The last event holding a whole state (`run.started`, `snapshot`) at or before
+        `upto`. RunNotFound when there is none."""
+        ...
+
+    # Actions
+
+    def actions(self, run_id: str | None = None, *, key: str | None = None) -> list[Action]:
+        """Each action key of each run as its latest event leaves it, runs in creation order
+        and then by seq; of one run, or one key, when asked."""
+        ...
+
+    # Blobs
+
+    def blob(self, ref: str) -> str:
+        """The payload stored under `ref` (`sha256:` and its hex digest). LookupError."""
+        ...
+
+    # Limits and kills
+
+    def set_budget(
+        self, machine: str, *, per_day_nusd: int | None, per_run_nusd: int | None, by: str
+    ) -> None:
+        """Set what the runs of `machine` may spend together per UTC day, and each run by
+        default (None: no such budget), replacing what was set. One transaction."""
+        ...
+
+    def budgets(self, machine: str | None = None) -> list[Budget]:
+        """The budgets set, by machine, each with what its machine spent today (UTC)."""
+        ...
+
+    def request_kill(self, run_id: str, *, by: str, reason: str | None) -> None:
+        """Record a person's request to stop the run, durably, in one transaction (a newer
+        request replaces an older one); the run's process reads it with `kill_request`."""
+        ...
+
+    def kill_request(self, run_id: str) -> KillRequest | None:
+        """The request waiting to kill the run, as committed by any process; None if none."""
+        ...
+
+    # Redaction
+
+    def keep_out(self, *secrets: str) -> None:
+        """Never write these strings from now on: each becomes `[redacted]` in events, blobs
+        and inputs. Strings shorter than 8 characters (no key is) are ignored."""
+        ...
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret kept out replaced, as it would be written."""
+        ...
+
+    # Lifecycle
+
+    @property
+    def clock(self) -> Clock:
+        """The time this store stamps events and judges leases by; injected in tests."""
+        ...
+
+    def reopen(self) -> Self:
+        """Another store on the same journal, with its own connection, for another thread."""
+        ...
+
+    def close(self) -> None:
+        """Let the connection go; the store is not used after."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...

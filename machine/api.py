@@ -1,0 +1,75 @@
+"""Running a machine from Python in one call: `machine.run` and `machine.resume`.
+
+They do what `journal run` and `journal resume` do, for a machine already imported: open the
+journal (creating it if there is none), record where the machine's code lives and its hash, and
+execute the run to its end. `machine.runner` has the parts, for code that holds a journal open.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from journal import Durability, Journal
+from machine import convert, loader, runner
+from machine.definition import Machine
+from machine.runner import Options, Outcome
+
+S = TypeVar("S")
+
+
+def run(
+    machine: Machine[S],
+    input: Any,
+    *,
+    db: str | Path = "journal.db",
+    key: str | None = None,
+    options: Options | None = None,
+    durability: Durability = "normal",
+) -> Outcome[S]:
+    """Start a run of `machine` on `input` and execute it to its end; the journal is `db`.
+
+    `input` is what `journal run --input` would read (JSON values), or Python values of the
+    machine's input type. `key` is the run key: a second call with the same key starts nothing
+    new, it resumes the run the first one left unfinished or reports it done. Everything about
+    the input and the machine is checked before the journal is opened.
+
+    >>> outcome = machine.run(triage, tickets, db="journal.db")
+    >>> outcome.run.status, outcome.state
+    """
+    target = loader.locate(machine)
+    prepared = runner.prepare(machine, convert.to_json(machine.converter, input))
+    with Journal.open(db, create=True, durability=durability) as journal:
+        outcome = runner.start(
+            journal,
+            prepared,
+            target=target.location,
+            code_hash=target.code_hash,
+            run_key=key,
+            options=options,
+        )
+    return cast(Outcome[S], outcome)
+
+
+def resume(
+    machine: Machine[S],
+    run_id: str,
+    *,
+    db: str | Path = "journal.db",
+    options: Options | None = None,
+    durability: Durability = "normal",
+) -> Outcome[S]:
+    """Resume the run `run_id` (or a unique prefix of it) of `machine` and execute it to its
+    end: model calls, effects and actions the journal holds are not done again."""
+    target = loader.locate(machine)
+    with Journal.open(db, durability=durability) as journal:
+        found = journal.find_run(run_id)
+        outcome = runner.resume(
+            journal,
+            found.run_id,
+            machine,
+            target=target.location,
+            code_hash=target.code_hash,
+            options=options,
+        )
+    return cast(Outcome[S], outcome)

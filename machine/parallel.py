@@ -1,0 +1,107 @@
+"""Parallel items inside one step: `ctx.map`.
+
+Each item runs `fn(item_ctx, item)` in a thread of the step's pool, with a context of its own
+whose calls are placed under the item's key (`T-17/#0`, `T-17/score`): its events are journaled
+as they complete, in any order, through the run's one writer, and a resume answers an item's
+calls from the journal by those places, so only the unfinished items do anything again. The
+model requests of all the items share the run's pace (`machine.pacing`): a window that halves
+on a 429 or 529, and the API's limits per minute.
+
+When an item fails, no new item starts; the ones running finish (what they journal is kept)
+and the step fails with the first failure, in item order, a kill first of all.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from machine.errors import DefinitionError, NeedsAttention, RunKilled
+
+if TYPE_CHECKING:
+    from machine.context import Context
+
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+
+
+def map_items(
+    ctx: Context,
+    fn: Callable[[Context, I], R],
+    items: Iterable[I],
+    *,
+    key: Callable[[I], str],
+    concurrency: int,
+) -> list[R]:
+    """See `Context.map`."""
+    if concurrency < 1:
+        msg = f"step {ctx.step!r}: ctx.map needs concurrency >= 1, not {concurrency}"
+        raise DefinitionError(msg)
+    work = list(items)
+    keys = [key(item) for item in work]
+    _check_keys(ctx, keys)
+    contexts = [ctx.item(k) for k in keys]
+    if ctx.replaying is not None or concurrency == 1 or len(work) <= 1:
+        # A rerun compares calls one at a time; and one thread needs no pool.
+        try:
+            return [fn(c, item) for c, item in zip(contexts, work, strict=True)]
+        finally:
+            _gather(ctx, contexts)
+    results: list[Any] = [None] * len(work)
+    failures: dict[int, BaseException] = {}
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(concurrency, len(work)), thread_name_prefix=f"{ctx.step}-item"
+    ) as pool:
+        pending = {
+            pool.submit(fn, c, item): i
+            for i, (c, item) in enumerate(zip(contexts, work, strict=True))
+        }
+        for future in concurrent.futures.as_completed(pending):
+            if future.cancelled():
+                continue
+            i = pending[future]
+            error = future.exception()
+            if error is None:
+                results[i] = future.result()
+                continue
+            failures[i] = error
+            for other in pending:
+                other.cancel()  # not started: left for the resume
+    _gather(ctx, contexts)
+    if failures:
+        raise _first(failures)
+    return results
+
+
+def _check_keys(ctx: Context, keys: list[str]) -> None:
+    seen: set[str] = set()
+    for k in keys:
+        if not isinstance(k, str) or not k or "/" in k:
+            msg = (
+                f"step {ctx.step!r}: ctx.map's key gave {k!r}; an item key is a non-empty "
+                "string without '/', e.g. key=lambda t: t.id"
+            )
+            raise DefinitionError(msg)
+        if k in seen:
+            msg = f"step {ctx.step!r}: ctx.map's key gives {k!r} to two items; keys name items"
+            raise DefinitionError(msg)
+        seen.add(k)
+
+
+def _gather(ctx: Context, contexts: list[Context]) -> None:
+    """What the items' contexts learnt (a code change, an action to resolve) is the step's."""
+    for c in contexts:
+        if ctx.mismatch is None and c.mismatch is not None:
+            ctx.mismatch = c.mismatch
+        if ctx.stopped is None and c.stopped is not None:
+            ctx.stopped = c.stopped
+
+
+def _first(failures: dict[int, BaseException]) -> BaseException:
+    ordered = [failures[i] for i in sorted(failures)]
+    for kind in (RunKilled, NeedsAttention):
+        for error in ordered:
+            if isinstance(error, kind):
+                return error
+    return ordered[0]

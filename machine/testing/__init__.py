@@ -1,0 +1,31 @@
+"""Tools for testing pipelines offline: the fake Anthropic Messages API.
+
+Imported only by what uses it (a test, `--fake-model`, `journal fake-model`): `import machine`
+does not load it.
+"""
+
+from machine.testing.fake import (
+    CHAOS,
+    FAULTS,
+    GROUPS,
+    PROMPT_CACHES,
+    FakeModel,
+    FakeServer,
+    Faults,
+    PromptCache,
+    parse_spec,
+    serve,
+)
+
+__all__ = [
+    "CHAOS",
+    "FAULTS",
+    "GROUPS",
+    "PROMPT_CACHES",
+    "FakeModel",
+    "FakeServer",
+    "Faults",
+    "PromptCache",
+    "parse_spec",
+    "serve",
+]
