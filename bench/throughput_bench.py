@@ -7,8 +7,9 @@ The fake Messages API answers in 200 ms on average (jitter 25%) and allows 600 r
 minute, refusing more with 429 and `retry-after`, as the API does; every answer carries the
 `anthropic-ratelimit-*` headers. Nothing is configured on the run's side: the parallel run
 learns the limit from those headers. The tickets are fixtures/tickets.jsonl, repeated with new
-ids. Prints a Markdown table: items a minute, the share of the limit, 429s received, requests
-sent, seconds.
+ids. A third row runs two parallel runs at once on one fake, as two processes sharing a key
+would: neither knows of the other, so they meet 429s and back off. Prints a Markdown table:
+items a minute, the share of the limit, 429s received, requests sent, seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -86,23 +88,36 @@ def tickets(n: int) -> list[dict[str, Any]]:
     return [{**base[i % len(base)], "id": f"T-{i:05d}"} for i in range(n)]
 
 
-def measure(m: Machine[Queue], n: int, folder: Path) -> dict[str, Any]:
+def measure(m: Machine[Queue], n: int, folder: Path, runs: int = 1) -> dict[str, Any]:
+    """`runs` runs of `n` tickets each, at once, on one fake: sharing its limit, as processes
+    sharing an API key do."""
     fake = FakeModel(latency=0.2, jitter=0.25, rpm=RPM)
     options = Options(models=Models(fake.client, PriceTable.load()))
-    prepared = runner.prepare(m, {"tickets": tickets(n)})
-    with Journal.open(folder / f"{m.name}.db", create=True) as journal:
-        t0 = time.perf_counter()
-        outcome = runner.start(journal, prepared, target="bench", code_hash="0", options=options)
-        seconds = time.perf_counter() - t0
-    assert outcome.run.status == "done", outcome.run.error
-    assert len(outcome.state.scores) == n
-    per_minute = n / seconds * 60
+    outcomes: list[Any] = []
+
+    def one(i: int) -> None:
+        prepared = runner.prepare(m, {"tickets": tickets(n)})
+        with Journal.open(folder / f"{m.name}-{runs}-{i}.db", create=True) as journal:
+            outcome = runner.start(journal, prepared, target="b", code_hash="0", options=options)
+        assert outcome.run.status == "done", outcome.run.error
+        assert len(outcome.state.scores) == n
+        outcomes.append(outcome)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(runs)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    assert len(outcomes) == runs, "a run failed"
+    per_minute = n * runs / seconds * 60
     return {
-        "items": n,
+        "items": n * runs,
         "per_minute": per_minute,
         "share": per_minute / RPM,
         "throttled": fake.rate_limited,
-        "requests": outcome.run.model_requests,
+        "requests": sum(o.run.model_requests for o in outcomes),
         "seconds": seconds,
     }
 
@@ -123,6 +138,8 @@ def main() -> None:
                 measure(parallel(args.concurrency), args.tickets, Path(folder)),
             )
         )
+        two = f"two such runs at once, {args.tickets} tickets each, one limit"
+        rows.append((two, measure(parallel(args.concurrency), args.tickets, Path(folder), 2)))
         if args.sequential:
             rows.append(
                 ("one ticket per step", measure(sequential(), args.sequential, Path(folder)))

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import importlib
 import json
 import math
 import re
 import sys
-import threading
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -259,22 +256,6 @@ def models_for(fake_model: str | None, prices: Path | None) -> Models:
     return offline(fake_model, prices=table) if fake_model is not None else anthropic_api(table)
 
 
-def _warm_sdk() -> None:
-    """Start importing the anthropic SDK in a daemon thread, while the run is made ready.
-
-    The import takes about a second, which the first ask would otherwise wait out. Two threads
-    importing one module is safe: the import lock makes the ask wait for the thread. A run that
-    asks no model exits without waiting for it.
-    """
-    threading.Thread(target=_import_sdk, name="import anthropic", daemon=True).start()
-
-
-def _import_sdk() -> None:
-    # A failure here is the first ask's to report, where it can say what to do.
-    with contextlib.suppress(Exception):
-        importlib.import_module("anthropic")
-
-
 def _announce(verb: str) -> Any:
     def on_start(run: Run) -> None:
         click.echo(printable(f"run {run.run_id} {verb}: {run.machine} ({run.target})"), err=True)
@@ -375,7 +356,6 @@ def run(
     Example:
         journal run fixtures/triage.py --input fixtures/tickets.jsonl --fake-model chaos
     """
-    _warm_sdk()
     models = models_for(fake_model, prices)
     loaded = loader.load(target)
     # Everything is checked before the journal is opened: bad input never touches it.
@@ -453,7 +433,6 @@ def resume(
         raise click.UsageError("give a RUN, or --all")
     if (machine_name is not None or workers != 1) and not every:
         raise click.UsageError("--machine and --workers go with --all")
-    _warm_sdk()
     models = models_for(fake_model, prices)
     journal = open_journal(db, write=True, durability=durability)
     if every:

@@ -5,6 +5,12 @@ Events are of two sorts. An effect's outcome must be on disk before the run goes
 already journaled; if it is lost in a crash, resuming computes it again. `record` holds those
 and they ride along with the next commit, so a step with one effect costs one commit, not two.
 They are also written when too many are held or they have waited too long.
+
+Commits from several threads (the items of a parallel step) are grouped: while one thread
+appends, the others' events wait in the buffer, and the next append takes them all, in one
+transaction and one fsync; each `commit` returns once its own event is written. A commit with
+a check (`claim`, `reserve`) is appended alone, with what is held before it, since its check
+may refuse it and nothing else.
 """
 
 from __future__ import annotations
@@ -54,7 +60,14 @@ class RunWriter:
         self._texts: list[str] = []
         self._blobs: list[str] = []
         self._pending_since = 0.0
+        self._sync = False
+        """Whether an event held asked to be on disk when its commit returns."""
+        self._written = last_seq
+        """The last seq appended: a commit whose event is at or before it returns at once."""
         self._lock = threading.Lock()
+        """Guards the held events and the numbering; held briefly, never across an append."""
+        self._writing = threading.Lock()
+        """One append at a time; taken before `_lock`, never after it."""
 
     def _add(self, step: str | None, data: Data, now: float) -> Event:
         fields = data.as_json()
@@ -81,9 +94,12 @@ class RunWriter:
             if not self._events:
                 self._pending_since = now
             event = self._add(step, data, now)
-            if len(self._events) >= self.max_pending or now - self._pending_since >= self.max_delay:
-                self._write()
-            return event
+            due = (
+                len(self._events) >= self.max_pending or now - self._pending_since >= self.max_delay
+            )
+        if due:
+            self.flush()
+        return event
 
     def commit(
         self,
@@ -94,55 +110,106 @@ class RunWriter:
         claim: tuple[str, str] | None = None,
         reserve: Reserve | None = None,
     ) -> Event:
-        """Append an event, with everything held before it, in one transaction.
+        """Append an event, with everything held before it, and return once it is written.
 
         With `sync`, the commit is on disk when this returns, whatever the journal's durability.
         With `claim` or `reserve`, see `Journal.append`: nothing is written when the action key
         is taken, or when the model request could pass a limit.
         """
+        if claim is not None or reserve is not None:
+            return self._commit_checked(step, data, sync=sync, claim=claim, reserve=reserve)
         with self._lock:
             event = self._add(step, data, self.journal.clock())
+            self._sync = self._sync or sync
+        with self._writing:
+            if self._written < event.seq:  # else another thread's commit took it along
+                self._append_held(own=event)
+        return event
+
+    def _commit_checked(
+        self,
+        step: str | None,
+        data: Data,
+        *,
+        sync: bool,
+        claim: tuple[str, str] | None,
+        reserve: Reserve | None,
+    ) -> Event:
+        # Under both locks throughout: no event may be numbered after this one until its check
+        # has passed, for a refused event is taken back and the run's seqs stay gapless.
+        with self._writing, self._lock:
+            event = self._add(step, data, self.journal.clock())
             try:
-                self._write(sync=sync, claim=claim, reserve=reserve)
+                written = self._append(
+                    self._events, self._texts, self._blobs, sync or self._sync, claim, reserve
+                )
             except BaseException:
-                # Nothing was written: take this event back so the run's seqs stay gapless.
                 self._events.pop()
                 self._texts.pop()
                 self.last_seq -= 1
                 raise
+            self._written = event.seq
+            self._events, self._texts, self._blobs, self._sync = [], [], [], False
+            self._tell(written)
             return event
 
     def flush(self) -> None:
-        with self._lock:
-            self._write()
+        with self._writing:
+            self._append_held(own=None)
 
-    def _write(
-        self,
-        *,
-        sync: bool = False,
-        claim: tuple[str, str] | None = None,
-        reserve: Reserve | None = None,
-    ) -> None:
-        if not self._events:
+    def _append_held(self, own: Event | None) -> None:
+        """Append every event held: under `_writing`, not `_lock`, so others may hold more
+        meanwhile, to go with the next append."""
+        with self._lock:
+            events, texts, blobs, sync = self._events, self._texts, self._blobs, self._sync
+            self._events, self._texts, self._blobs, self._sync = [], [], [], False
+        if not events:
             return
+        try:
+            written = self._append(events, texts, blobs, sync, None, None)
+        except BaseException:
+            with self._lock:
+                if own is not None and events[-1] is own and not self._events:
+                    # Alone, as before grouping: this commit's event is taken back.
+                    events, texts = events[:-1], texts[:-1]
+                    self.last_seq -= 1
+                # Held again, in front of any held since: each is true, and a later commit or
+                # flush may still write them; the callers waiting on them try again.
+                self._events[:0], self._texts[:0], self._blobs[:0] = events, texts, blobs
+                self._sync = self._sync or sync
+            raise
+        self._written = events[-1].seq
+        self._tell(written)
+
+    def _tell(self, written: Sequence[Event]) -> None:
+        # Under `_writing`: the live log sees batches in the order they were committed.
+        if self.on_commit is not None:
+            self.on_commit(written)
+
+    def _append(
+        self,
+        events: list[Event],
+        texts: list[str],
+        blobs: list[str],
+        sync: bool,
+        claim: tuple[str, str] | None,
+        reserve: Reserve | None,
+    ) -> Sequence[Event]:
         if self.heartbeat is not None and self.heartbeat.lost:
             msg = (
                 f"run {self.run_id}: another process took over this run's lease; "
                 "this process stops without writing"
             )
             raise LeaseLost(msg)
-        written = self.journal.append(
-            self._events,
-            texts=self._texts,
-            blobs=self._blobs,
+        return self.journal.append(
+            events,
+            texts=texts,
+            blobs=blobs,
             sync=sync,
             claim=claim,
             reserve=reserve,
             owner=self.owner,
         )
-        self._events, self._texts, self._blobs = [], [], []
-        if self.on_commit is not None:
-            self.on_commit(written)
 
 
 class Heartbeat:

@@ -51,6 +51,8 @@ _SCALARS = frozenset({str, int, bool, type(None)})
 
 def _returns(fn: Callable[..., Any]) -> Any:
     """The return type `fn` is annotated with, or None (a lambda, a partial)."""
+    if not getattr(fn, "__annotations__", None):
+        return None  # a lambda: no need to ask typing, on the path of every effect
     try:
         return typing.get_type_hints(fn).get("return")
     except Exception:  # an annotation that does not resolve is no annotation

@@ -2,14 +2,19 @@
 
 Two controls, both in front of every attempt (retries included):
 
-- **A concurrency window, adapted additively up and multiplicatively down (AIMD)**: each
-  answer widens it by 1/window (one more request in flight per window of answers); a 429 or a
-  529 halves it and holds every new request until the `retry-after` the API gave has passed.
-  Throttles of requests sent before that decrease are one event, not several: the window is
-  halved once, and the breaker counts it once.
+- **A concurrency window and a rate, adapted additively up and multiplicatively down (AIMD)**:
+  each answer widens the window by 1/window (one more request in flight per window of
+  answers) and gives back a twentieth of the rate; a 429 or a 529 halves both and holds every
+  new request until the `retry-after` the API gave has passed. Throttles of requests sent
+  before that decrease are one event, not several: halved once, and counted once by the
+  breaker. The rate is what two processes sharing a key settle on: neither knows of the
+  other, and each gives way when the API says so.
 - **Token buckets for the API's three limits per minute** (requests, input tokens, output
   tokens), configured (`RateLimits`) or learned from the `anthropic-ratelimit-*-limit` headers
-  of the answers, kept in step with their `-remaining` headers. A bucket refills at its limit
+  of the answers, kept in step with their `-remaining` headers. An answer saying nothing
+  remains is taken as a throttle that did not happen yet (as TCP takes a congestion mark): the
+  rate is halved, so that a run which is winning gives way to another sharing the key before
+  the other is starved. A bucket refills at its limit
   per minute and holds at most one second of it, so requests are spread out, never sent in a
   burst that the API would refuse. Output is reserved at `max_tokens` (as the API estimates
   it) and the unused part given back once the answer says how much was used.
@@ -19,6 +24,7 @@ Thread-safe: the threads of a parallel step (`ctx.map`) share one `Pace`.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -64,21 +70,18 @@ class _Bucket:
     stamp: float
 
     @property
-    def rate(self) -> float:
-        return self.limit / 60.0
-
-    @property
     def capacity(self) -> float:
-        return max(1.0, self.rate)
+        return max(1.0, self.limit / 60.0)
 
-    def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
+    def refill(self, now: float, share: float) -> None:
+        rate = self.limit / 60.0 * share
+        self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * rate)
         self.stamp = now
 
-    def wait(self, amount: float) -> float:
+    def wait(self, amount: float, share: float) -> float:
         """Seconds until the bucket covers `amount` (0: now)."""
         short = min(amount, self.capacity) - self.level
-        return 0.0 if short <= 1e-9 else short / self.rate
+        return 0.0 if short <= 1e-9 else short / (self.limit / 60.0 * share)
 
 
 @attrs.frozen
@@ -99,12 +102,16 @@ class Pace:
         *,
         clock: Callable[[], float] = time.monotonic,
         most: int = 64,
+        seed: int | None = None,
     ) -> None:
         self.clock = clock
         self.most = most
         """The widest the window gets: more threads than this are held back anyway."""
         self.window = float(most)
         """How many requests may be in flight; halved by a throttle, widened by answers."""
+        self.share = 1.0
+        """The part of each limit per minute this run uses: halved by a throttle, given back
+        by answers."""
         self.in_flight = 0
         self.throttles = 0
         """Throttle events (one per decrease, however many requests it refused)."""
@@ -121,6 +128,7 @@ class Pace:
             if limit is not None:
                 self._buckets[name] = _Bucket(limit, max(1.0, limit / 60.0), now)
         self._changed = threading.Condition()
+        self._jitter = random.Random(seed)
 
     def limits(self) -> dict[str, int]:
         """The limits per minute in force, by header name: configured or learned."""
@@ -136,8 +144,8 @@ class Pace:
                 now = self.clock()
                 wait = self._not_before - now
                 for name, bucket in self._buckets.items():
-                    bucket.refill(now)
-                    wait = max(wait, bucket.wait(amounts[name]))
+                    bucket.refill(now, self.share)
+                    wait = max(wait, bucket.wait(amounts[name], self.share))
                 if wait <= 0 and self.in_flight < max(1, int(self.window)):
                     break
                 self._changed.wait(min(0.1, wait) if wait > 0 else 0.1)
@@ -160,6 +168,7 @@ class Pace:
         with self._changed:
             self.in_flight -= 1
             self.window = min(float(self.most), self.window + 1.0 / self.window)
+            self.share = min(1.0, self.share + 0.05)
             now = self.clock()
             for name, used, reserved in (
                 (INPUT, input_tokens, ticket.input_tokens),
@@ -167,9 +176,11 @@ class Pace:
             ):
                 bucket = self._buckets.get(name)
                 if bucket is not None:
-                    bucket.refill(now)
+                    bucket.refill(now, self.share)
                     bucket.level = min(bucket.capacity, bucket.level + reserved - used)
-            self._learn(headers, now)
+            if self._learn(headers, now) and ticket.epoch == self._epoch:
+                self._epoch += 1
+                self._slow_down(now)
             self._changed.notify_all()
 
     def failed(self, ticket: Ticket, *, throttled: bool, retry_after: float | None) -> bool:
@@ -179,16 +190,28 @@ class Pace:
         with self._changed:
             self.in_flight -= 1
             new = throttled and ticket.epoch == self._epoch
+            now = self.clock()
             if new:
                 self._epoch += 1
                 self.throttles += 1
                 self.window = max(1.0, min(self.window, self.in_flight + 1.0) / 2.0)
+                self._slow_down(now)
             if throttled and retry_after is not None:
-                self._not_before = max(self._not_before, self.clock() + retry_after)
+                # Spread out: runs sharing a key, told the same retry-after, must not all come
+                # back at the same instant, nor always in the same order.
+                wait = retry_after * (1.0 + 0.5 * self._jitter.random())
+                self._not_before = max(self._not_before, now + wait)
             self._changed.notify_all()
             return new
 
-    def _learn(self, headers: Mapping[str, str], now: float) -> None:
+    def _slow_down(self, now: float) -> None:
+        for bucket in self._buckets.values():
+            bucket.refill(now, self.share)  # what was earned at the old rate
+        self.share = max(1.0 / 64, self.share / 2.0)
+
+    def _learn(self, headers: Mapping[str, str], now: float) -> bool:
+        """Take in the rate-limit headers; True if they say a limit has nothing left."""
+        exhausted = False
         configured = {
             REQUESTS: self._configured.rpm,
             INPUT: self._configured.itpm,
@@ -207,6 +230,8 @@ class Pace:
             if bucket is not None and remaining is not None:
                 # The API counts what other processes on the same key spent too.
                 bucket.level = min(bucket.level, float(remaining))
+                exhausted = exhausted or remaining < 1
+        return exhausted
 
 
 def _int(text: str | None) -> int | None:

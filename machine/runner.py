@@ -355,7 +355,7 @@ class _Live:
         )
         guard = Guard(limits, heartbeat, options.sleep)
         retrying = Retrying(options.retry, guard.sleep, random.Random(options.seed), journal.clock)
-        pace = Pace(options.rate_limits)
+        pace = Pace(options.rate_limits, seed=options.seed)
         live = _Execution(writer, guard, retrying, ModelSession(self.models, retrying, guard, pace))
         writable = True
         anomalies: tuple[dict[str, Any], ...] = ()

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, journal_command
 from test_limits import exposure_from_events
 
-from journal import Journal, state_at, verify
+from journal import Holder, Journal, JournalBusy, RunWriter, kinds, state_at, verify
 from journal.limits import NUSD
 from machine import (
     Context,
@@ -385,3 +385,136 @@ def test_a_kill_stops_16_requests_in_flight(tmp_path: Path) -> None:
         assert {e.data["error_type"] for e in failures} == {"abandoned"}
         assert run_.possibly_billed_usd > 0
         assert not list(j.events(found.run_id, kinds=("model.answered",)))
+
+
+def test_a_throttle_halves_the_rate_and_answers_give_it_back() -> None:
+    """Two processes sharing a key each give way: the rate a run uses halves on a throttle."""
+    clock = ManualClock()
+    pace = Pace(RateLimits(rpm=600), clock=clock)
+    first = pace.acquire(1, 1, check=lambda: None)
+    assert pace.failed(first, throttled=True, retry_after=None) is True
+    assert pace.share == 0.5
+    moved: list[float] = []
+
+    def tick() -> None:
+        clock.now += 0.01
+        moved.append(clock.now)
+
+    # The bucket holds a second's worth (10) at first; after it, one request per 0.2 s.
+    for _ in range(12):
+        pace.answered(pace.acquire(1, 1, check=tick), input_tokens=1, output_tokens=1, headers={})
+    assert pace.share == 1.0  # twelve answers gave the rate back (a twentieth each)
+    assert moved, "requests past the bucket waited at the halved rate"
+
+
+def test_an_answer_saying_nothing_remains_halves_the_rate_once() -> None:
+    """The winner of two runs sharing a key gives way before the other is starved: an answer
+    with `-remaining: 0` halves the rate, once for the requests already in flight."""
+    pace = Pace(RateLimits(rpm=600), clock=ManualClock())
+    tickets = [pace.acquire(1, 1, check=lambda: None) for _ in range(3)]
+    empty = {"anthropic-ratelimit-requests-limit": "600"}
+    empty["anthropic-ratelimit-requests-remaining"] = "0"
+    pace.answered(tickets[0], input_tokens=1, output_tokens=1, headers=empty)
+    assert pace.share == 0.5
+    pace.answered(tickets[1], input_tokens=1, output_tokens=1, headers=empty)
+    assert pace.share == 0.55  # sent before the decrease: only the twentieth given back
+    assert pace.throttles == 0 and pace.window == 64.0  # not a failure, not for the window
+
+
+def new_run(journal: Journal) -> tuple[str, str]:
+    holder = Holder.this_process()
+    run, _ = journal.create_run(
+        machine="m",
+        target="t",
+        code_hash="0",
+        step="a",
+        state={},
+        input={},
+        run_key=None,
+        holder=holder,
+        lease_ttl=30,
+    )
+    return run.run_id, holder.owner
+
+
+def test_commits_from_many_threads_share_transactions(journal: Journal, db: Path) -> None:
+    """16 threads committing at once: every commit returns with its event written, the seqs
+    have no gap, and events completing together shared a transaction (fewer commits than
+    events)."""
+    run_id, owner = new_run(journal)
+    transactions: list[str] = []
+    journal.conn.set_trace_callback(
+        lambda sql: transactions.append(sql) if sql == "COMMIT" else None
+    )
+    writer = RunWriter(journal, run_id, last_seq=1, owner=owner)
+    gate = threading.Barrier(16)
+    late: list[int] = []
+
+    def work(i: int) -> None:
+        gate.wait()
+        for n in range(25):
+            event = writer.commit("a", kinds.EffectDone(name=f"w{i}", call=f"#{n}", result=n))
+            with Journal.open(db, readonly=True) as reader:
+                if not list(reader.events(run_id, after=event.seq - 1, upto=event.seq)):
+                    late.append(event.seq)  # returned before its event was written
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    journal.conn.set_trace_callback(None)
+    assert not late
+    seqs = [e.seq for e in journal.events(run_id)]
+    assert seqs == list(range(1, 16 * 25 + 2))
+    assert len(transactions) < 16 * 25, "no commit was shared"
+    assert verify(journal) == []
+
+
+class FailingOnce:
+    """A store whose first append waits for others to queue behind it, then fails."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.journal, name)
+
+    def append(self, events: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(0.2)
+            raise JournalBusy("the disk said no (test)")
+        return self.journal.append(events, **kwargs)
+
+
+def test_a_failed_group_commit_loses_nothing_and_leaves_no_gap(journal: Journal) -> None:
+    run_id, owner = new_run(journal)
+    store = FailingOnce(journal)
+    writer = RunWriter(store, run_id, last_seq=1, owner=owner)  # type: ignore[arg-type]
+    outcomes: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        try:
+            writer.commit("a", kinds.EffectDone(name=f"w{i}", call="#0", result=i))
+            outcomes[i] = "written"
+        except JournalBusy:
+            outcomes[i] = "refused"
+
+    first = threading.Thread(target=work, args=(0,))
+    first.start()
+    while store.calls == 0:
+        time.sleep(0.001)
+    others = [threading.Thread(target=work, args=(i,)) for i in range(1, 6)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(30)
+    assert outcomes[0] == "refused"
+    assert all(outcomes[i] == "written" for i in range(1, 6))
+    events = list(journal.events(run_id))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    names = sorted(e.data["name"] for e in events[1:])
+    # The refused commit's event was taken back, or written by a later one: never twice.
+    assert names in ([f"w{i}" for i in range(1, 6)], [f"w{i}" for i in range(6)])

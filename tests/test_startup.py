@@ -104,7 +104,7 @@ def test_help_imports_no_model(args: tuple[str, ...], tmp_path: Path) -> None:
 
 
 def test_a_broken_sdk_does_not_disturb_a_run_that_asks_nothing(tmp_path: Path, db: Path) -> None:
-    """`journal run` imports the SDK in the background; its failure is the first ask's to say."""
+    """A run that asks no model never imports the SDK: a broken one does not disturb it."""
     broken = tmp_path / "broken" / "anthropic"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text("raise ImportError('no SDK here')\n")
