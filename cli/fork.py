@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cli.main import InputError, db_option, durability_option, open_journal, redact_env_option
-from cli.running import limit_options, model_options, models_for, report
+from cli.running import limit_options, model_options, models_for, rate_limits, report
 from journal import Durability, Run
 from machine import Options, loader, runner
 from machine.errors import TargetNotFound
@@ -54,6 +54,9 @@ def fork(
     target: str | None,
     fake_model: str | None,
     prices: Path | None,
+    rpm: int | None,
+    itpm: int | None,
+    otpm: int | None,
     durability: Durability,
     db: Path | None,
     **limits: Any,
@@ -89,6 +92,11 @@ def fork(
         changes=changes,
         target=loaded.location,
         code_hash=loaded.code_hash,
-        options=Options(on_start=announce, models=models, limits=limits),
+        options=Options(
+            on_start=announce,
+            models=models,
+            limits=limits,
+            rate_limits=rate_limits(rpm, itpm, otpm),
+        ),
     )
     report(outcome)

@@ -26,7 +26,7 @@ from cli.main import (
 )
 from cli.output import plural, printable
 from journal import Durability, JournalError, Run, Store
-from machine import MachineError, Options, Outcome, loader, runner
+from machine import MachineError, Options, Outcome, RateLimits, loader, runner
 from machine.errors import TargetNotFound
 from machine.model import Models, anthropic_api, offline
 from machine.model.pricing import PriceTable
@@ -198,8 +198,24 @@ def _too_deep(text: str, *, lines: bool) -> str:
     return said
 
 
+_PER_MINUTE = click.IntRange(min=1)
+
+
 def model_options(fn: F) -> F:
-    """`--fake-model SPEC` and `--prices FILE`, for commands that execute a run."""
+    """`--fake-model SPEC`, `--prices FILE` and the API's limits per minute (`--rpm`, `--itpm`,
+    `--otpm`), for commands that execute a run."""
+    for flag, what in (
+        ("--otpm", "output tokens"),
+        ("--itpm", "input tokens"),
+        ("--rpm", "requests"),
+    ):
+        fn = click.option(
+            flag,
+            type=_PER_MINUTE,
+            metavar="N",
+            help=f"The API's limit of {what} per minute to pace model requests under (else "
+            "learned from the answers' anthropic-ratelimit-* headers).",
+        )(fn)
     fn = click.option(
         "--prices",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -248,6 +264,11 @@ def limit_options(fn: F) -> F:
             "machine's own limit, and kept for its resumes.",
         )(fn)
     return fn
+
+
+def rate_limits(rpm: int | None, itpm: int | None, otpm: int | None) -> RateLimits:
+    """The limits per minute given on the command line."""
+    return RateLimits(rpm=rpm, itpm=itpm, otpm=otpm)
 
 
 def models_for(fake_model: str | None, prices: Path | None) -> Models:
@@ -340,6 +361,9 @@ def run(
     run_key: str | None,
     fake_model: str | None,
     prices: Path | None,
+    rpm: int | None,
+    itpm: int | None,
+    otpm: int | None,
     durability: Durability,
     db: Path | None,
     **limits: Any,
@@ -369,7 +393,11 @@ def run(
             code_hash=loaded.code_hash,
             run_key=run_key,
             options=Options(
-                on_start=view.on_start, on_event=view.on_event, models=models, limits=limits
+                on_start=view.on_start,
+                on_event=view.on_event,
+                models=models,
+                limits=limits,
+                rate_limits=rate_limits(rpm, itpm, otpm),
             ),
         )
     if not outcome.created and outcome.executed:
@@ -413,6 +441,9 @@ def resume(
     workers: int,
     fake_model: str | None,
     prices: Path | None,
+    rpm: int | None,
+    itpm: int | None,
+    otpm: int | None,
     durability: Durability,
     db: Path | None,
     **limits: Any,
@@ -436,7 +467,8 @@ def resume(
     models = models_for(fake_model, prices)
     journal = open_journal(db, write=True, durability=durability)
     if every:
-        code = _resume_all(journal, machine_name, workers, target, models, limits, durability)
+        paced = rate_limits(rpm, itpm, otpm)
+        code = _resume_all(journal, machine_name, workers, target, models, limits, paced)
         if code:
             click.get_current_context().exit(code)
         return
@@ -453,7 +485,11 @@ def resume(
             target=loaded.location,
             code_hash=loaded.code_hash,
             options=Options(
-                on_start=view.on_start, on_event=view.on_event, models=models, limits=limits
+                on_start=view.on_start,
+                on_event=view.on_event,
+                models=models,
+                limits=limits,
+                rate_limits=rate_limits(rpm, itpm, otpm),
             ),
         )
     report(outcome)
@@ -480,7 +516,7 @@ def _resume_all(
     target: str | None,
     models: Models,
     limits: dict[str, Any],
-    durability: Durability,
+    paced: RateLimits,
 ) -> int:
     """Resume every run ready to resume; the worst exit code of theirs."""
     ready = [
@@ -504,7 +540,7 @@ def _resume_all(
                 code.machine,
                 target=code.location,
                 code_hash=code.code_hash,
-                options=Options(models=models, limits=limits),
+                options=Options(models=models, limits=limits, rate_limits=paced),
             )
 
     codes = []

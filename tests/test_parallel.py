@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import datetime
+import itertools
 import json
 import os
 import random
@@ -518,3 +520,43 @@ def test_a_failed_group_commit_loses_nothing_and_leaves_no_gap(journal: Journal)
     names = sorted(e.data["name"] for e in events[1:])
     # The refused commit's event was taken back, or written by a later one: never twice.
     assert names in ([f"w{i}" for i in range(1, 6)], [f"w{i}" for i in range(6)])
+
+
+def test_rpm_on_the_command_line_paces_requests(tmp_path: Path) -> None:
+    """`journal run --rpm 60`: one request a second, though 16 may be in flight; `--rpm 0` is
+    refused before anything is written."""
+    (tmp_path / "in.json").write_text(json.dumps({"tickets": ["T-1", "T-2", "T-3"]}))
+    db = tmp_path / "journal.db"
+    arrived: list[float] = []
+
+    def responder(body: dict[str, Any]) -> dict[str, Any]:
+        arrived.append(time.monotonic())
+        return answer(body)
+
+    fake = FakeModel(responder=responder)
+    with serve(fake) as server:
+        env = {**os.environ, "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-test-1"}
+        run = [*journal_command(), "run", PARALLEL, "--input", str(tmp_path / "in.json")]
+        refused = subprocess.run(
+            [*run, "--rpm", "0", "--db", str(db)], env=env, capture_output=True, text=True
+        )
+        assert refused.returncode == 2 and "--rpm" in refused.stderr
+        assert not db.exists()
+        paced = subprocess.run(
+            [*run, "--rpm", "60", "--db", str(db), "--quiet"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert paced.returncode == 0, paced.stderr
+    assert len(arrived) == 3
+    with Journal.open(db, readonly=True) as j:
+        (done,) = j.runs()
+        sent = [
+            datetime.datetime.fromisoformat(e.at.replace("Z", "+00:00")).timestamp()
+            for e in j.events(done.run_id, kinds=("model.requested",))
+        ]
+    # Recorded as each request is let through: a second apart at least (load only adds).
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert len(sent) == 3 and min(gaps) >= 0.9, gaps
