@@ -267,7 +267,10 @@ def _datetime_text(value: datetime.datetime) -> str:
 
 
 def _is_array(type_: Any) -> bool:
-    return is_sequence(type_) or is_any_set(type_) or getattr(type_, "__origin__", None) is tuple
+    # Tuples first: cattrs' is_sequence raises on `tuple[()]`, which then escaped this hook.
+    if getattr(type_, "__origin__", None) is tuple:
+        return True
+    return is_sequence(type_) or is_any_set(type_)
 
 
 def _arrays_only(converter: cattrs.Converter) -> Any:

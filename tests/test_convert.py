@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from machine import convert
+from machine.errors import ConversionError
 
 
 class Level(enum.IntEnum):
@@ -264,3 +265,13 @@ def test_a_union_takes_its_first_member_that_fits() -> None:
     with pytest.raises(convert.ConversionError) as raised:
         convert.structure(c, {"shape": {"x": 1}, "maybe": {"x": "one"}}, Holder, "the answer")
     assert "expected an integer, got a string @ $.maybe.x" in str(raised.value)
+
+
+@pytest.mark.parametrize("value", ["", "ab", None, {}, [1]])
+def test_an_empty_tuple_takes_only_an_empty_array(value: object) -> None:
+    """`tuple[()]` is an array with nothing in it; a string is not one (hypothesis found ''
+    accepted once: cattrs' own tuple hook took it)."""
+    converter = convert.make()
+    assert convert.structure(converter, [], tuple[()], "x") == ()
+    with pytest.raises(ConversionError):
+        convert.structure(converter, value, tuple[()], "x")
