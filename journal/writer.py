@@ -161,10 +161,10 @@ class RunWriter:
         """Append every event held: under `_writing`, not `_lock`, so others may hold more
         meanwhile, to go with the next append."""
         with self._lock:
+            if not self._events:
+                return  # blobs held stay for the event that will refer to them
             events, texts, blobs, sync = self._events, self._texts, self._blobs, self._sync
             self._events, self._texts, self._blobs, self._sync = [], [], [], False
-        if not events:
-            return
         try:
             written = self._append(events, texts, blobs, sync, None, None)
         except BaseException:

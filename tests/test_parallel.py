@@ -560,3 +560,15 @@ def test_rpm_on_the_command_line_paces_requests(tmp_path: Path) -> None:
     # Recorded as each request is let through: a second apart at least (load only adds).
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert len(sent) == 3 and min(gaps) >= 0.9, gaps
+
+
+def test_a_flush_with_no_event_held_keeps_the_blobs(journal: Journal) -> None:
+    """A blob waits for the event that refers to it: a flush (another thread's, say) finding
+    no event held must not take it (the 30-kill test once found a request's blob gone)."""
+    run_id, owner = new_run(journal)
+    writer = RunWriter(journal, run_id, last_seq=1, owner=owner)
+    ref = writer.blob("the request")
+    writer.flush()
+    writer.commit("a", kinds.EffectDone(name="x", call="#0", result=ref))
+    assert journal.blob(ref) == "the request"
+    assert verify(journal) == []
