@@ -9,6 +9,10 @@ the way JSON Schema does, so that `machine.model.jsonschema` can describe exactl
 - a union takes the first of its members, in order, that structures the value, as anyOf does;
 - a date is an RFC 3339 full-date, a datetime an RFC 3339 date-time, without the offset for a
   naive one (Python's fromisoformat alone also takes "20241129", "2024-W48-5", "2024-11-29 10:00").
+
+`make()` ignores keys a class does not have, so that an input with more columns, or a state
+journaled by an older version of its class, still loads. `answers(converter)` is the same
+converter for a model's answers, where such a key is an error at its path, as the schema says.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from cattrs.cols import (
     is_sequence,
     list_structure_factory,
 )
+from cattrs.errors import AttributeValidationNote
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import make_converter
 
@@ -92,20 +97,50 @@ def _strict(kind: type, accepts: tuple[type, ...]) -> Any:
     return structure
 
 
-def _objects_only(converter: cattrs.Converter) -> Any:
-    def factory(cl: type) -> Any:
-        inner: Any = make_dict_structure_fn(
-            cl, converter, _cattrs_detailed_validation=converter.detailed_validation
-        )
+def _objects_only(cl: type, converter: cattrs.Converter) -> Any:
+    # A factory given the converter it is called for, not one it closed over: a copy made by
+    # `answers` then builds its own hooks, down to the nested classes.
+    inner: Any = make_dict_structure_fn(
+        cl,
+        converter,
+        _cattrs_forbid_extra_keys=False,  # checked below, one error per key
+        _cattrs_detailed_validation=converter.detailed_validation,
+    )
+    forbid = getattr(converter, "forbid_extra_keys", False)
+    known = _field_names(cl)
+    allowed = frozenset(known)
 
-        def structure(value: Any, type_: type) -> Any:
-            if not isinstance(value, dict):
-                raise TypeError(f"expected an object, got {json_name(value)}")
+    def structure(value: Any, type_: type) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {json_name(value)}")
+        unknown = [key for key in value if key not in allowed] if forbid else []
+        if not unknown:
             return inner(value, type_)
+        errors = [_unknown_key(cl, key, known) for key in unknown]
+        try:
+            inner(value, type_)
+        except cattrs.ClassValidationError as e:  # reported together with the unknown keys
+            errors[:0] = e.exceptions
+        except Exception as e:
+            errors.insert(0, e)
+        raise cattrs.ClassValidationError(f"While structuring {type_name(cl)}", errors, cl)
 
-        return structure
+    return structure
 
-    return factory
+
+def _field_names(cl: Any) -> list[str]:
+    """The keys an object of attrs class `cl` may have: cattrs reads attribute names."""
+    cls = typing.get_origin(cl) or cl
+    return [a.name for a in attrs.fields(cls) if a.init]
+
+
+def _unknown_key(cl: Any, key: str, known: list[str]) -> Exception:
+    name = type_name(cl)
+    has = f"the fields of {name} are {', '.join(known)}" if known else f"{name} has no fields"
+    e = cattrs.ForbiddenExtraKeysError(f"unknown key {key!r}: {has}", cl, {key})
+    # The note puts the key in the error's path, as for a field: $.shape.zz
+    e.__notes__ = [AttributeValidationNote(f"Unknown key {key}", key, Any)]
+    return e
 
 
 def _plain(value: Any) -> Any:
@@ -174,11 +209,12 @@ def _may_fit(type_: Any, value: Any) -> bool:
     return True
 
 
-def _knows_keys(type_: Any, value: Any) -> bool:
+def _unknown_keys(type_: Any, value: Any) -> int:
+    """How many keys of `value` an object of `type_` does not have (0 if not a class)."""
     cls = typing.get_origin(_unwrap(type_)) or _unwrap(type_)
     if not (isinstance(value, dict) and attrs.has(cls)):
-        return True
-    return set(value) <= {a.name for a in attrs.fields(cls) if a.init}
+        return 0
+    return len(set(value) - set(_field_names(cls)))
 
 
 def _either(members: tuple[Any, ...]) -> str:
@@ -202,15 +238,19 @@ def _either(members: tuple[Any, ...]) -> str:
     return " or ".join(dict.fromkeys(names))
 
 
-def _union(converter: cattrs.Converter) -> Any:
-    def structure(value: Any, type_: Any) -> Any:
-        members = typing.get_args(type_)
+def _union(type_: Any, converter: cattrs.Converter) -> Any:
+    members = typing.get_args(type_)
+
+    def structure(value: Any, _: Any) -> Any:
         fitting = [member for member in members if _may_fit(member, value)]
         if not fitting:
             raise TypeError(f"expected {_either(members)}, got {json_name(value)}")
-        # Members that know every key go first: cattrs ignores unknown keys, so in A | B a B
-        # written as {"x": 1, "b": 2} would otherwise come back as an A, which has no `b`.
-        fitting.sort(key=lambda member: not _knows_keys(member, value))
+        # Members that know more of the keys go first, in order otherwise. Where unknown keys
+        # are ignored, in A | B a B written as {"x": 1, "b": 2} would else come back as an A,
+        # which has no `b`. Where they are errors, only a member that knows every key can
+        # take the value, as the schema says, and the member the value was most likely meant
+        # for is the one whose problems are reported.
+        fitting.sort(key=lambda member: _unknown_keys(member, value))
         failure: Exception | None = None
         for member in fitting:
             try:
@@ -273,34 +313,35 @@ def _is_array(type_: Any) -> bool:
     return is_sequence(type_) or is_any_set(type_)
 
 
-def _arrays_only(converter: cattrs.Converter) -> Any:
-    def factory(type_: Any) -> Any:
-        # Without this, a string would become a list (or set) of its characters.
-        origin = getattr(type_, "__origin__", None)
-        inner: Any
-        if is_any_set(type_):
-            as_list = list_structure_factory(list[type_.__args__[0]], converter)
-            collect = frozenset if origin is frozenset else set
-            inner = lambda value, _: collect(as_list(value, None))  # noqa: E731
-        elif origin is tuple and not (len(type_.__args__) == 2 and type_.__args__[1] is ...):
-            inner = converter.gen_structure_hetero_tuple(type_)
-        elif origin is tuple:
-            inner = homogenous_tuple_structure_factory(type_, converter)
-        else:
-            inner = list_structure_factory(type_, converter)
+def _arrays_only(type_: Any, converter: cattrs.Converter) -> Any:
+    # Without this, a string would become a list (or set) of its characters.
+    origin = getattr(type_, "__origin__", None)
+    inner: Any
+    if is_any_set(type_):
+        as_list = list_structure_factory(list[type_.__args__[0]], converter)
+        collect = frozenset if origin is frozenset else set
+        inner = lambda value, _: collect(as_list(value, None))  # noqa: E731
+    elif origin is tuple and not (len(type_.__args__) == 2 and type_.__args__[1] is ...):
+        inner = converter.gen_structure_hetero_tuple(type_)
+    elif origin is tuple:
+        inner = homogenous_tuple_structure_factory(type_, converter)
+    else:
+        inner = list_structure_factory(type_, converter)
 
-        def structure(value: Any, t: Any) -> Any:
-            if not isinstance(value, list | tuple):
-                raise TypeError(f"expected an array, got {json_name(value)}")
-            return inner(value, t)
+    def structure(value: Any, t: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected an array, got {json_name(value)}")
+        return inner(value, t)
 
-        return structure
-
-    return factory
+    return structure
 
 
 def make() -> cattrs.Converter:
-    """A converter for pipeline values; each Machine builds its own."""
+    """A converter for pipeline values, keys a class lacks ignored; each Machine builds its own.
+
+    The hooks of classes, unions and arrays are factories given the converter they structure
+    for, so that a copy (`answers`) follows its own settings at every depth.
+    """
     converter = make_converter()
     for kind, accepts in ((str, (str,)), (int, (int,)), (float, (int, float)), (bool, (bool,))):
         converter.register_structure_hook(kind, _strict(kind, accepts))
@@ -310,10 +351,20 @@ def make() -> cattrs.Converter:
     converter.register_structure_hook(datetime.datetime, _datetime)
     converter.register_unstructure_hook(datetime.datetime, _datetime_text)
     converter.register_structure_hook_func(_is_literal, _literal)
-    converter.register_structure_hook_func(_is_union, _union(converter))
-    converter.register_structure_hook_factory(attrs.has, _objects_only(converter))
-    converter.register_structure_hook_factory(_is_array, _arrays_only(converter))
+    converter.register_structure_hook_factory(_is_union, _union)
+    converter.register_structure_hook_factory(attrs.has, _objects_only)
+    converter.register_structure_hook_factory(_is_array, _arrays_only)
     return converter
+
+
+def answers(converter: cattrs.Converter) -> cattrs.Converter:
+    """`converter` for a model's answers: the same hooks, and a key the class lacks an error.
+
+    The schema a model answers by (`machine.model.jsonschema`) forbids such keys, at every
+    depth; each is reported on its own, at its path ("unknown key 'zz': ... @ $.shape.zz").
+    A copy: hooks registered on `converter` afterwards are not in it.
+    """
+    return converter.copy(forbid_extra_keys=True)
 
 
 def type_name(type_: Any) -> str:

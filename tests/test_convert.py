@@ -1,15 +1,17 @@
-"""Tests for `machine.convert`: strict structuring, the same for inputs and model answers."""
+"""Tests for `machine.convert`: strict structuring, the same for inputs and model answers, but
+for unknown keys: ignored in inputs and states, refused in answers."""
 
 from __future__ import annotations
 
 import datetime
 import enum
+import json
 from typing import Any, Literal
 
 import attrs
 import pytest
 
-from machine import convert
+from machine import Machine, convert
 from machine.errors import ConversionError
 
 
@@ -275,3 +277,89 @@ def test_an_empty_tuple_takes_only_an_empty_array(value: object) -> None:
     assert convert.structure(converter, [], tuple[()], "x") == ()
     with pytest.raises(ConversionError):
         convert.structure(converter, value, tuple[()], "x")
+
+
+def test_a_union_of_answers_takes_only_a_member_with_every_key() -> None:
+    """With unknown keys refused, a Large with its `b` is a Large, as for inputs, and a key
+    neither member has is refused: no member takes the value, as no branch of anyOf does."""
+    answers = convert.answers(convert.make())
+    assert answers.structure({"shape": {"x": 1}}, Holder).shape == Small(1)
+    assert answers.structure({"shape": {"x": 1, "b": 2}}, Holder).shape == Large(1, 2)
+    with pytest.raises(ConversionError) as raised:
+        convert.structure(answers, {"shape": {"x": 1, "zz": 3}}, Holder, "the answer")
+    assert raised.value.errors == ["unknown key 'zz': the fields of Small are x, a @ $.shape.zz"]
+
+
+def test_a_union_reports_the_member_that_knows_more_of_the_keys() -> None:
+    """{"x", "b", "zz"} was meant for a Large: its problem is the one reported, and the
+    converter of inputs takes it as a Large, not as a Small that dropped `b`."""
+    value = {"shape": {"x": 1, "b": 2, "zz": 3}}
+    assert convert.make().structure(value, Holder).shape == Large(1, 2)
+    with pytest.raises(ConversionError) as raised:
+        convert.structure(convert.answers(convert.make()), value, Holder, "the answer")
+    assert raised.value.errors == ["unknown key 'zz': the fields of Large are x, b @ $.shape.zz"]
+
+
+@attrs.frozen
+class Ticket:
+    id: str
+    words: int = 0
+
+
+@attrs.frozen
+class Batch:
+    tickets: tuple[Ticket, ...] = ()
+    done: int = 0
+
+
+def test_an_input_with_more_columns_still_loads() -> None:
+    """A JSON Lines input may carry columns the state does not use: they are ignored."""
+    m = Machine("batch", state=Batch, start="count", input="tickets")
+    rows = [json.loads('{"id": "T-1", "words": 3, "from": "web"}')]
+    assert m.initial_state(rows) == Batch((Ticket("T-1", 3),))
+    plain = Machine("plain", state=Ticket, start="count")
+    assert plain.initial_state({"id": "T-2", "priority": "high"}) == Ticket("T-2")
+
+
+def test_a_state_journaled_by_an_older_class_still_loads() -> None:
+    """A field the state class has since lost, at the top or nested, is ignored on reading
+    the journal back, so a run started before the change can be resumed."""
+    m = Machine("batch", state=Batch, start="count", input="tickets")
+    old = {"tickets": [{"id": "T-1", "words": 3, "lang": "en"}], "done": 1, "skipped": 0}
+    assert convert.structure(m.converter, old, Batch, "the state") == Batch((Ticket("T-1", 3),), 1)
+
+
+def test_answers_refuse_unknown_keys_with_their_paths() -> None:
+    """An older state's keys in a model's answer: one line per key the class does not have,
+    at its path, beside the other problems."""
+    m = Machine("batch", state=Batch, start="count", input="tickets")
+    answers = convert.answers(m.converter)
+    old = {"tickets": [{"id": "T-1", "words": "3", "lang": "en"}], "done": 1, "skipped": 0}
+    with pytest.raises(ConversionError) as raised:
+        convert.structure(answers, old, Batch, "the answer")
+    assert raised.value.errors == [
+        "expected an integer, got a string @ $.tickets[0].words",
+        "unknown key 'lang': the fields of Ticket are id, words @ $.tickets[0].lang",
+        "unknown key 'skipped': the fields of Batch are tickets, done @ $.skipped",
+    ]
+
+
+class Cents(int):
+    """A type of the pipeline's own, structured by a hook it registered."""
+
+
+@attrs.frozen
+class Price:
+    amount: Cents
+
+
+def test_answers_share_the_hooks_registered_before() -> None:
+    """`answers` copies the converter: a hook registered on it before is used at any depth,
+    and unknown keys are refused inside a class the copy built itself."""
+    converter = convert.make()
+    converter.register_structure_hook(Cents, lambda value, _: Cents(round(value * 100)))
+    answers = convert.answers(converter)
+    assert answers.structure([{"amount": 1.5}], list[Price]) == [Price(Cents(150))]
+    with pytest.raises(ConversionError, match=r"unknown key 'usd'.* @ \$\[0\]\.usd"):
+        convert.structure(answers, [{"amount": 1, "usd": 1}], list[Price], "the answer")
+    assert converter.structure([{"amount": 1, "usd": 1}], list[Price]) == [Price(Cents(100))]

@@ -1,4 +1,4 @@
-"""Tests for `machine.model.jsonschema`: the schema says what `machine.convert.make()` accepts."""
+"""Tests for `machine.model.jsonschema`: the schema says what `convert.answers()` accepts."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from machine.convert import ConversionError, make, structure
+from machine.convert import ConversionError, answers, make, structure
 from machine.model.jsonschema import SchemaError, input_schema, tool_for
 
 T = TypeVar("T")
@@ -740,13 +740,16 @@ def test_unstructured_values_fit_the_schema_and_come_back(value: Any) -> None:
         (Ticket, {"customer": {"name": "Ada"}, "opened": "soon", "due": "2024-01-01"}),
         (Ticket, {"customer": {"name": "Ada"}, "opened": "2024-01-01", "due": "2024-01-01T00:00"}),
         (Triage, {"tickets": [], "urgency": {"score": 1, "reason": "x"}, "mode": "lazy"}),
+        (Urgency, {"score": 3, "reason": "x", "invented": True}),
+        (Node, {"name": "root", "children": [{"name": "a", "kids": []}]}),
+        (Triage, {"tickets": [], "urgency": {"score": 1, "reason": "x", "why": "y"}}),
     ],
 )
 def test_what_the_schema_rejects_the_converter_rejects(cls: type, data: dict[str, Any]) -> None:
     """For these answers a model might give, the schema and the converter agree: no."""
     assert problems(input_schema(cls), data) != []
     with pytest.raises(ConversionError):
-        structure(make(), data, cls, "the answer")
+        structure(answers(make()), data, cls, "the answer")
 
 
 @given(
@@ -764,10 +767,16 @@ def test_any_urgency_round_trips_through_its_schema(value: Urgency) -> None:
     assert make().structure(data, Urgency) == value
 
 
-def test_the_schema_is_stricter_than_the_converter_on_extra_keys() -> None:
-    """cattrs ignores unknown keys; the schema forbids them so the model does not invent any."""
+def test_the_schema_and_the_converter_of_answers_refuse_extra_keys() -> None:
+    """An answer with a key the class lacks is refused by both, at the same path; the
+    converter of inputs and states ignores it."""
     data = {"score": 3, "reason": "x", "invented": True}
     assert problems(input_schema(Urgency), data) == [
         "$: Additional properties are not allowed ('invented' was unexpected)"
+    ]
+    with pytest.raises(ConversionError) as raised:
+        structure(answers(make()), data, Urgency, "the answer")
+    assert raised.value.errors == [
+        "unknown key 'invented': the fields of Urgency are score, reason, tags @ $.invented"
     ]
     assert make().structure(data, Urgency) == Urgency(3, "x")

@@ -3,10 +3,10 @@
 For each class of a gallery covering every type and validator `machine.model.jsonschema` describes,
 answers are drawn from the derived schema (hypothesis-jsonschema) and mutated into near misses
 (a wrong JSON type, 1 for true, 3.0 or 3.5 for 3, a trailing newline, another ISO 8601 date
-form, one past a bound, a key or an item dropped). The `jsonschema` library, formats checked,
-and `machine.convert` must give each the same verdict. The schema's two deliberate strictnesses,
-unknown keys and repeated set items, which the converter ignores and merges, are allowed only
-where they are the whole difference.
+form, one past a bound, a key or an item dropped, a key added to any object at any depth). The
+`jsonschema` library, formats checked, and the converter of answers (`machine.convert.answers`)
+must give each the same verdict. The schema's one deliberate strictness, repeated set items,
+which the converter merges, is allowed only where it is the whole difference.
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ import random
 import re
 import shutil
 import subprocess
-import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Generic, Literal, NewType, TypeVar
 
 import attrs
 import pytest
 from attrs import validators as v
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from hypothesis.internal.conjecture import utils as conjecture_utils
+from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
 from machine import convert
@@ -38,34 +37,6 @@ from machine.model.jsonschema import input_schema
 
 T = TypeVar("T")
 UserId = NewType("UserId", int)
-DONE = object()
-
-
-class _Many:
-    """hypothesis-jsonschema 0.23 drives Hypothesis's private `many` with `.more()`, which
-    newer Hypothesis replaced by iteration; without this it cannot draw objects."""
-
-    def __init__(self, data: Any, **sizes: Any) -> None:
-        self._many = conjecture_utils.many(data, **sizes)
-        self._many.__enter__()
-        self._next = iter(self._many)
-
-    def more(self) -> bool:
-        if next(self._next, DONE) is DONE:
-            self._many.__exit__(None, None, None)
-            return False
-        return True
-
-    def reject(self) -> None:
-        self._many.reject()
-
-
-if not hasattr(conjecture_utils.many, "more"):
-    import hypothesis_jsonschema._from_schema
-
-    hypothesis_jsonschema._from_schema.cu = types.SimpleNamespace(many=_Many)  # type: ignore[attr-defined]
-
-from hypothesis_jsonschema import from_schema  # noqa: E402
 
 
 class Color(enum.Enum):
@@ -289,6 +260,18 @@ class Unions:
     strict: int = attrs.field(default=-1, validator=v.ge(0))
 
 
+@attrs.frozen
+class Nests:
+    """Classes wherever an unknown key can hide: in a tuple, a dict's values, a union, an
+    Optional, a list in a mapping."""
+
+    pair: tuple[Point, Box[str]]
+    by_name: dict[str, Point]
+    keys: Keys | None = None
+    deep: Mapping[str, list[Point | None]] = attrs.Factory(dict)
+    shape: int | Point | Box[int] = 0
+
+
 GALLERY = [
     Scalars,
     Literals,
@@ -304,8 +287,10 @@ GALLERY = [
     Deep,
     Optionals,
     Unions,
+    Nests,
 ]
-CONVERTER = convert.make()
+CONVERTER = convert.make()  # a pipeline's input and the journal's state
+ANSWERS = convert.answers(CONVERTER)
 FORMATS = Draft202012Validator.FORMAT_CHECKER
 SCHEMAS = {cls: input_schema(cls) for cls in GALLERY}
 VALIDATORS = {cls: Draft202012Validator(s, format_checker=FORMATS) for cls, s in SCHEMAS.items()}
@@ -346,9 +331,9 @@ SETTINGS = settings(
 
 
 def relaxed(schema: Any) -> Any:
-    """`schema` without its two deliberate strictnesses (never inside a `not`, where relaxing
-    would make it stricter): unknown keys allowed, and set items free to repeat, which also
-    lets an array be longer than the set it makes."""
+    """`schema` without its deliberate strictness (never inside a `not`, where relaxing would
+    make it stricter): set items free to repeat, which also lets an array be longer than the
+    set it makes."""
     if isinstance(schema, list):
         return [relaxed(s) for s in schema]
     if not isinstance(schema, dict):
@@ -356,8 +341,6 @@ def relaxed(schema: Any) -> Any:
     out = {k: (s if k == "not" else relaxed(s)) for k, s in schema.items()}
     if out.pop("uniqueItems", False):
         out.pop("maxItems", None)
-    if "properties" in out and out.get("additionalProperties") is False:
-        del out["additionalProperties"]
     return out
 
 
@@ -366,16 +349,22 @@ RELAXED = {
 }
 
 
-def converter_takes(cls: type, answer: Any) -> bool:
+def refusal(cls: type, answer: Any, converter: Any = ANSWERS) -> list[str]:
+    """Why `converter` refuses `answer` as a `cls`, one line each; [] if it takes it."""
     try:
-        convert.structure(CONVERTER, answer, cls, "the answer")
-    except ConversionError:
-        return False
-    return True
+        convert.structure(converter, answer, cls, "the answer")
+    except ConversionError as e:
+        return e.errors
+    return []
+
+
+def converter_takes(cls: type, answer: Any) -> bool:
+    return not refusal(cls, answer)
 
 
 def assert_agree(cls: type, answer: Any) -> bool:
-    """Assert that the schema and the converter agree on `answer`; return their verdict."""
+    """Assert that the schema and the converter of answers agree on `answer`; return their
+    verdict."""
     schema_takes = VALIDATORS[cls].is_valid(answer)
     takes = converter_takes(cls, answer)
     if schema_takes != takes:
@@ -439,7 +428,7 @@ def date_forms(text: str) -> list[str]:
 
 
 def mutations(value: Any) -> list[Callable[[], Any]]:
-    """Ways to get `value` a little wrong, each a function giving the new value (DONE: drop)."""
+    """Ways to get `value` a little wrong, each a function giving the new value."""
     wrong: list[Any] = [None, True, False, 0, 1, 1.5, "", "x", [], {}]
     found: list[Callable[[], Any]] = [
         lambda w=w: w
@@ -475,7 +464,13 @@ def mutations(value: Any) -> list[Callable[[], Any]]:
         found += [lambda: value[:-1], lambda: value + value[:1], lambda: value[1:] + value[:1]]
     elif isinstance(value, dict):
         found += [lambda key=key: {k: x for k, x in value.items() if k != key} for key in value]
+        found += [lambda key=key: {**value, key: 0} for key in UNKNOWN if key not in value]
     return found
+
+
+# Keys a model may invent: near a field's name, an alias or a field with init=False (of Keys),
+# a field of another member of a union, and what no class has.
+UNKNOWN = ["zz", "", "X", "x ", "secret", "other", "derived", "label", "item", "__class__"]
 
 
 @st.composite
@@ -485,19 +480,38 @@ def near_misses(draw: st.DrawFn, answer: Any) -> Any:
     return replaced(answer, at, mutate())
 
 
+@st.composite
+def unknown_keys(draw: st.DrawFn, answer: Any) -> tuple[Any, str]:
+    """`answer` with a key added to one of its objects, at any depth, and that key."""
+    objects = [at for at in paths(answer) if isinstance(got(answer, at), dict)]
+    at = draw(st.sampled_from(objects))
+    inside = got(answer, at)
+    key = draw(st.sampled_from([k for k in UNKNOWN if k not in inside]))
+    value = draw(st.sampled_from([0, "x", None, [], {}, *inside.values()]))
+    return replaced(answer, at, {**inside, key: value}), key
+
+
 @pytest.mark.parametrize("cls", GALLERY, ids=lambda cls: cls.__name__)
 @SETTINGS
 @given(data=st.data())
 def test_the_schema_and_the_converter_agree(cls: type, data: st.DataObject) -> None:
     """Every answer the schema allows structures, and comes back through the journal's JSON
-    as the same value, which fits the schema too; its near misses get one verdict from both."""
+    as the same value, which fits the schema too; its near misses, an unknown key anywhere
+    among them, get one verdict from both."""
     answer = data.draw(STRATEGIES[cls], label="answer")
     assert VALIDATORS[cls].is_valid(answer)
-    value = CONVERTER.structure(answer, cls)
+    value = ANSWERS.structure(answer, cls)
     written = json.loads(json.dumps(CONVERTER.unstructure(value)))
     assert VALIDATORS[cls].is_valid(written), written
     assert CONVERTER.structure(written, cls) == value
-    assert_agree(cls, data.draw(near_misses(answer), label="near miss"))
+    takes = assert_agree(cls, data.draw(near_misses(answer), label="near miss"))
+    event(f"near miss: {'taken' if takes else 'refused'}")  # --hypothesis-show-statistics
+    added, key = data.draw(unknown_keys(answer), label="unknown key")
+    takes = assert_agree(cls, added)
+    event(f"unknown key: {'taken' if takes else 'refused'}")
+    if not takes and refusal(cls, added, CONVERTER) == []:
+        # The key is the whole difference: the line that refuses it names it.
+        assert any(f"unknown key {key!r}" in line for line in refusal(cls, added)), added
 
 
 def test_every_schema_of_the_gallery_is_draft_2020_12() -> None:
@@ -546,6 +560,10 @@ BASE: dict[type, dict[str, Any]] = {
         "digits": "12",
     },
     Unions: {"number": 1, "text": "12-34", "either": 1, "choice": "x", "strict": 0},
+    Keys: {"_secret": 1, "renamed": 2},
+    Shapes: {"point": {"x": 1}, "tree": {"label": "t"}, "branch": {}, "box": {"item": 1}},
+    Nests: {"pair": [{"x": 1}, {"item": "a"}], "by_name": {}},
+    Lengths: {"short": "a", "few": [1], "some": {}, "tags": []},
 }
 
 
@@ -658,22 +676,102 @@ def test_leaving_out_a_field_whose_default_fails_its_validator_is_refused() -> N
 @pytest.mark.parametrize(
     ("cls", "change"),
     [
-        (Keys, {"_secret": 1, "renamed": 2, "other": 3}),
         (Containers, {"tags": ["a", "b", "a"]}),
         (Containers, {"numbers": [1, 1.0]}),  # equal JSON numbers
         (Lengths, {"tags": ["a", "b", "a"]}),  # three items, a set of two
-        (Unions, {"shape": {"x": 1, "label": "t"}}),  # a Point, its `label` ignored
     ],
 )
-def test_the_schema_alone_refuses_unknown_keys_and_repeated_set_items(
-    cls: type, change: dict[str, Any]
-) -> None:
-    """The schema's deliberate strictness: the model is told not to, the converter forgives."""
-    base = BASE.get(cls, {"short": "a", "few": [1], "some": {}, "tags": []})
-    answer = {**base, **change}
+def test_the_schema_alone_refuses_repeated_set_items(cls: type, change: dict[str, Any]) -> None:
+    """The schema's deliberate strictness: the model is told not to, the converter merges."""
+    answer = {**BASE[cls], **change}
     assert not VALIDATORS[cls].is_valid(answer)
     assert converter_takes(cls, answer)
     assert RELAXED[cls].is_valid(answer)
+
+
+KEYS = "the fields of Keys are _secret, renamed"
+POINT = "the fields of Point are x, y"
+
+
+@pytest.mark.parametrize(
+    ("cls", "change", "line"),
+    [
+        (Keys, {"other": 3}, f"unknown key 'other': {KEYS} @ $.other"),  # an alias
+        (Keys, {"secret": 3}, f"unknown key 'secret': {KEYS} @ $.secret"),  # attrs' init name
+        (Keys, {"derived": 3}, f"unknown key 'derived': {KEYS} @ $.derived"),  # init=False
+        (Shapes, {"point": {"x": 1, "z": 0}}, f"unknown key 'z': {POINT} @ $.point.z"),
+        (
+            Shapes,
+            {"points": [{"x": 1}, {"x": 2, "X": 0}]},
+            f"unknown key 'X': {POINT} @ $.points[1].X",
+        ),
+        (
+            Shapes,
+            {"tree": {"label": "t", "children": [{"label": "u", "kids": []}]}},
+            "unknown key 'kids': the fields of Tree are label, children @ $.tree.children[0].kids",
+        ),
+        (
+            Shapes,
+            {"branch": {"leaf": {"back": {}, "heavy": True}}},
+            "unknown key 'heavy': the fields of Leaf are back, weight @ $.branch.leaf.heavy",
+        ),
+        (Shapes, {"maybe": {"x": 1, "": 0}}, f"unknown key '': {POINT} @ $.maybe."),
+        (
+            Shapes,
+            {"box": {"item": 1, "items": []}},
+            "unknown key 'items': the fields of Box are item, more @ $.box.items",
+        ),
+        (
+            Unions,
+            {"shape": {"x": 1, "label": "t"}},
+            f"unknown key 'label': {POINT} @ $.shape.label",
+        ),
+        (
+            Nests,
+            {"pair": [{"x": 1, "zz": 0}, {"item": "a"}]},
+            f"unknown key 'zz': {POINT} @ $.pair[0].zz",
+        ),
+        (
+            Nests,
+            {"by_name": {"k": {"x": 1, "zz": 0}}},
+            f"unknown key 'zz': {POINT} @ $.by_name['k'].zz",
+        ),
+        (
+            Nests,
+            {"deep": {"k": [None, {"x": 1, "zz": 0}]}},
+            f"unknown key 'zz': {POINT} @ $.deep['k'][1].zz",
+        ),
+        (
+            Nests,
+            {"keys": {"_secret": 1, "renamed": 2, "other": 3}},
+            f"unknown key 'other': {KEYS} @ $.keys.other",
+        ),
+        (
+            Nests,  # reported for the member that knows more of the keys
+            {"shape": {"item": 1, "zz": 0}},
+            "unknown key 'zz': the fields of Box are item, more @ $.shape.zz",
+        ),
+    ],
+)
+def test_an_unknown_key_is_refused_at_any_depth(
+    cls: type, change: dict[str, Any], line: str
+) -> None:
+    """In an answer, a key the class does not have is refused by the schema and by the
+    converter of answers, which says where it is; the converter of inputs and states ignores
+    it."""
+    answer = {**BASE[cls], **change}
+    assert refusal(cls, BASE[cls]) == []
+    assert not VALIDATORS[cls].is_valid(answer)
+    assert refusal(cls, answer) == [line]
+    assert refusal(cls, answer, CONVERTER) == []
+
+
+def test_a_union_member_takes_an_answer_only_with_every_key_it_has() -> None:
+    """Point | Tree: a Tree with a key of Point is neither; an exact Tree is a Tree."""
+    tree = {"label": "t", "children": []}
+    assert assert_agree(Unions, {**BASE[Unions], "shape": tree}) is True
+    assert assert_agree(Unions, {**BASE[Unions], "shape": {**tree, "y": 0}}) is False
+    assert ANSWERS.structure({**BASE[Unions], "shape": tree}, Unions).shape == Tree("t")
 
 
 @attrs.frozen

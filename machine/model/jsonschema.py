@@ -1,11 +1,13 @@
-"""The JSON Schema of an attrs class: the tool a model must answer through, and what it may send.
+"""The JSON Schema of an attrs class: the shape a model's answer must have, and what it may send.
 
-The schema accepts exactly what `machine.convert.make()` structures into the class, validators
-included, so that an answer the schema allows is never refused (and a model asked again), and an
-answer it refuses never slips through. Keys are attribute names (cattrs ignores aliases by
-default), fields with `init=False` are left out, and dates are RFC 3339 strings. Two differences
-are deliberate, and only ever make the schema the stricter: it forbids keys the class does not
-have (the converter ignores them) and repeated items in a set (the converter merges them).
+The schema accepts exactly what `machine.convert.answers()` (the converter of a model's answers)
+structures into the class, validators included, so that an answer the schema allows is never
+refused (and a model asked again), and an answer it refuses never slips through. Keys are
+attribute names (cattrs ignores aliases by default), fields with `init=False` are left out, keys
+the class does not have are refused at every depth, and dates are RFC 3339 strings. One
+difference is deliberate, and only makes the schema the stricter: it forbids repeated items in
+a set, which the converter merges. (`machine.convert.make()`, which reads a pipeline's input and
+its journaled state, ignores keys the class does not have instead.)
 
 Validators from `attrs.validators` become constraints wherever JSON Schema can say exactly what
 they check: in_ over a list, tuple, set, dict, range or Enum (of numbers, strings or dates),
@@ -19,7 +21,8 @@ or_, instance_of, in_ of a str (a substring test), a bound that is a str or a da
 
 Nested classes are written inline. A class that refers to itself, directly or through others,
 is written once under `$defs` and referred to with `$ref` (the root class itself as `"#"`), which
-Anthropic accepts for tools without `strict`.
+Anthropic accepts for tools without `strict`; `machine.model.constrained` cuts a schema down to
+what JSON outputs and strict tools accept.
 """
 
 from __future__ import annotations
