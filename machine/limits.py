@@ -105,7 +105,7 @@ def worst_case(request: dict[str, Any], price: Price) -> tuple[int, Decimal]:
     UTF-8 bytes (its JSON, which holds more than the text) bounds its input tokens, with the
     tool-use overhead on top. All input is priced at the dearest rate that could apply to it
     (a cache write, when the request marks a prefix for caching), and `max_tokens` of output
-    at the output rate.
+    at the output rate, both in the dearest band a prompt of that bound could fall in.
     """
     text = json.dumps(request, ensure_ascii=False, separators=(",", ":"))
     messages = len(request.get("messages", ()))
@@ -113,6 +113,9 @@ def worst_case(request: dict[str, Any], price: Price) -> tuple[int, Decimal]:
     if request.get("tools"):
         input_bound += TOOL_OVERHEAD_TOKENS
     output_bound = int(request["max_tokens"])
+    # The prompt (input, cache writes and reads) is at most input_bound, and the band it falls
+    # in prices the output too: so both are priced at the dearest band up to that size.
+    price = price.dearest(input_bound)
     # A prefix marked for caching may be written to the cache, at its TTL's rate.
     rate = price.input
     if '"cache_control"' in text:

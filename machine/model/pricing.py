@@ -3,6 +3,13 @@
 The table is data, `machine/model/prices.json`, shipped in the package; a price file of the same
 shape can add models or replace shipped ones. Amounts are USD per million tokens, read as
 `Decimal` and multiplied exactly. A model the table does not know is an error, never $0.
+
+An entry may price long prompts apart, in `bands`: `"bands": [{"over": 200000, "input": "6",
+"output": "22.50", "cache_write_5m": "7.50", "cache_write_1h": "12", "cache_read": "0.60"}]`
+says that a request whose prompt is over 200,000 tokens pays those amounts for every one of
+its tokens, output included; a prompt of exactly 200,000 pays the entry's own. The prompt is
+input, cache writes and cache reads together (`Usage.prompt_tokens`). Bands are listed in
+increasing `over`, each a positive whole number of tokens, and a band states all five amounts.
 """
 
 from __future__ import annotations
@@ -10,7 +17,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import difflib
-import importlib.resources
 import itertools
 import json
 from collections.abc import Mapping
@@ -22,6 +28,7 @@ from typing import Any, Final
 import attrs
 
 from machine.errors import PriceFileError, UnknownModel
+from machine.model import datafile
 
 SHIPPED: Final = "prices.json"
 """The price table shipped in the `machine` package."""
@@ -30,6 +37,8 @@ AMOUNTS: Final = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_
 """The priced token types of an entry, USD per million tokens."""
 
 _FIELDS: Final = frozenset((*AMOUNTS, "since", "source"))
+_OPTIONAL: Final = frozenset(("bands",))
+_BAND_FIELDS: Final = frozenset((*AMOUNTS, "over"))
 _PER: Final = Decimal(1_000_000)
 _EXAMPLE: Final = (
     '{"models": {"MODEL": [{"since": "2026-11-01", "input": "3", "output": "15", '
@@ -39,8 +48,22 @@ _EXAMPLE: Final = (
 
 
 @attrs.frozen
+class Band:
+    """What every token of a request whose prompt is over `over` tokens costs, in USD per
+    million tokens of each type."""
+
+    over: int
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+
+
+@attrs.frozen
 class Price:
-    """What one model costs from `since` on, in USD per million tokens of each type."""
+    """What one model costs from `since` on, in USD per million tokens of each type: these
+    amounts, or for a longer prompt those of its band."""
 
     model: str
     input: Decimal
@@ -50,6 +73,25 @@ class Price:
     cache_read: Decimal
     since: datetime.date
     source: str
+    bands: tuple[Band, ...] = ()
+    """The amounts for longer prompts, in increasing `over`; none for a flat price."""
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        """This entry as it prices a request whose prompt is `prompt_tokens`: with the amounts
+        of the last band the prompt is over, for every token of the request; else unchanged."""
+        over = [band for band in self.bands if prompt_tokens > band.over]
+        if not over:
+            return self
+        return attrs.evolve(self, bands=(), **{name: getattr(over[-1], name) for name in AMOUNTS})
+
+    def dearest(self, prompt_tokens: int) -> Price:
+        """The most each type of token can cost in a request whose prompt is at most
+        `prompt_tokens`, whichever band that prompt falls in: an upper bound, for a worst case."""
+        # Each amount on its own: should a file give a longer prompt a cheaper rate of some
+        # type, the bound still holds.
+        could: list[Price | Band] = [self, *(b for b in self.bands if b.over < prompt_tokens)]
+        most = {name: max(getattr(rates, name) for rates in could) for name in AMOUNTS}
+        return attrs.evolve(self, bands=(), **most)
 
 
 def _is_count(value: object) -> bool:
@@ -73,6 +115,16 @@ def _non_negative(instance: Usage, attribute: attrs.Attribute[int], value: int) 
         raise ValueError(msg)
 
 
+def _within_output(instance: Usage, attribute: attrs.Attribute[int], value: int) -> None:
+    _non_negative(instance, attribute, value)
+    if value > instance.output_tokens:
+        msg = (
+            f"Usage.thinking_tokens ({value}) is more than output_tokens "
+            f"({instance.output_tokens}), which count them: not a usage the API reports"
+        )
+        raise ValueError(msg)
+
+
 @attrs.frozen
 class Usage:
     """The tokens one call was billed for, by type; cache counts are not part of input_tokens."""
@@ -82,6 +134,8 @@ class Usage:
     cache_write_5m_tokens: int = attrs.field(default=0, validator=_non_negative)
     cache_write_1h_tokens: int = attrs.field(default=0, validator=_non_negative)
     cache_read_tokens: int = attrs.field(default=0, validator=_non_negative)
+    thinking_tokens: int = attrs.field(default=0, validator=_within_output)
+    """Of output_tokens, those the model spent thinking: billed as output, never on top."""
 
     @classmethod
     def from_api(cls, usage: Mapping[str, Any]) -> Usage:
@@ -91,7 +145,8 @@ class Usage:
         breakdown use it; else all of `cache_creation_input_tokens` are 5-minute writes.
         None counts are 0. Should the breakdown add up to less than
         `cache_creation_input_tokens`, the rest are 5-minute writes, so that no written token
-        goes unpriced.
+        goes unpriced. Thinking tokens come from `output_tokens_details`, and are part of
+        output_tokens.
         """
         for required in ("input_tokens", "output_tokens"):
             if required not in usage:
@@ -113,6 +168,11 @@ class Usage:
         else:
             msg = f"usage field 'cache_creation' must be an object or null, not {split!r}"
             raise ValueError(msg)
+        details = usage.get("output_tokens_details")
+        if details is not None and not isinstance(details, Mapping):
+            msg = f"usage field 'output_tokens_details' must be an object or null, not {details!r}"
+            raise ValueError(msg)
+        thinking = _count((details or {}).get("thinking_tokens"), "thinking_tokens")
         return cls(
             input_tokens=_count(usage["input_tokens"], "input_tokens"),
             output_tokens=_count(usage["output_tokens"], "output_tokens"),
@@ -121,6 +181,7 @@ class Usage:
             cache_read_tokens=_count(
                 usage.get("cache_read_input_tokens"), "cache_read_input_tokens"
             ),
+            thinking_tokens=thinking,
         )
 
     @property
@@ -128,10 +189,16 @@ class Usage:
         """Tokens written to the cache, both TTLs."""
         return self.cache_write_5m_tokens + self.cache_write_1h_tokens
 
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompt's size, which picks a price's band: input, cache writes and cache reads."""
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
 
 def cost(price: Price, usage: Usage) -> Decimal:
     """input x in + 5m writes x w5 + 1h writes x w1 + cache reads x read + output x out,
-    per 1e6 tokens, exactly."""
+    per 1e6 tokens, exactly, at the amounts of the band the usage's prompt falls in."""
+    price = price.for_prompt(usage.prompt_tokens)
     with decimal.localcontext() as ctx:
         # Enough digits for any real bill; should one ever not fit, rounding raises instead
         # of going unnoticed.
@@ -158,21 +225,11 @@ class PriceTable:
     def load(cls, override: Path | None = None) -> PriceTable:
         """The shipped table (read with importlib.resources from `machine.model`), with the
         models of `override` (same format) added or replacing shipped ones."""
-        resource = importlib.resources.files("machine.model").joinpath(SHIPPED)
-        origin = f"machine/{SHIPPED}"
-        try:
-            text = resource.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            msg = f"{origin}: cannot read the shipped price table: {e}"
-            raise PriceFileError(msg) from e
+        text, origin = datafile.shipped(SHIPPED, "price table", PriceFileError)
         entries, aliases = _parse(text, origin)
         alias_origin = dict.fromkeys(aliases, origin)
         if override is not None:
-            try:
-                text = override.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                msg = f"{override}: cannot read the price file: {e}"
-                raise PriceFileError(msg) from e
+            text = datafile.given(override, "price file", PriceFileError)
             more, more_aliases = _parse(text, str(override))
             # A model in the override replaces the shipped one whole: its dated entries are
             # the override's to state, not merged with ours.
@@ -266,17 +323,7 @@ def _entries(model: str, rows: Any, origin: str) -> tuple[Price, ...]:
 
 
 def _entry(model: str, row: Any, where: str) -> Price:
-    if not isinstance(row, dict):
-        msg = f"{where}: must be an object with {', '.join(sorted(_FIELDS))}"
-        raise PriceFileError(msg)
-    missing = sorted(_FIELDS - row.keys())
-    if missing:
-        msg = f"{where}: missing field {', '.join(map(repr, missing))}"
-        raise PriceFileError(msg)
-    extra = sorted(row.keys() - _FIELDS)
-    if extra:
-        msg = f"{where}: unknown field {', '.join(map(repr, extra))}; fields are {sorted(_FIELDS)}"
-        raise PriceFileError(msg)
+    row = datafile.fields(row, _FIELDS, where, PriceFileError, optional=_OPTIONAL)
     since = row["since"]
     try:
         day = datetime.date.fromisoformat(since) if isinstance(since, str) else None
@@ -290,7 +337,44 @@ def _entry(model: str, row: Any, where: str) -> Price:
         msg = f"{where}: field 'source' must say where the price comes from (a URL)"
         raise PriceFileError(msg)
     amounts = {name: _amount(row[name], f"{where}, field {name!r}") for name in AMOUNTS}
-    return Price(model=model, since=day, source=source, **amounts)
+    bands = _bands(row["bands"], where) if "bands" in row else ()
+    return Price(model=model, since=day, source=source, bands=bands, **amounts)
+
+
+def _bands(rows: Any, where: str) -> tuple[Band, ...]:
+    if not isinstance(rows, list) or not rows:
+        msg = (
+            f"{where}: field 'bands' must be a non-empty array of bands like "
+            '{"over": 200000, "input": "6", ...} (leave it out for a flat price)'
+        )
+        raise PriceFileError(msg)
+    bands = tuple(_band(row, f"{where}, band {i}") for i, row in enumerate(rows, 1))
+    # Refused rather than sorted: bands out of order are likelier a mistyped threshold than a
+    # list meant to be read either way.
+    for i, (earlier, later) in enumerate(itertools.pairwise(bands), 2):
+        if later.over == earlier.over:
+            msg = f"{where}: two bands over {later.over} tokens; one threshold, one band"
+            raise PriceFileError(msg)
+        if later.over < earlier.over:
+            msg = (
+                f"{where}, band {i}: over {later.over} comes after over {earlier.over}; "
+                "list bands in increasing 'over'"
+            )
+            raise PriceFileError(msg)
+    return bands
+
+
+def _band(row: Any, where: str) -> Band:
+    row = datafile.fields(row, _BAND_FIELDS, where, PriceFileError)
+    over = row["over"]
+    if not _is_count(over) or over == 0:
+        msg = (
+            f"{where}: field 'over' must be a positive whole number of prompt tokens, "
+            f"like 200000, not {over!r}"
+        )
+        raise PriceFileError(msg)
+    amounts = {name: _amount(row[name], f"{where}, field {name!r}") for name in AMOUNTS}
+    return Band(over=over, **amounts)
 
 
 def _amount(value: Any, where: str) -> Decimal:
