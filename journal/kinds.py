@@ -181,6 +181,11 @@ class ModelRequested(_Attempt):
     SUMMARY = "a request is about to be sent; its worst case is reserved against the limits"
     request_hash: str = _doc("a hash of the request, to recognise it on resume")
     request: str = _doc("the request, a blob hash")
+    mechanism: str | None = _doc(
+        "how it asks for the answer's shape: json_outputs, strict_tool, forced_tool, auto_tool "
+        "or text",
+        None,
+    )
     worst_case_usd: float = _doc("what it can cost at most", 0.0)
     worst_case_tokens: int = _doc("how many tokens it can be billed for at most", 0)
 
@@ -209,8 +214,12 @@ class ModelAnswered(_Outcome):
     KIND = "model.answered"
     SUMMARY = "the model answered: what it said, its usage and cost"
     request_hash: str = _doc("a hash of the request")
+    mechanism: str | None = _doc("how its request asked for the answer's shape", None)
     stop_reason: str | None = _doc("why the model stopped")
-    content: list[Any] = _doc("the answer's content blocks")
+    stop_details: dict[str, Any] | None = _doc(
+        "more on a refusal: its policy category and explanation", None
+    )
+    content: list[Any] = _doc("the answer's content blocks, thinking blocks included")
     usage: dict[str, int] = _doc("tokens billed by type")
     cost_usd: float = _doc("what it cost, exactly")
     latency_ms: float = _doc("how long it took")
@@ -219,7 +228,7 @@ class ModelAnswered(_Outcome):
 @attrs.frozen(kw_only=True)
 class OutputRejected(Data):
     KIND = "output.rejected"
-    SUMMARY = "an answer did not fit its schema: asked again with the errors"
+    SUMMARY = "an answer was not accepted: it did not fit its schema, was cut off or refused"
     call: str = _doc("the ask's place in its step")
     name: str = _doc("the schema asked for")
     round: int = _doc("the round whose answer it was")

@@ -390,6 +390,7 @@ VIEW_EXTRAS: dict[str, dict[str, str]] = {
         "cache_write_tokens": "json_extract(data, '$.usage.cache_write_5m_tokens')"
         " + json_extract(data, '$.usage.cache_write_1h_tokens')",
         "cache_read_tokens": "$.usage.cache_read_tokens",
+        "thinking_tokens": "$.usage.thinking_tokens",
     },
 }
 """Columns a view adds to (or computes for) its kind's fields."""
@@ -476,6 +477,11 @@ _M0005 = (
 )
 
 
+# model.answered says how its request asked for the answer (`mechanism`) and why a refusal
+# refused (`stop_details`), and its usage how many of the output tokens were thinking.
+_M0006 = ("DROP VIEW model_calls", _kind_view("model_calls", "model.answered"))
+
+
 def _m0005(db: sqlite_utils.Database) -> None:
     _statements(_M0005)(db)
     projection._rebuild(db.conn, lambda run_id: projection.read_events(db.conn, run_id))
@@ -501,6 +507,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0003_actions", _statements(_M0003)),
     ("0004_hash_chain_done_order", _m0004),
     ("0005_limits_exact_costs", _m0005),
+    ("0006_model_calls_mechanism_thinking", _statements(_M0006)),
 ]
 
 

@@ -25,15 +25,18 @@ from machine.context import Checkpoint, Context
 from machine.definition import Fail, Finish, Goto, Machine, Transition
 from machine.errors import (
     ActionFailed,
+    AnswerCut,
     CallFailed,
     ConversionError,
     DefinitionError,
     InputMismatch,
     MachineError,
     ModelCallFailed,
+    ModelRefused,
     ModelUnavailable,
     NeedsAttention,
     OutputRejected,
+    RequestRefused,
     Retryable,
     RunKilled,
     SchemaError,
@@ -42,6 +45,7 @@ from machine.errors import (
 from machine.files import atomic_write
 from machine.limits import Breaker, Limits
 from machine.model import Models, anthropic_api, offline
+from machine.model.capabilities import Capabilities
 from machine.model.pricing import PriceTable, Usage
 from machine.model.retry import RetryPolicy
 from machine.pacing import RateLimits
@@ -49,8 +53,10 @@ from machine.runner import Options, Outcome
 
 __all__ = [
     "ActionFailed",
+    "AnswerCut",
     "Breaker",
     "CallFailed",
+    "Capabilities",
     "Checkpoint",
     "Context",
     "ConversionError",
@@ -63,6 +69,7 @@ __all__ = [
     "Machine",
     "MachineError",
     "ModelCallFailed",
+    "ModelRefused",
     "ModelUnavailable",
     "Models",
     "NeedsAttention",
@@ -71,6 +78,7 @@ __all__ = [
     "OutputRejected",
     "PriceTable",
     "RateLimits",
+    "RequestRefused",
     "RetryPolicy",
     "Retryable",
     "RunKilled",

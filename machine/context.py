@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from machine.errors import NeedsAttention
     from machine.limits import Guard
     from machine.model import ModelSession
+    from machine.model.capabilities import Effort
+    from machine.model.request import ThinkingOption
     from machine.model.retry import Retrying
     from machine.rerun import Replay
 
@@ -114,6 +116,8 @@ class Context:
         replaying: Replay | None = None,
         model: str | None = None,
         max_tokens: int = 1024,
+        thinking: ThinkingOption = None,
+        effort: Effort | None = None,
         prefix: str = "",
     ) -> None:
         self.run_id = run_id
@@ -136,6 +140,10 @@ class Context:
         """The model `ask` uses when it names none: the machine's."""
         self.max_tokens = max_tokens
         """The `max_tokens` of `ask` when it gives none: the machine's."""
+        self.thinking: ThinkingOption = thinking
+        """The `thinking` of `ask` when it gives none: the machine's."""
+        self.effort: Effort | None = effort
+        """The `effort` of `ask` when it gives none: the machine's."""
         self.prefix = prefix
         """Put before each call's place: an item's key and a slash, in a parallel step."""
         self._recorded = recorded
@@ -158,6 +166,8 @@ class Context:
             replaying=self.replaying,
             model=self.model,
             max_tokens=self.max_tokens,
+            thinking=self.thinking,
+            effort=self.effort,
             prefix=f"{self.prefix}{key}/",
         )
 
@@ -290,16 +300,24 @@ class Context:
         max_tokens: int | None = None,
         retries: int = 2,
         cache_system: bool = False,
+        thinking: ThinkingOption = None,
+        effort: Effort | None = None,
         temperature: float | None = None,
         key: str | None = None,
     ) -> T:
         """Ask the model; return its answer as a validated `schema` (an attrs class, or str).
 
-        The answer is forced through a tool whose JSON schema is derived from `schema`, then
-        structured and validated; an answer that does not fit is recorded and the model is asked
-        again with the errors, at most `retries` more times. Transport errors are retried apart,
-        per the retry policy. Every attempt is journaled and priced; after a crash, an answer in
-        the journal is returned without a request.
+        The answer's shape is asked for the way the model documents best (JSON outputs, a
+        strict or forced tool: `machine/model/capabilities.json`), then structured and
+        validated; an answer that does not fit is recorded and the model is asked again with
+        the errors, at most `retries` more times. An answer cut off at `max_tokens` is asked for
+        again with twice the room (up to the model's most); a refusal fails the step. `thinking`
+        ("adaptive", "disabled", "between_tools", or a budget of tokens) and `effort` ("low" to
+        "max") default to the machine's, else the model's own; a setting the model refuses, like
+        `temperature` on any model since API version 2026-10-21, raises RequestRefused before
+        anything is sent. Transport errors are retried apart, per the retry policy. Every
+        attempt is journaled and priced; after a crash, an answer in the journal is returned
+        without a request.
         """
         if self.models is None:
             msg = "this run has no model configured (Options.models)"
@@ -313,6 +331,8 @@ class Context:
             max_tokens=max_tokens or self.max_tokens,
             retries=retries,
             cache_system=cache_system,
+            thinking=thinking if thinking is not None else self.thinking,
+            effort=effort or self.effort,
             temperature=temperature,
             key=key,
         )

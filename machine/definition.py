@@ -21,6 +21,8 @@ from machine.limits import Limits
 
 if TYPE_CHECKING:
     from machine.context import Context
+    from machine.model.capabilities import Effort
+    from machine.model.request import ThinkingOption
 
 S = TypeVar("S")
 
@@ -69,6 +71,8 @@ class Machine(Generic[S]):
         input: str | None = None,
         model: str | None = None,
         max_tokens: int = 1024,
+        thinking: ThinkingOption = None,
+        effort: Effort | None = None,
         limits: Limits | None = None,
         anomaly_threshold: float | None = 2.0,
         snapshot_every: int = 100,
@@ -91,6 +95,10 @@ class Machine(Generic[S]):
         """The model `ctx.ask` uses when it names none."""
         self.max_tokens = max_tokens
         """The `max_tokens` of `ctx.ask` when it gives none."""
+        self.thinking: ThinkingOption = thinking
+        """The `thinking` of `ctx.ask` when it gives none; None: the model's own default."""
+        self.effort: Effort | None = effort
+        """The `effort` of `ctx.ask` when it gives none; None: the model's own default."""
         caller = sys._getframe(1).f_globals
         self.module: str | None = caller.get("__name__")
         """The module that made the machine: where `machine.run` finds its code."""

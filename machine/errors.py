@@ -100,6 +100,24 @@ class PriceFileError(MachineError, ValueError):
     """A price file that cannot be read; the message names the file and the problem."""
 
 
+class CapabilitiesFileError(MachineError, ValueError):
+    """A capabilities file that cannot be read; the message names the file and the problem."""
+
+
+class RequestRefused(MachineError, ValueError):
+    """A request the model's documented rules refuse, stopped before it is sent: the message
+    names the rule, its source and what to ask for instead. Nothing was sent or spent."""
+
+
+class ModelRefused(MachineError):
+    """The model declined to answer (stop reason `refusal`); asking again the same is no use."""
+
+
+class AnswerCut(MachineError):
+    """The answer was cut off (at `max_tokens`, or a full context window) and cannot be asked
+    for again with more room."""
+
+
 class Retryable(Exception):
     """Raised by an action's code to say: this failed, and trying again is safe."""
 

@@ -258,6 +258,10 @@ class _Rerun:
             models=self.session,
             retrying=self.retrying,
             replaying=replay,
+            model=self.machine.model,
+            max_tokens=self.machine.max_tokens,
+            thinking=self.machine.thinking,
+            effort=self.machine.effort,
         )
         try:
             try:
@@ -634,9 +638,17 @@ class _Unpriced(PriceTable):
 
 
 def render_request(request: Mapping[str, Any]) -> list[str]:
-    """A model request as a person reads it: its settings, the system prompt, each message's
-    text, then each tool's description and schema."""
-    lines = [f"{f}: {request[f]}" for f in ("model", "max_tokens", "temperature") if f in request]
+    """A model request as a person reads it: its settings (thinking, effort, tool_choice), the
+    system prompt, each message's text, then each tool's description and schema, and the schema
+    of its JSON outputs."""
+    lines = [f"{f}: {request[f]}" for f in ("model", "max_tokens") if f in request]
+    output = request.get("output_config") or {}
+    settings = {
+        "thinking": request.get("thinking"),
+        "effort": output.get("effort"),
+        "tool_choice": request.get("tool_choice"),
+    }
+    lines += [f"{f}: {json.dumps(v, sort_keys=True)}" for f, v in settings.items() if v is not None]
     if request.get("system") is not None:
         lines += ["[system]", *_text(request["system"])]
     for message in request.get("messages", []):
@@ -645,6 +657,10 @@ def render_request(request: Mapping[str, Any]) -> list[str]:
         lines += [f"[tool {tool.get('name')}]", *str(tool.get("description", "")).splitlines()]
         schema = json.dumps(tool.get("input_schema"), indent=2, sort_keys=True, ensure_ascii=False)
         lines += schema.splitlines()
+    answer_format = output.get("format")
+    if answer_format is not None:
+        lines.append("[answer format: JSON outputs]")
+        lines += json.dumps(answer_format.get("schema"), indent=2, sort_keys=True).splitlines()
     return lines
 
 

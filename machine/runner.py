@@ -407,6 +407,8 @@ class _Live:
                 guard=live.guard,
                 model=machine.model,
                 max_tokens=machine.max_tokens,
+                thinking=machine.thinking,
+                effort=machine.effort,
             )
             recorded = {}
             try:

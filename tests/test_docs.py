@@ -100,8 +100,9 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     assert {line.split()[0] for line in written} == {f"item-{i}" for i in range(10)}
     assert "item-1,long" not in result.stdout  # --json was asked for; rows are objects
     assert '"kind": "decision"' in result.stdout
-    assert "claude-haiku-4-5  63" in result.stdout  # journal cost --by model, after the main job
-    assert "rate_limit_error" in result.stdout
+    assert "claude-haiku-5-5  62" in result.stdout  # journal cost --by model, after the main job
+    # `select error_type, count(*) ... group by 1` over a chaos run: the faults it retried.
+    assert re.search(r"^(overloaded_error|rate_limit_error|timeout) +[0-9]+$", result.stdout, re.M)
     assert len(list((tmp_path / "outbox").glob("T-*.json"))) > 0
 
 

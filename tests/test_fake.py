@@ -111,7 +111,7 @@ def check_input(value: dict[str, Any]) -> None:
 
 
 def test_forced_tool_input_fits_schema() -> None:
-    """A forced-tool request gets one tool_use whose input fits the schema, for many prompts."""
+    """A request forcing a tool gets one tool_use whose input fits the schema, for many prompts."""
     model = FakeModel()
     for n in range(25):
         message = ask(model, forced(f"Ticket {n}"))

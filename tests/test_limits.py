@@ -52,15 +52,30 @@ class Asks:
     n: int = 0
 
 
-def asking(limits: Limits | None = None) -> Machine[Asks]:
+def asking(
+    limits: Limits | None = None,
+    *,
+    model: str = MODEL,
+    thinking: Any = None,
+    max_tokens: int = 400,
+) -> Machine[Asks]:
     """Asks a model `total` times, one ask per step."""
-    m = Machine("asking", state=Asks, start="ask", limits=limits, anomaly_threshold=None)
+    m = Machine(
+        "asking",
+        state=Asks,
+        start="ask",
+        limits=limits,
+        anomaly_threshold=None,
+        model=model,
+        max_tokens=max_tokens,
+        thinking=thinking,
+    )
 
     @m.step
     def ask(ctx: Context, s: Asks) -> Transition:
         if s.n == s.total:
             return ctx.finish(s)
-        ctx.ask(Answer, prompt=f"Score item {s.n}.", model=MODEL, max_tokens=400, key=str(s.n))
+        ctx.ask(Answer, prompt=f"Score item {s.n}.", key=str(s.n))
         return ctx.goto("ask", attrs.evolve(s, n=s.n + 1))
 
     return m
@@ -116,6 +131,41 @@ def test_random_cost_caps_are_never_exceeded(db: Path) -> None:
                 assert run.status in ("done", "failed"), (seed, run.status, run.error)
         assert verify(journal) == []
     assert killed >= 50 and done >= 20, f"seed {seed}: {killed} killed, {done} done"
+
+
+@pytest.mark.parametrize(
+    ("model", "thinking", "max_tokens"),
+    [("claude-haiku-5-5", "adaptive", 1500), ("claude-haiku-4-5", 1024, 2048)],
+)
+def test_random_cost_caps_hold_with_thinking_on(
+    db: Path, model: str, thinking: Any, max_tokens: int
+) -> None:
+    """100 runs that think (adaptive, and a manual budget), against a fake that bills all of
+    max_tokens as output, thinking included: no run spends past its cap, because the worst case
+    of a request counts every token of max_tokens, thinking or not."""
+    seed = int(os.environ.get("LIMITS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    fake = FakeModel(max_output=True, faults=Faults({"timeout": 0.05, "500": 0.05}, seed=seed))
+    models = Models(fake.client, PriceTable.load())
+    # What one request's output can cost: caps from a hundredth of it to ten of them.
+    one = PriceTable.load().price(model).output * max_tokens / 1_000_000
+    killed = thought = 0
+    with Journal.open(db, create=True) as journal:
+        for _ in range(100):
+            cap = one * rng.randint(1, 1_000) / 100
+            m = asking(Limits(breaker=None), model=model, thinking=thinking, max_tokens=max_tokens)
+            prepared = runner.prepare(m, {"total": rng.randint(1, 8)})
+            options = Options(models=models, sleep=lambda s: None, limits={"max_cost_usd": cap})
+            run = runner.start(journal, prepared, target="t", code_hash="0", options=options).run
+            spent = Decimal(run.exposure_nusd) / NUSD
+            assert spent <= cap, f"seed {seed}: ${spent} spent under a cap of ${cap}"
+            assert exposure_from_events(journal, run.run_id) == spent, f"seed {seed}"
+            killed += run.status == "killed"
+            for answer in journal.events(run.run_id, kinds=("model.answered",)):
+                assert answer.data["usage"]["output_tokens"] == max_tokens
+                thought += answer.data["usage"]["thinking_tokens"] > 0
+        assert verify(journal) == []
+    assert killed >= 20 and thought >= 20, f"seed {seed}: {killed} killed, {thought} thought"
 
 
 def test_other_caps_stop_before_what_they_limit(db: Path) -> None:

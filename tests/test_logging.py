@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,9 @@ def test_the_log_key_is_the_field_name(triage: tuple[Path, str, str, str]) -> No
     (failed, *_) = logs(run_id, "--kind", "model.failed", db=db)
     assert " error_type=" in failed and " delay_s=" in failed and " error=" not in failed
     (answered, *_) = logs(run_id, "--kind", "model.answered", db=db)
-    assert " stop_reason=tool_use " in answered and " usage.input_tokens=" in answered
+    assert re.search(" stop_reason=(end_turn|max_tokens) ", answered)
+    assert " usage.input_tokens=" in answered and " usage.thinking_tokens=" in answered
+    assert " mechanism=json_outputs " in answered
     first = logfmtkv.parse(logs(run_id, db=db)[0], strict=True)
     assert first["kind"] == "run.started" and first["step"] == "" and first["to_step"] == "score"
 

@@ -35,6 +35,9 @@ from machine.model.pricing import cost
 from machine.testing import FakeModel, Faults
 
 MODEL = "claude-haiku-4-5"
+FORCED = "claude-3-haiku-20240307"
+"""A model that gets its answers through a forced tool: no constrained decoding, so the fake's
+damaged answers (wrong types, missing fields) can happen to it."""
 
 
 @attrs.frozen
@@ -126,9 +129,32 @@ def test_a_clean_ask_is_journaled_and_priced(journal: Journal) -> None:
     assert outcome.run.cost_usd == answered.data["cost_usd"]
     assert outcome.run.model_calls == 1
     assert answered.data["request_id"].startswith("req_fake_")
+    # Haiku 4.5 takes JSON outputs: no tool, and the bound the constrained schema cannot hold
+    # goes to the description (and is checked after the answer).
     body = fake.bodies[0]
-    assert body["tool_choice"]["name"] == "Urgency"
+    assert "tools" not in body and "tool_choice" not in body
+    score = body["output_config"]["format"]["schema"]["properties"]["score"]
+    assert score["type"] == "integer" and "maximum" not in score
+    assert '"maximum": 5' in score["description"]
+    (requested,) = kinds(journal, outcome.run.run_id, k.MODEL_REQUESTED)
+    assert requested.data["mechanism"] == "json_outputs"
+
+
+def test_a_forced_tool_where_the_model_takes_one(journal: Journal) -> None:
+    """Claude 3 Haiku has no constrained decoding: the answer comes through a forced tool,
+    with the full schema."""
+    fake = Scripted()
+    outcome = run(journal, fake.models(), m=scorer(model=FORCED))
+    assert outcome.run.status == "done"
+    body = fake.bodies[0]
+    assert body["tool_choice"] == {
+        "type": "tool",
+        "name": "Urgency",
+        "disable_parallel_tool_use": True,
+    }
     assert body["tools"][0]["input_schema"]["properties"]["score"]["maximum"] == 5
+    (requested,) = kinds(journal, outcome.run.run_id, k.MODEL_REQUESTED)
+    assert requested.data["mechanism"] == "forced_tool"
 
 
 def test_429_waits_what_retry_after_says(journal: Journal) -> None:
@@ -203,7 +229,7 @@ def test_retries_run_out(journal: Journal) -> None:
 @pytest.mark.parametrize("fault", ["prose", "fence"])
 def test_json_in_prose_or_a_fence_is_found(journal: Journal, fault: str) -> None:
     """An answer in text rather than through the tool is read from the text: no rejection."""
-    outcome = run(journal, Scripted(fault).models())
+    outcome = run(journal, Scripted(fault).models(), m=scorer(model=FORCED))
     assert outcome.run.status == "done"
     assert kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED) == []
     (answered,) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
@@ -211,19 +237,20 @@ def test_json_in_prose_or_a_fence_is_found(journal: Journal, fault: str) -> None
 
 
 @pytest.mark.parametrize(
-    ("fault", "says"),
+    ("fault", "model", "says"),
     [
-        ("wrong_types", "expected"),
-        ("missing", "required field missing"),
-        ("empty", "the answer was empty"),
-        ("truncated", "cut off at max_tokens"),
-        ("refusal", "the model refused"),
+        ("wrong_types", FORCED, "expected"),
+        ("missing", FORCED, "required field missing"),
+        ("empty", FORCED, "the answer was empty"),
+        ("empty", MODEL, "the answer was empty"),
     ],
 )
-def test_a_bad_answer_is_rejected_and_asked_again(journal: Journal, fault: str, says: str) -> None:
+def test_a_bad_answer_is_rejected_and_asked_again(
+    journal: Journal, fault: str, model: str, says: str
+) -> None:
     """The rejection is journaled with the raw output, and the errors go back to the model."""
     fake = Scripted(fault)
-    outcome = run(journal, fake.models())
+    outcome = run(journal, fake.models(), m=scorer(model=model))
     assert outcome.run.status == "done"
     (rejected,) = kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED)
     assert any(says in error for error in rejected.data["errors"])
@@ -238,15 +265,60 @@ def test_a_bad_answer_is_rejected_and_asked_again(journal: Journal, fault: str, 
 
 
 def test_answers_that_never_fit_fail_the_step_naming_schema_and_run(journal: Journal) -> None:
-    """Three refusals (the first answer and two retries): the run fails with the last errors."""
-    fake = Scripted("refusal", "refusal", "refusal", "refusal")
-    outcome = run(journal, fake.models())
+    """Three answers missing a field (the first and two retries): the run fails with the last
+    errors."""
+    fake = Scripted("missing", "missing", "missing", "missing")
+    outcome = run(journal, fake.models(), m=scorer(model=FORCED))
     assert len(fake.bodies) == 3
     assert outcome.run.status == "failed"
     error = outcome.run.error or ""
     assert "OutputRejected" in error and "did not fit Urgency" in error
-    assert outcome.run.run_id in error and "the model refused" in error
+    assert outcome.run.run_id in error and "required field missing" in error
     assert len(kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED)) == 3
+
+
+def test_a_refusal_fails_the_step_at_once_saying_why(journal: Journal) -> None:
+    """A refusal is journaled as one (stop reason, category) and not asked again: the same
+    question gets the same classifier's answer."""
+    fake = Scripted("refusal")
+    outcome = run(journal, fake.models())
+    assert len(fake.bodies) == 1
+    assert outcome.run.status == "failed"
+    error = outcome.run.error or ""
+    assert "ModelRefused" in error and "category general_harms" in error
+    (answered,) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
+    assert answered.data["stop_reason"] == "refusal"
+    assert answered.data["stop_details"]["category"] == "general_harms"
+    (rejected,) = kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED)
+    assert rejected.data["errors"][0].startswith("the model refused (category general_harms)")
+
+
+def test_a_cut_answer_is_asked_again_with_twice_the_room(journal: Journal) -> None:
+    """Cut off at max_tokens: journaled as such, then the same question with twice max_tokens,
+    no feedback turn."""
+    fake = Scripted("truncated")
+    outcome = run(journal, fake.models())
+    assert outcome.run.status == "done"
+    assert [b["max_tokens"] for b in fake.bodies] == [1024, 2048]
+    assert fake.bodies[0]["messages"] == fake.bodies[1]["messages"]
+    (answered, _) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
+    assert answered.data["stop_reason"] == "max_tokens"
+    assert answered.data["usage"]["output_tokens"] == 1024  # a cut answer used all its room
+    (rejected,) = kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED)
+    assert rejected.data["errors"] == ["the answer was cut off at max_tokens"]
+
+
+def test_a_cut_answer_at_the_models_most_fails_saying_so(journal: Journal) -> None:
+    """Claude 3 Haiku writes at most 4,096 tokens: cut at 2,048, asked again at 4,096, cut again:
+    the step fails with AnswerCut, not a generic rejection."""
+    fake = Scripted("truncated", "truncated")
+    m = scorer(model=FORCED)
+    m.max_tokens = 2048
+    outcome = run(journal, fake.models(), m=m)
+    assert [b["max_tokens"] for b in fake.bodies] == [2048, 4096]
+    assert outcome.run.status == "failed"
+    error = outcome.run.error or ""
+    assert "AnswerCut" in error and "max_tokens 4,096" in error and FORCED in error
 
 
 def test_an_unknown_model_fails_before_any_request(journal: Journal) -> None:
@@ -289,9 +361,10 @@ def test_a_journaled_answer_is_not_asked_again(journal: Journal) -> None:
     assert resumed.run.model_calls == 3
 
 
-def test_a_changed_prompt_on_resume_is_reported_by_step_and_call(journal: Journal) -> None:
-    """The journal answered another question: the step stops instead of reusing the answer."""
-    fake = Scripted()
+def resumed_after_first_answer(
+    journal: Journal, fake: Scripted, m: Machine[Tickets], models: Models
+) -> Outcome:
+    """A run of one ticket interrupted once its answer is journaled, resumed with `m`."""
 
     def stop_at_first_answer(name: str) -> None:
         if name == "model.answered":
@@ -300,14 +373,16 @@ def test_a_changed_prompt_on_resume_is_reported_by_step_and_call(journal: Journa
     with pytest.raises(KeyboardInterrupt):
         run(journal, fake.models(), ("server down",), checkpoint=stop_at_first_answer)
     (run_row,) = journal.runs()
-    resumed = runner.resume(
-        journal,
-        run_row.run_id,
-        scorer(prefix="URGENT: "),
-        target="test:scorer",
-        code_hash="1",
-        options=Options(models=fake.models(), sleep=[].append),
+    options = Options(models=models, sleep=[].append)
+    return runner.resume(
+        journal, run_row.run_id, m, target="test:scorer", code_hash="1", options=options
     )
+
+
+def test_a_changed_prompt_on_resume_is_reported_by_step_and_call(journal: Journal) -> None:
+    """The journal answered another question: the step stops instead of reusing the answer."""
+    fake = Scripted()
+    resumed = resumed_after_first_answer(journal, fake, scorer(prefix="URGENT: "), fake.models())
     assert resumed.run.status == "failed"
     error = resumed.run.error or ""
     assert "step 'score'" in error and "call #0" in error and "request" in error
@@ -365,3 +440,91 @@ def test_sql_total_equals_the_total_journal_show_gives(tmp_path: Path) -> None:
     assert abs(by_day["cost_usd"] - total) < 1e-9
     # The fake bills a marked prefix as a warm-cache read by default.
     assert shown["cache_read_tokens"] > 0 and shown["cache_write_tokens"] == 0
+
+
+@attrs.frozen
+class Thread:
+    """A recursive class: no constrained decoding, so Opus 5.5 answers through a plain tool."""
+
+    text: str
+    replies: tuple[Thread, ...] = ()
+
+
+def threads(model: str) -> Machine[Tickets]:
+    m = Machine("threads", state=Tickets, start="read", model=model)
+
+    @m.step
+    def read(ctx: Context, s: Tickets) -> Transition:
+        t = ctx.ask(Thread, prompt=s.texts[0])
+        return ctx.finish(attrs.evolve(s, scores=(len(t.replies),)))
+
+    return m
+
+
+def test_thinking_goes_back_unchanged_when_an_answer_is_asked_again(journal: Journal) -> None:
+    """Opus 5.5 thinks always and takes no forced tool: a plain tool, auto. Its first answer
+    misses a field; the second request passes the thinking block back as it came (the fake
+    checks its signature, bound to the conversation) with the tool result marked as an error."""
+    fake = Scripted("missing")
+    outcome = run(journal, fake.models(), m=threads("claude-opus-5-5"))
+    assert outcome.run.status == "done", outcome.run.error
+    first, second = fake.bodies
+    assert first["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert "thinking" not in first  # always on: nothing to ask for
+    (answered, _) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
+    thought = answered.data["content"][0]
+    assert thought["type"] == "thinking"
+    assistant, result = second["messages"][1:]
+    assert assistant["content"][0] == thought
+    assert result["content"][0]["is_error"] is True
+    assert [e.data["mechanism"] for e in kinds(journal, outcome.run.run_id, k.MODEL_REQUESTED)] == [
+        "auto_tool",
+        "auto_tool",
+    ]
+
+
+def test_a_request_the_model_refuses_is_not_sent(journal: Journal) -> None:
+    """Thinking turned off on Opus 5.5: refused before sending, naming the rule; nothing spent."""
+    fake = Scripted()
+    m = scorer(model="claude-opus-5-5")
+    m.thinking = "disabled"
+    outcome = run(journal, fake.models(), m=m)
+    assert fake.bodies == []
+    assert outcome.run.status == "failed"
+    error = outcome.run.error or ""
+    assert "RequestRefused" in error and "does not accept thinking 'disabled'" in error
+    assert outcome.run.cost_usd == 0 and outcome.run.model_calls == 0
+
+
+def test_a_large_max_tokens_is_sent_without_streaming(journal: Journal) -> None:
+    """The SDK refuses a non-streaming request it expects to take over 10 minutes unless given
+    a timeout: asks with 64,000 max_tokens go through."""
+    fake = Scripted()
+    m = scorer()
+    m.max_tokens = 64_000
+    outcome = run(journal, fake.models(), m=m)
+    assert outcome.run.status == "done", outcome.run.error
+    assert fake.bodies[0]["max_tokens"] == 64_000
+
+
+def test_a_changed_mechanism_on_resume_is_reported_like_any_changed_request(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """Capabilities that change between a crash and its resume (say, an upgrade) change the
+    request: the step stops, named by step and call, instead of reusing another question's
+    answer."""
+    from machine.model.capabilities import Capabilities
+
+    fake = Scripted()
+    shipped = json.loads(
+        (Path(__file__).parent.parent / "machine/model/capabilities.json").read_text()
+    )
+    entry = {**shipped["models"][MODEL], "structured_answer": "forced_tool"}
+    override = tmp_path / "caps.json"
+    override.write_text(json.dumps({"models": {MODEL: entry}}))
+    models = attrs.evolve(fake.models(), capabilities=Capabilities.load(override))
+    resumed = resumed_after_first_answer(journal, fake, scorer(), models)
+    assert resumed.run.status == "failed"
+    error = resumed.run.error or ""
+    assert "step 'score'" in error and "call #0" in error and "request" in error
+    assert len(fake.bodies) == 1

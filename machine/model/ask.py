@@ -23,14 +23,26 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
+import cattrs
 
 from journal import Event, LimitReached, kinds
 from journal import events as k
-from machine.errors import CallFailed, ModelCallFailed, ModelUnavailable, OutputRejected, RunKilled
+from machine import convert
+from machine.errors import (
+    AnswerCut,
+    CallFailed,
+    ModelCallFailed,
+    ModelRefused,
+    ModelUnavailable,
+    OutputRejected,
+    RunKilled,
+)
 from machine.limits import Guard, worst_case
-from machine.model import output, retry
+from machine.model import output, request, retry
+from machine.model.capabilities import Capabilities, Effort, Mechanism
 from machine.model.jsonschema import tool_for
 from machine.model.pricing import Price, PriceTable, Usage, cost
+from machine.model.request import ThinkingOption
 from machine.pacing import Pace
 
 if TYPE_CHECKING:
@@ -46,7 +58,7 @@ THROTTLES = (429, 529)
 
 @attrs.frozen
 class Models:
-    """How a run reaches models: a client factory, the prices, and the retry policy.
+    """How a run reaches models: a client factory, the prices, and what each model accepts.
 
     The client is made on the first `ask`, so a run that asks nothing needs no API key.
     """
@@ -55,6 +67,8 @@ class Models:
     prices: PriceTable
     secrets: tuple[str, ...] = ()
     """Strings the journal must never hold: the API key, whichever model answers."""
+    capabilities: Capabilities = attrs.field(factory=Capabilities.load)
+    """What each model documents it accepts: how requests are built and checked."""
 
 
 def _env_key() -> tuple[str, ...]:
@@ -62,7 +76,9 @@ def _env_key() -> tuple[str, ...]:
     return (key,) if key else ()
 
 
-def anthropic_api(prices: PriceTable | None = None) -> Models:
+def anthropic_api(
+    prices: PriceTable | None = None, capabilities: Capabilities | None = None
+) -> Models:
     """The real Anthropic API, with `ANTHROPIC_API_KEY` (and `ANTHROPIC_BASE_URL` if set)."""
     key = os.environ.get("ANTHROPIC_API_KEY", "")
 
@@ -77,10 +93,20 @@ def anthropic_api(prices: PriceTable | None = None) -> Models:
             raise ModelUnavailable(msg)
         return anthropic.Anthropic(api_key=key, max_retries=0)
 
-    return Models(connect, prices or PriceTable.load(), secrets=_env_key())
+    return Models(
+        connect,
+        prices or PriceTable.load(),
+        secrets=_env_key(),
+        capabilities=capabilities or Capabilities.load(),
+    )
 
 
-def offline(spec: str = "none", *, prices: PriceTable | None = None) -> Models:
+def offline(
+    spec: str = "none",
+    *,
+    prices: PriceTable | None = None,
+    capabilities: Capabilities | None = None,
+) -> Models:
     """The fake Messages API of `machine.testing.fake`, in this process, with the faults of `spec`.
 
     The fake needs no key, but a key in the environment is still kept out of the journal: a
@@ -88,8 +114,9 @@ def offline(spec: str = "none", *, prices: PriceTable | None = None) -> Models:
     """
     from machine.testing.fake import FakeModel, parse_spec
 
-    fake = FakeModel(faults=parse_spec(spec), retry_after=0.2)
-    return Models(fake.client, prices or PriceTable.load(), secrets=_env_key())
+    capabilities = capabilities or Capabilities.load()
+    fake = FakeModel(faults=parse_spec(spec), retry_after=0.2, capabilities=capabilities)
+    return Models(fake.client, prices or PriceTable.load(), _env_key(), capabilities)
 
 
 class ModelSession:
@@ -107,6 +134,7 @@ class ModelSession:
         self._client: anthropic.Anthropic | None = None
         self._lock = threading.Lock()
         self._tools: dict[type, dict[str, Any]] = {}
+        self._answers: cattrs.Converter | None = None
 
     def tool(self, schema: type) -> dict[str, Any]:
         """The tool a model answers `schema` through, derived once per run."""
@@ -114,6 +142,14 @@ class ModelSession:
             if schema not in self._tools:
                 self._tools[schema] = tool_for(schema)
             return self._tools[schema]
+
+    def answers(self, converter: cattrs.Converter) -> cattrs.Converter:
+        """The machine's converter made to refuse keys a class does not have, as the schema
+        does; made on the first ask, after the pipeline has registered its hooks."""
+        with self._lock:
+            if self._answers is None:
+                self._answers = convert.answers(converter)
+            return self._answers
 
     def client(self) -> anthropic.Anthropic:
         with self._lock:
@@ -139,35 +175,87 @@ class ModelSession:
         max_tokens: int,
         retries: int,
         cache_system: bool,
+        thinking: ThinkingOption,
+        effort: Effort | None,
         temperature: float | None,
         key: str | None,
     ) -> T:
         name = schema.__name__
         call, recorded = ctx.place("ask", name, key)
         if model is None:
-            msg = f"step {ctx.step!r}: ctx.ask needs model=, e.g. model='claude-haiku-4-5'"
+            msg = f"step {ctx.step!r}: ctx.ask needs model=, e.g. model='claude-haiku-5-5'"
             raise ValueError(msg)
-        # Priced before anything is sent: an unknown model is an error, never $0.
+        # Priced and checked before anything is sent: an unknown model is an error, never $0,
+        # and a request the model's documented rules refuse costs nothing.
         price = self.models.prices.price(model, on=_day(self.clock()))
+        capabilities = self.models.capabilities
+        model_caps = capabilities.of(price.model)
         tool = None if schema is str else self.tool(schema)
-        tool_name = None if tool is None else str(tool["name"])
-        asking = _Ask(self, ctx, call, name, price, _rounds(recorded))
+        plan = request.plan(
+            capabilities,
+            model_caps,
+            tool=tool,
+            thinking=thinking,
+            effort=effort,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        tool_name = None if plan.tool is None else str(plan.tool["name"])
+        asking = _Ask(self, ctx, call, name, price, _rounds(recorded), plan.mechanism)
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
         errors: list[str] = []
         for round_ in range(retries + 1):
-            request = _request(model, system, messages, tool, max_tokens, cache_system, temperature)
-            response = asking.answer(round_, request)
-            answer = output.read_answer(response, schema, tool=tool_name, converter=ctx.converter)
+            body = request.build(
+                model,
+                plan,
+                system=system,
+                messages=messages,
+                max_tokens=max_tokens,
+                cache_system=cache_system,
+            )
+            response = asking.answer(round_, body)
+            answer = output.read_answer(
+                response, schema, tool=tool_name, converter=self.answers(ctx.converter)
+            )
             if isinstance(answer, output.Accepted):
                 return answer.value
             asking.rejected(round_, answer)
             errors = answer.errors
+            where = f"run {ctx.run_id}, step {ctx.step!r}, call {call}"
+            if answer.stop == "refusal":
+                raise ModelRefused(f"{where}: {errors[0]}; asking again the same is no use")
+            if answer.stop == "model_context_window_exceeded":
+                raise AnswerCut(f"{where}: {errors[0]}")
+            if answer.stop == "max_tokens":
+                # The same question with twice the room, up to the model's limit: the limits
+                # check the larger request's worst case before it is sent.
+                if max_tokens >= model_caps.max_output_tokens:
+                    msg = (
+                        f"{where}: the answer was cut off at max_tokens {max_tokens:,}, "
+                        f"{model}'s most; ask for less"
+                    )
+                    raise AnswerCut(msg)
+                max_tokens = min(2 * max_tokens, model_caps.max_output_tokens)
+                continue
             messages += output.feedback(response, answer, schema_name=name, tool=tool_name)
         msg = (
             f"run {ctx.run_id}, step {ctx.step!r}, call {call}: {retries + 1} answers in a row "
             f"did not fit {name}; the last: {'; '.join(errors)}"
         )
         raise OutputRejected(msg)
+
+
+def _timeout(max_tokens: int) -> anthropic.Timeout:
+    """How long one request may take: the SDK's own allowance for `max_tokens` (an hour for
+    128,000 tokens), and never under its default of 10 minutes.
+
+    Given explicitly, because the SDK refuses outright a non-streaming request it expects to
+    take over 10 minutes (above about 21,000 `max_tokens`), which a thinking model's answer, or
+    a cut answer asked again with twice the room, soon needs.
+    """
+    import anthropic
+
+    return anthropic.Timeout(max(600.0, 3600.0 * max_tokens / 128_000), connect=5.0)
 
 
 def _day(t: float) -> datetime.date:
@@ -180,33 +268,6 @@ def _rounds(recorded: list[Event]) -> dict[int, dict[str, Event]]:
     for e in recorded:
         rounds.setdefault(e.data["round"], {})[e.kind] = e
     return rounds
-
-
-def _request(
-    model: str,
-    system: str | None,
-    messages: list[dict[str, Any]],
-    tool: dict[str, Any] | None,
-    max_tokens: int,
-    cache_system: bool,
-    temperature: float | None,
-) -> dict[str, Any]:
-    request: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
-    if system is not None:
-        block: dict[str, Any] = {"type": "text", "text": system}
-        if cache_system:
-            block["cache_control"] = {"type": "ephemeral"}
-        request["system"] = [block]
-    if tool is not None:
-        request["tools"] = [tool]
-        request["tool_choice"] = {
-            "type": "tool",
-            "name": tool["name"],
-            "disable_parallel_tool_use": True,
-        }
-    if temperature is not None:
-        request["temperature"] = temperature
-    return request
 
 
 def _hash(request: dict[str, Any], redact: Callable[[str], str]) -> str:
@@ -227,6 +288,7 @@ class _Ask:
         name: str,
         price: Price,
         rounds: dict[int, dict[str, Event]],
+        mechanism: Mechanism,
     ) -> None:
         self.session = session
         self.guard = session.guard
@@ -235,6 +297,7 @@ class _Ask:
         self.name = name
         self.price = price
         self.rounds = rounds
+        self.mechanism = mechanism
 
     def _place(self, round_: int) -> dict[str, Any]:
         """The fields every event of this ask has: its place, its schema, its round."""
@@ -261,6 +324,7 @@ class _Ask:
             return {
                 "content": answered.data["content"],
                 "stop_reason": answered.data["stop_reason"],
+                "stop_details": answered.data.get("stop_details"),
             }
         return self._send(round_, request, request_hash)
 
@@ -290,6 +354,7 @@ class _Ask:
                             model=request["model"],
                             request_hash=request_hash,
                             request=request_ref,
+                            mechanism=self.mechanism,
                             worst_case_usd=float(worst_usd),
                             worst_case_tokens=worst_tokens,
                         ),
@@ -304,7 +369,11 @@ class _Ask:
             self.ctx.checkpoint("model.before")
             started = time.perf_counter()
             try:
-                raw = guard.call(lambda: client.messages.with_raw_response.create(**request))
+                raw = guard.call(
+                    lambda: client.messages.with_raw_response.create(
+                        **request, timeout=_timeout(request["max_tokens"])
+                    )
+                )
                 message = raw.parse()
             except RunKilled:
                 pace.failed(ticket, throttled=False, retry_after=None)
@@ -367,22 +436,30 @@ class _Ask:
         guard.record(True)
         body = message.model_dump(mode="json", exclude_none=True)
         usage = Usage.from_api(body.get("usage", {}))
+        # Priced by the day it was answered: a price that changed since the ask began applies.
+        price = session.models.prices.price(request["model"], on=_day(session.clock()))
         writer.commit(
             step,
             kinds.ModelAnswered(
                 **outcome(),
                 attempt=attempts,
                 request_hash=request_hash,
+                mechanism=self.mechanism,
                 request_id=getattr(message, "_request_id", None),
                 stop_reason=body.get("stop_reason"),
+                stop_details=body.get("stop_details"),
                 content=body.get("content", []),
                 usage=attrs.asdict(usage),
-                cost_usd=float(cost(self.price, usage)),
+                cost_usd=float(cost(price, usage)),
                 latency_ms=round(latency * 1000, 1),
             ),
         )
         self.ctx.checkpoint("model.answered")
-        return {"content": body.get("content", []), "stop_reason": body.get("stop_reason")}
+        return {
+            "content": body.get("content", []),
+            "stop_reason": body.get("stop_reason"),
+            "stop_details": body.get("stop_details"),
+        }
 
     def rejected(self, round_: int, answer: output.Rejected) -> None:
         if k.OUTPUT_REJECTED in self.rounds.get(round_, {}):

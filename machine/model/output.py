@@ -2,16 +2,19 @@
 
 The model is the untrusted boundary. `read_answer` takes a Messages API response as a plain dict
 and never raises on what it holds: every outcome is `Accepted` or `Rejected`, and a rejection lists
-each problem on one line, with its JSON path where there is one. `feedback` shows the model its
-answer and what was wrong with it, as a `tool_result` with `is_error` when it called a tool (the
-reask pattern of Instructor), so the next round can put it right.
+each problem on one line, with its JSON path where there is one. A rejection for the way the answer
+stopped (refused, or cut off) says so in `stop`: asking again the same way is no use for those.
+Thinking blocks are never part of the typed answer. `feedback` shows the model its answer (its
+thinking blocks passed back as they came, as the API requires) and what was wrong with it, as a
+`tool_result` with `is_error` when it called a tool (the reask pattern of Instructor), so the next
+round can put it right.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, Literal, TypeVar, cast
 
 import attrs
 import cattrs
@@ -40,12 +43,18 @@ class Accepted(Generic[T]):
     value: T
 
 
+Stop = Literal["refusal", "max_tokens", "model_context_window_exceeded"]
+"""Stop reasons that leave no answer to read: the model declined, or ran out of room."""
+
+
 @attrs.frozen
 class Rejected:
-    """An answer that does not fit: each problem on one line, and the answer as text (cut)."""
+    """An answer that does not fit: each problem on one line, the answer as text (cut), and the
+    stop reason when the answer was refused or cut off rather than wrong."""
 
     errors: list[str]
     raw: str
+    stop: Stop | None = None
 
 
 def read_answer(
@@ -69,16 +78,12 @@ def read_answer(
 
     stop = message.get("stop_reason")
     if stop == "refusal":
-        said = f": {_cut(text, _MAX_REFUSAL_CHARS, '…')}" if text else ""
-        return _reject([f"the model refused{said}"], raw)
+        return _reject([_refusal(message.get("stop_details"), text)], raw, "refusal")
     if stop == "max_tokens":
-        return _reject(
-            ["the answer was cut off at max_tokens; raise max_tokens or ask for less"], raw
-        )
+        return _reject(["the answer was cut off at max_tokens"], raw, "max_tokens")
     if stop == "model_context_window_exceeded":
-        return _reject(
-            ["the answer was cut off: the context window is full; send less or ask for less"], raw
-        )
+        said = "the answer was cut off: the context window is full; send less or ask for less"
+        return _reject([said], raw, "model_context_window_exceeded")
     if call is None and not text:
         return _reject(["the answer was empty"], raw)
     if schema is str:
@@ -109,10 +114,11 @@ def feedback(
 ) -> list[dict[str, Any]]:
     """The two turns to append before asking again: the answer as it came, then what was wrong.
 
-    The assistant turn keeps only what the API accepts as input (text blocks `{type, text}`,
-    tool_use blocks `{type, id, name, input}`); an answer with nothing left gets no assistant turn,
-    since the API refuses an empty one. When the answer called a tool, the user turn answers each
-    call with a `tool_result` marked `is_error`; otherwise it is a text block.
+    The assistant turn keeps only what the API accepts as input (thinking blocks as they came,
+    text blocks `{type, text}`, tool_use blocks `{type, id, name, input}`); an answer with no text
+    or tool call left gets no assistant turn, since the API refuses an empty one. When the answer
+    called a tool, the user turn answers each call with a `tool_result` marked `is_error`;
+    otherwise it is a text block.
     """
     blocks = _input_blocks(response)
     calls = [b for b in blocks if b["type"] == "tool_use"]
@@ -120,7 +126,9 @@ def feedback(
     how = tool or (chosen["name"] if chosen is not None else None)
     message = _message(rejected.errors, schema_name, how)
     turns: list[dict[str, Any]] = []
-    if blocks:
+    # A turn of thinking alone says nothing the model can be told was wrong: left out, as an
+    # empty one would be.
+    if any(b["type"] in ("text", "tool_use") for b in blocks):
         turns.append({"role": "assistant", "content": blocks})
     if calls:
         # The API wants a tool_result for every tool_use of the turn before, not only the one read.
@@ -166,14 +174,20 @@ def _pick(calls: Sequence[Mapping[Any, Any]], tool: str | None) -> Mapping[Any, 
 
 
 def _input_blocks(response: object) -> list[dict[str, Any]]:
-    """The answer's content as the API takes it back: text and well-formed tool calls only."""
+    """The answer's content as the API takes it back: thinking blocks exactly as they came (the
+    API checks their signatures, and refuses a tool result whose call lost its thinking), text,
+    and well-formed tool calls."""
     content = response.get("content") if isinstance(response, Mapping) else None
     blocks: list[dict[str, Any]] = []
     seen: set[str] = set()
     for b in content if isinstance(content, list) else []:
         if not isinstance(b, Mapping):
             continue
-        if b.get("type") == "text":
+        if b.get("type") == "thinking" and isinstance(b.get("signature"), str):
+            blocks.append({k: b[k] for k in ("type", "thinking", "signature") if k in b})
+        elif b.get("type") == "redacted_thinking" and isinstance(b.get("data"), str):
+            blocks.append({"type": "redacted_thinking", "data": b["data"]})
+        elif b.get("type") == "text":
             text = b.get("text")
             # The API refuses text blocks that are empty or only whitespace.
             if isinstance(text, str) and text.strip():
@@ -247,12 +261,24 @@ def _first_object(text: str) -> Any:
     return _NOT_FOUND
 
 
-def _reject(errors: Sequence[str], raw: str) -> Rejected:
+def _refusal(details: Any, text: str) -> str:
+    """One line: that the model refused, in which policy category, and what it said."""
+    details = details if isinstance(details, Mapping) else {}
+    category, explanation = details.get("category"), details.get("explanation")
+    line = "the model refused"
+    if isinstance(category, str) and category:
+        line += f" (category {category})"
+    said = explanation if isinstance(explanation, str) and explanation else text
+    return f"{line}: {_cut(said, _MAX_REFUSAL_CHARS, '…')}" if said else line
+
+
+def _reject(errors: Sequence[str], raw: str, stop: Stop | None = None) -> Rejected:
     lines = [_line(str(e)) for e in errors] or ["the answer was not accepted"]
     if len(lines) > _MAX_ERRORS:
         more = len(lines) - _MAX_ERRORS + 1
         lines = [*lines[: _MAX_ERRORS - 1], f"and {more} more errors"]
-    return Rejected(lines, _cut(raw, _MAX_RAW_CHARS, f" … [cut: {len(raw):,} characters]"))
+    cut = _cut(raw, _MAX_RAW_CHARS, f" … [cut: {len(raw):,} characters]")
+    return Rejected(lines, cut, stop)
 
 
 def _line(text: str) -> str:

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -28,9 +29,12 @@ the marked indices whose prefix the prompt cache holds."""
 _EPSILON = 1e-9
 
 
-def prompt_usage(body: Mapping[str, Any], cache_hits: CacheHits) -> dict[str, Any]:
-    """The input side of `usage`: tokens as characters / 4; the prompt up to its last
-    `cache_control` block is read from the cache as far as `cache_hits` says, the rest written."""
+def prompt_usage(
+    body: Mapping[str, Any], cache_hits: CacheHits, ratio: Decimal = Decimal(1)
+) -> dict[str, Any]:
+    """The input side of `usage`: tokens as characters / 4 times the tokenizer's `ratio`; the
+    prompt up to its last `cache_control` block is read from the cache as far as `cache_hits`
+    says, the rest written."""
     pieces = values.prompt_pieces(body)
     sizes = [len(p if isinstance(p, str) else values.canonical(p)) for p, _ in pieces]
     marks = [i for i, (_, control) in enumerate(pieces) if control is not None]
@@ -41,12 +45,12 @@ def prompt_usage(body: Mapping[str, Any], cache_hits: CacheHits) -> dict[str, An
         control = pieces[last][1] or {}
         ttl = "1h" if control.get("ttl") == "1h" else "5m"
         hits = cache_hits(body["model"], pieces, marks)
-        full = values.tokens(sum(sizes[: last + 1]))
-        read = values.tokens(sum(sizes[: hits[-1] + 1])) if hits else 0
+        full = values.tokens(sum(sizes[: last + 1]), ratio)
+        read = values.tokens(sum(sizes[: hits[-1] + 1]), ratio) if hits else 0
         created = full - read
-        uncached = values.tokens(sum(sizes[last + 1 :]))
+        uncached = values.tokens(sum(sizes[last + 1 :]), ratio)
     else:
-        uncached = values.tokens(sum(sizes))
+        uncached = values.tokens(sum(sizes), ratio)
     return {
         "input_tokens": uncached,
         "cache_creation_input_tokens": created,

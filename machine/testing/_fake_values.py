@@ -15,7 +15,12 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
+
+import attrs
+
+from machine.model.constrained import CONSTRAINTS
 
 Schema = Mapping[str, Any]
 
@@ -65,7 +70,7 @@ def value_for(
 
 
 def _value(schema: Schema, rng: random.Random, name: str, root: Schema, depth: int) -> Any:
-    schema = _resolve(schema, root)
+    schema = _described(_resolve(schema, root))
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
@@ -98,6 +103,24 @@ def _value(schema: Schema, rng: random.Random, name: str, root: Schema, depth: i
     if kind == "null":
         return None
     return _string(schema, rng, name)
+
+
+def _described(schema: Schema) -> Schema:
+    """`schema` with the constraints a description states (as `machine.model.constrained` moves
+    them there for constrained decoding) read back in: the model reads its descriptions."""
+    description = schema.get("description")
+    if not isinstance(description, str) or CONSTRAINTS not in description:
+        return schema
+    try:
+        stated = json.loads(description.rsplit(CONSTRAINTS, 1)[1])
+    except ValueError:
+        return schema
+    if not isinstance(stated, dict):
+        return schema
+    merged = {**schema, **stated}
+    if "prefixItems" in stated:
+        merged.pop("items", None)
+    return merged
 
 
 def _resolve(schema: Any, root: Schema) -> Schema:
@@ -272,7 +295,7 @@ def _ask(responder: Callable[[dict[str, Any]], Any], body: dict[str, Any], kind:
     except Exception as e:
         raise ResponderFailed(f"fake responder raised {type(e).__name__}: {e}") from e
     if not isinstance(value, kind):
-        request = "forced-tool" if kind is dict else "free-text"
+        request = "structured" if kind is dict else "free-text"
         msg = f"fake responder gave {type(value).__name__}; a {request} request needs a "
         msg += kind.__name__
         raise ResponderFailed(msg)
@@ -288,14 +311,27 @@ def tool_named(body: Mapping[str, Any], name: Any) -> Mapping[str, Any] | None:
     return None
 
 
-def _forced(body: Mapping[str, Any], rng: random.Random) -> Mapping[str, Any] | None:
-    """The tool the request forces: `tool_choice` type tool, or type any (one drawn)."""
+def _asked_tool(body: Mapping[str, Any], rng: random.Random) -> Mapping[str, Any] | None:
+    """The tool the model answers through: the one `tool_choice` names, one drawn for `any`,
+    and for `auto` (or no choice) the first tool: told to answer through it, the fake does."""
     choice = body.get("tool_choice")
     choice = choice if isinstance(choice, dict) else {}
     if choice.get("type") == "tool":
         return tool_named(body, choice.get("name"))
+    if choice.get("type") == "none":
+        return None
     tools = [t for t in body.get("tools") or () if isinstance(t, dict)]
-    return rng.choice(tools) if choice.get("type") == "any" and tools else None
+    if choice.get("type") == "any" and tools:
+        return rng.choice(tools)
+    return tools[0] if tools else None
+
+
+@attrs.frozen
+class Thought:
+    """The thinking the fake does before it answers: its text as shown, and its length."""
+
+    shown: str
+    tokens: int
 
 
 def answer(
@@ -303,42 +339,62 @@ def answer(
     rng: random.Random,
     fault: str | None,
     responder: Callable[[dict[str, Any]], Any] | None,
+    thought: Thought | None = None,
+    signature: str = "",
 ) -> tuple[str | None, dict[str, Any]]:
     """The assistant message (less id and usage) for a valid request, and the fault it carries.
 
-    Output faults that have nothing to act on (see `machine.testing.fake.FakeModel`) give a good
-    answer, and the fault returned is then None. A responder that raises, or returns the wrong type,
-    raises ResponderFailed.
+    With `output_config.format` the answer is a text block holding JSON; with a tool, a call to
+    it; else text. Thinking, when `thought` is given, comes first, as a thinking block with
+    `signature`. Output faults that have nothing to act on (see `machine.testing.fake.FakeModel`),
+    or that constrained decoding rules out (a strict tool's input or JSON outputs cannot have the
+    wrong shape), give a good answer, and the fault returned is then None. A responder that
+    raises, or returns the wrong type, raises ResponderFailed.
     """
-    tool = _forced(body, rng)
+    output = body.get("output_config")
+    answer_format = output.get("format") if isinstance(output, dict) else None
+    tool = None if answer_format is not None else _asked_tool(body, rng)
+    constrained = answer_format is not None or bool(tool and tool.get("strict"))
     head = {"type": "message", "role": "assistant", "model": body["model"], "stop_sequence": None}
+    thinking = []
+    if thought is not None:
+        thinking = [{"type": "thinking", "thinking": thought.shown, "signature": signature}]
 
     def said(text: str, stop: str = "end_turn") -> dict[str, Any]:
-        content = [{"type": "text", "text": text}]
+        content = [*thinking, {"type": "text", "text": text}]
         return {**head, "content": content, "stop_reason": stop, "stop_details": None}
 
     if fault == "refusal":
-        refusal = {"type": "refusal", "category": None, "explanation": None}
+        refusal = {
+            "type": "refusal",
+            "category": "general_harms",
+            "explanation": "The request was declined by a safety classifier (fake).",
+        }
         return fault, {
             **said("I can't help with that request.", "refusal"),
             "stop_details": refusal,
         }
+    if constrained and fault in ("prose", "fence", "wrong_types", "missing"):
+        fault = None
     if fault == "empty":
-        return fault, {**said(""), "content": []}
-    if tool is None:
+        return fault, {**said(""), "content": thinking}
+    if answer_format is None and tool is None:
         text = _ask(responder, body, str) if responder else f"{sentence(rng)} {sentence(rng)}"
         if fault == "truncated":
             return fault, said(text[: max(1, len(text) // 2)], "max_tokens")
         return None, said(text)
-    schema = tool.get("input_schema") or {}
+    schema = (answer_format or {}).get("schema") if tool is None else tool.get("input_schema")
+    schema = schema if isinstance(schema, dict) else {}
     good = _ask(responder, body, dict) if responder else value_for(schema, rng)
     encoded = json.dumps(good, ensure_ascii=False)
+    if fault == "truncated":
+        return fault, said(encoded[: max(1, len(encoded) // 2)], "max_tokens")
+    if tool is None:
+        return None, said(encoded)
     if fault == "prose":
         return fault, said(f"Sure! Here is the input for {tool['name']}: {encoded}. Anything else?")
     if fault == "fence":
         return fault, said(f"```json\n{json.dumps(good, indent=2, ensure_ascii=False)}\n```")
-    if fault == "truncated":
-        return fault, said(encoded[: max(1, len(encoded) // 2)], "max_tokens")
     given, required = sorted(good), sorted(set(schema.get("required") or ()) & set(good))
     if fault == "wrong_types" and given:
         damaged = rng.choice(given)
@@ -350,7 +406,8 @@ def answer(
         fault = None
     tool_id = f"toolu_fake_{rng.getrandbits(96):024x}"  # from the request: unique per conversation
     use = {"type": "tool_use", "id": tool_id, "name": tool["name"], "input": good}
-    return fault, {**head, "content": [use], "stop_reason": "tool_use", "stop_details": None}
+    content = [*thinking, use]
+    return fault, {**head, "content": content, "stop_reason": "tool_use", "stop_details": None}
 
 
 def digest(*parts: object) -> str:
@@ -363,16 +420,16 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def tokens(chars: int) -> int:
-    """The fake's token count for `chars` characters: a quarter, at least 1."""
-    return max(1, math.ceil(chars / 4))
+def tokens(chars: int, ratio: Decimal = Decimal(1)) -> int:
+    """The fake's token count for `chars` characters: a quarter, times the model's tokenizer
+    ratio (`ModelCapabilities.tokenizer_ratio`), at least 1."""
+    return max(1, math.ceil(Decimal(chars) / 4 * ratio))
 
 
 def output_chars(content: Sequence[Mapping[str, Any]]) -> int:
-    """The size of an answer's content: its texts and its tool inputs as JSON."""
-    return sum(
-        len(canonical(b["input"]) if b["type"] == "tool_use" else b["text"]) for b in content
-    )
+    """The size of an answer's visible content: its texts and its tool inputs as JSON."""
+    sizes = {"tool_use": lambda b: len(canonical(b["input"])), "text": lambda b: len(b["text"])}
+    return sum(sizes[b["type"]](b) for b in content if b["type"] in sizes)
 
 
 def prompt_pieces(body: Mapping[str, Any]) -> list[tuple[Any, Mapping[str, Any] | None]]:
@@ -389,6 +446,9 @@ def prompt_pieces(body: Mapping[str, Any]) -> list[tuple[Any, Mapping[str, Any] 
                 pieces.append((block, None))
 
     blocks(body.get("tools") or [])
+    output = body.get("output_config")
+    if isinstance(output, dict) and output.get("format") is not None:
+        pieces.append((output["format"], None))  # the schema of JSON outputs is prompt too
     if body.get("system") is not None:
         blocks(body["system"])
     for turn in body["messages"]:

@@ -25,12 +25,16 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 import httpx2
 
 from machine.errors import FakeSpecError
+from machine.model.capabilities import Capabilities, ModelCapabilities
+from machine.model.pricing import PriceTable
+from machine.testing import _fake_contract as contract
 from machine.testing import _fake_values as values
 from machine.testing._fake_limits import Cache, CacheHits, Limits, delay, prompt_usage, sleep
 from machine.testing._fake_server import FakeServer, Hangup, Reply, error, not_found, refuse, serve
@@ -65,6 +69,7 @@ FAULTS: tuple[str, ...] = (
 GROUPS: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
     "garbage": ("prose", "fence", "wrong_types", "missing", "empty", "truncated"),
     "errors": ("429", "529", "500", "503"),
+    "max_tokens": ("truncated",),  # the stop reason's name for it
 })  # fmt: skip
 # Transport errors and garbage, never 400 or refusal: a pipeline may rightly treat those as
 # final, and a chaos run must be able to end done.
@@ -89,8 +94,8 @@ PromptCache = Literal["warm", "cold", "instance"]
 PROMPT_CACHES: tuple[PromptCache, ...] = get_args(PromptCache)
 
 Responder = Callable[[dict[str, Any]], Any]
-"""Given the request body (a dict), returns the tool input (a dict) for a forced-tool request,
-or the text (a str) for a free-text request."""
+"""Given the request body (a dict), returns the answer's JSON (a dict) for a structured request
+(JSON outputs, or a tool), or the text (a str) for a free-text request."""
 
 
 def _check_rates(instance: Any, attribute: Any, rates: Mapping[str, float]) -> None:
@@ -237,6 +242,8 @@ class FakeModel:
         prompt_cache: PromptCache = "warm",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        capabilities: Capabilities | None = None,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         if prompt_cache not in PROMPT_CACHES:
             raise ValueError(f"prompt_cache is {prompt_cache!r}, not one of {PROMPT_CACHES}")
@@ -262,6 +269,10 @@ class FakeModel:
         self._times: dict[str, int] = {}
         self._cache = Cache()
         self._lock = threading.Lock()  # the server answers from several threads
+        self.capabilities = capabilities or Capabilities.load()
+        """What each model accepts: the API's rules the fake holds requests to."""
+        self.aliases = aliases if aliases is not None else PriceTable.load().aliases
+        """Other names of the models (dated ids), as the price table knows them."""
 
     @property
     def faults(self) -> Faults:
@@ -316,6 +327,8 @@ class FakeModel:
         except ValueError:  # not JSON, or not UTF-8
             body, body_hash = None, hashlib.sha256(raw).hexdigest()
         refused = refuse(body, headers)
+        if refused is None:
+            refused = contract.check(body, headers, self.capabilities, self.aliases)
         metered = refused is None and bool(self._limits)
         # Outside the lock: no other request need wait while a long prompt is counted.
         charge = self._input_tokens(body) if metered and self._counts_input else 0
@@ -370,19 +383,36 @@ class FakeModel:
             return fault, Hangup("reset", request_id)
         if fault == "timeout":
             return fault, Hangup("timeout", request_id)
-        rng = random.Random(digest(faults.seed, body_hash, "answer"))
+        model = contract.model_of(body, self.capabilities, self.aliases)
+        assert model is not None  # contract.check answered 404 otherwise
+        seed = digest(faults.seed, body_hash, "answer")
+        thought = _thought(body, model, random.Random(digest(seed, "thinking")))
+        signature = contract.sign(model.model, body["messages"], thought and thought.shown)
         try:
-            fault, message = values.answer(body, rng, fault, self.responder)
+            fault, message = values.answer(
+                body, random.Random(seed), fault, self.responder, thought, signature
+            )
+            visible = values.tokens(values.output_chars(message["content"]), model.tokenizer_ratio)
+            thinking = thought.tokens if thought else 0
+            if thinking + visible > body["max_tokens"] and message["stop_reason"] != "max_tokens":
+                # Out of room: the model stops mid-answer, as the API cuts it at max_tokens.
+                fault, message = values.answer(
+                    body, random.Random(seed), "truncated", self.responder, thought, signature
+                )
         except values.ResponderFailed as e:
             # Not the model's fault but the test's: say so, and tell the SDK not to retry.
             return None, error(500, "api_error", str(e), request_id, **{"x-should-retry": "false"})
         message["id"] = "msg_fake_" + digest(faults.seed, body_hash, times, "message")[:24]
-        output = values.tokens(values.output_chars(message["content"]))
-        prompt = prompt_usage(body, self._cache_hits(remember=True))
+        output = thinking + visible
+        if self.max_output or message["stop_reason"] == "max_tokens":
+            output = body["max_tokens"]  # a cut answer used all the room it had
+        thinking = min(thinking, output)
+        prompt = prompt_usage(body, self._cache_hits(remember=True), model.tokenizer_ratio)
         message["usage"] = {
             "input_tokens": prompt.pop("input_tokens"),
-            "output_tokens": body["max_tokens"] if self.max_output else output,
+            "output_tokens": output,
             **prompt,
+            "output_tokens_details": {"thinking_tokens": thinking},
             "service_tier": "standard",
         }
         return fault, Reply(200, {"request-id": request_id}, message)
@@ -392,8 +422,26 @@ class FakeModel:
 
     def _input_tokens(self, body: Mapping[str, Any]) -> int:
         """What a request counts against the input tokens per minute: all but cache reads."""
-        usage = prompt_usage(body, self._cache_hits(remember=False))
+        model = contract.model_of(body, self.capabilities, self.aliases)
+        ratio = model.tokenizer_ratio if model is not None else Decimal(1)
+        usage = prompt_usage(body, self._cache_hits(remember=False), ratio)
         return int(usage["input_tokens"] + usage["cache_creation_input_tokens"])
+
+
+def _thought(
+    body: Mapping[str, Any], model: ModelCapabilities, rng: random.Random
+) -> values.Thought | None:
+    """The thinking before the answer, when the model thinks: a few dozen to a few hundred
+    tokens (within a manual budget), shown as a summary or, at display "omitted", not at all."""
+    if not contract.thinking_on(body, model):
+        return None
+    thinking = body.get("thinking")
+    thinking = thinking if isinstance(thinking, Mapping) else {}
+    budget = thinking.get("budget_tokens")
+    most = min(256, budget if isinstance(budget, int) else 256)
+    display = thinking.get("display") or model.thinking.display
+    shown = "" if display == "omitted" else values.sentence(rng)
+    return values.Thought(shown, rng.randint(min(16, most), most))
 
 
 def _draw(faults: Faults, body_hash: str, times: int) -> str | None:

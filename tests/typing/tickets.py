@@ -26,7 +26,7 @@ class Queue:
     urgent: tuple[str, ...] = ()
 
 
-queue = Machine("queue", state=Queue, start="score", input="tickets", model="claude-haiku-4-5")
+queue = Machine("queue", state=Queue, start="score", input="tickets", model="claude-haiku-5-5")
 
 
 @queue.step(to=("score",))
