@@ -54,6 +54,7 @@ def fork(
     target: str | None,
     fake_model: str | None,
     prices: Path | None,
+    capabilities: Path | None,
     rpm: int | None,
     itpm: int | None,
     otpm: int | None,
@@ -71,7 +72,7 @@ def fork(
     Example:
         journal fork 3fa2 --at 40 --set threshold=3
     """
-    models = models_for(fake_model, prices)
+    models = models_for(fake_model, prices, capabilities)
     journal = open_journal(db, write=True, durability=durability)
     old = journal.find_run(run_id)
     try:

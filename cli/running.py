@@ -29,6 +29,7 @@ from journal import Durability, JournalError, Run, Store
 from machine import MachineError, Options, Outcome, RateLimits, loader, runner
 from machine.errors import TargetNotFound
 from machine.model import Models, anthropic_api, offline
+from machine.model.capabilities import Capabilities
 from machine.model.pricing import PriceTable
 
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -202,8 +203,8 @@ _PER_MINUTE = click.IntRange(min=1)
 
 
 def model_options(fn: F) -> F:
-    """`--fake-model SPEC`, `--prices FILE` and the API's limits per minute (`--rpm`, `--itpm`,
-    `--otpm`), for commands that execute a run."""
+    """`--fake-model SPEC`, `--prices FILE`, `--capabilities FILE` and the API's limits per
+    minute (`--rpm`, `--itpm`, `--otpm`), for commands that execute a run."""
     for flag, what in (
         ("--otpm", "output tokens"),
         ("--itpm", "input tokens"),
@@ -216,6 +217,13 @@ def model_options(fn: F) -> F:
             help=f"The API's limit of {what} per minute to pace model requests under (else "
             "learned from the answers' anthropic-ratelimit-* headers).",
         )(fn)
+    fn = click.option(
+        "--capabilities",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A capabilities file (the format of machine/model/capabilities.json) whose models "
+        "add to or replace the shipped ones: what a model accepts, for a model priced with "
+        "--prices.",
+    )(fn)
     fn = click.option(
         "--prices",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -271,10 +279,16 @@ def rate_limits(rpm: int | None, itpm: int | None, otpm: int | None) -> RateLimi
     return RateLimits(rpm=rpm, itpm=itpm, otpm=otpm)
 
 
-def models_for(fake_model: str | None, prices: Path | None) -> Models:
-    """The models a run uses, from the command line; bad specs and price files exit 2."""
+def models_for(
+    fake_model: str | None, prices: Path | None, capabilities: Path | None = None
+) -> Models:
+    """The models a run uses, from the command line; bad specs, price and capabilities files
+    exit 2."""
     table = PriceTable.load(prices)
-    return offline(fake_model, prices=table) if fake_model is not None else anthropic_api(table)
+    described = Capabilities.load(capabilities)
+    if fake_model is not None:
+        return offline(fake_model, prices=table, capabilities=described)
+    return anthropic_api(table, described)
 
 
 def _announce(verb: str) -> Any:
@@ -361,6 +375,7 @@ def run(
     run_key: str | None,
     fake_model: str | None,
     prices: Path | None,
+    capabilities: Path | None,
     rpm: int | None,
     itpm: int | None,
     otpm: int | None,
@@ -380,7 +395,7 @@ def run(
     Example:
         journal run fixtures/triage.py --input fixtures/tickets.jsonl --fake-model chaos
     """
-    models = models_for(fake_model, prices)
+    models = models_for(fake_model, prices, capabilities)
     loaded = loader.load(target)
     # Everything is checked before the journal is opened: bad input never touches it.
     prepared = runner.prepare(loaded.machine, read_input(input_path))
@@ -441,6 +456,7 @@ def resume(
     workers: int,
     fake_model: str | None,
     prices: Path | None,
+    capabilities: Path | None,
     rpm: int | None,
     itpm: int | None,
     otpm: int | None,
@@ -464,7 +480,7 @@ def resume(
         raise click.UsageError("give a RUN, or --all")
     if (machine_name is not None or workers != 1) and not every:
         raise click.UsageError("--machine and --workers go with --all")
-    models = models_for(fake_model, prices)
+    models = models_for(fake_model, prices, capabilities)
     journal = open_journal(db, write=True, durability=durability)
     if every:
         paced = rate_limits(rpm, itpm, otpm)

@@ -388,3 +388,61 @@ def test_a_model_without_capabilities_is_an_error_that_says_how_to_add_it() -> N
     said = str(raised.value)
     assert "claude-opus-5-5" in said  # the close match
     assert "Capabilities.load(override=" in said
+
+
+PIPELINE = """
+import attrs
+from machine import Context, Machine, Transition
+
+
+@attrs.frozen
+class Answer:
+    score: int
+
+
+@attrs.frozen
+class State:
+    score: int = 0
+
+
+new = Machine("new", state=State, start="ask", model="claude-opus-6")
+
+
+@new.step
+def ask(ctx: Context, s: State) -> Transition:
+    return ctx.finish(State(ctx.ask(Answer, prompt="Score it.").score))
+"""
+
+
+def test_a_new_model_is_added_from_the_command_line(tmp_path: Path) -> None:
+    """A model the shipped files do not know: priced with --prices, described with
+    --capabilities, it runs; priced alone it fails before any request, saying how to add it."""
+    from conftest import cli
+
+    (tmp_path / "new.py").write_text(PIPELINE)
+    prices = tmp_path / "prices.json"
+    price = {"since": "2026-12-01", "input": "3", "output": "15", "cache_write_5m": "3.75"}
+    price |= {"cache_write_1h": "6", "cache_read": "0.30", "source": "https://example.com"}
+    prices.write_text(json.dumps({"models": {"claude-opus-6": [price]}}))
+    shipped = json.loads(
+        (Path(__file__).parent.parent / "machine/model/capabilities.json").read_text()
+    )
+    described = tmp_path / "caps.json"
+    described.write_text(
+        json.dumps({"models": {"claude-opus-6": shipped["models"]["claude-opus-5-5"]}})
+    )
+    db = tmp_path / "journal.db"
+    base = ("run", str(tmp_path / "new.py"), "--fake-model", "none", "--prices", str(prices))
+    unknown = cli(*base, db=db, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "no capabilities for model 'claude-opus-6'" in unknown.stderr
+    assert "--capabilities FILE" in unknown.stderr
+    done = cli(*base, "--capabilities", str(described), db=db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert " done: " in done.stdout
+    (tmp_path / "bad.json").write_text('{"models": {"claude-opus-6": {"status": "new"}}}')
+    bad = cli(*base, "--capabilities", str(tmp_path / "bad.json"), db=db, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.count("\n") == 1 and "bad.json" in bad.stderr and "missing field" in bad.stderr
+    )

@@ -147,7 +147,7 @@ class Capabilities:
             f"no capabilities for model {model!r}: runjournal does not know how the API answers "
             f"it.{hint} To use it, write a capabilities file in the format of machine/{SHIPPED}, "
             f"e.g. {_EXAMPLE.replace('MODEL', model)}, from the model's documentation, and load "
-            "it with Capabilities.load(override=Path(...))."
+            "it with --capabilities FILE, or Capabilities.load(override=Path(...))."
         )
         raise UnknownModel(msg)
 
