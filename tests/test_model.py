@@ -16,6 +16,7 @@ import anthropic
 import attrs
 import httpx2
 import pytest
+from sdk_types import problems as sdk_problems
 
 from journal import Event, Journal
 from journal import events as k
@@ -259,6 +260,7 @@ def test_a_bad_answer_is_rejected_and_asked_again(
     feedback = json.dumps(fake.bodies[1]["messages"][-1])
     assert "was not accepted" in feedback
     assert says.split()[0] in feedback
+    assert sdk_problems(fake.bodies[1]) == []  # the turns that ask again are the SDK's types
     # Transport and validation never mix: the API's words are not in the prompt, and no wait.
     assert "rate_limit" not in json.dumps(fake.bodies[1])
     assert len(fake.bodies[1]["messages"]) >= 2
@@ -474,6 +476,7 @@ def test_thinking_goes_back_unchanged_when_an_answer_is_asked_again(journal: Jou
     (answered, _) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
     thought = answered.data["content"][0]
     assert thought["type"] == "thinking"
+    assert sdk_problems(first) == [] and sdk_problems(second) == []
     assistant, result = second["messages"][1:]
     assert assistant["content"][0] == thought
     assert result["content"][0]["is_error"] is True
