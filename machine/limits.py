@@ -110,7 +110,10 @@ def worst_case(request: dict[str, Any], price: Price) -> tuple[int, Decimal]:
     text = json.dumps(request, ensure_ascii=False, separators=(",", ":"))
     messages = len(request.get("messages", ()))
     input_bound = len(text.encode()) + TOKENS_PER_MESSAGE * messages
-    if request.get("tools"):
+    output = request.get("output_config") or {}
+    if request.get("tools") or output.get("format"):
+        # JSON outputs constrain the answer as a tool does; the same margin covers what the
+        # API adds for them.
         input_bound += TOOL_OVERHEAD_TOKENS
     output_bound = int(request["max_tokens"])
     # The prompt (input, cache writes and reads) is at most input_bound, and the band it falls

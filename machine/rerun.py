@@ -620,7 +620,8 @@ class _NoModel:
         self.connects = 0
 
     def models(self) -> Models:
-        return Models(self._connect, _Unpriced(entries={}, aliases={}))
+        # The shipped aliases: a dated model id names the same capabilities as its model.
+        return Models(self._connect, _Unpriced(entries={}, aliases=PriceTable.load().aliases))
 
     def _connect(self) -> NoReturn:
         self.connects += 1
@@ -634,7 +635,8 @@ class _Unpriced(PriceTable):
 
     def price(self, model: str, on: datetime.date | None = None) -> Price:
         zero = Decimal(0)
-        return Price(model, zero, zero, zero, zero, zero, datetime.date.min, "rerun")
+        name = self.aliases.get(model, model)
+        return Price(name, zero, zero, zero, zero, zero, datetime.date.min, "rerun")
 
 
 def render_request(request: Mapping[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ from sdk_types import problems as sdk_problems
 
 from machine import PriceTable
 from machine.errors import CapabilitiesFileError, RequestRefused, UnknownModel
-from machine.model.capabilities import Capabilities
+from machine.model.capabilities import Capabilities, markdown_table
 from machine.model.constrained import CONSTRAINTS, fit, problems
 from machine.model.jsonschema import input_schema, tool_for
 from machine.model.request import build, plan
@@ -144,6 +144,12 @@ def thinking_options(model: str) -> list[Any]:
 
 def current() -> list[str]:
     return sorted(name for name, caps in CAPS.models.items() if caps.status != "retired")
+
+
+def test_the_readme_table_is_the_data() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    indented = "".join(f"  {line}\n" for line in markdown_table(CAPS).splitlines())
+    assert indented in readme
 
 
 def test_every_priced_model_has_capabilities_and_every_described_model_a_price() -> None:

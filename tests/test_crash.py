@@ -174,7 +174,9 @@ def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path
     """
     tickets = str(FIXTURES / "tickets.jsonl")
     triage = str(FIXTURES / "triage.py")
-    faults = Faults({"429": 0.05, "529": 0.05, "missing": 0.03}, seed=11)
+    # Bad answers that JSON outputs still allow: cut at max_tokens (asked again with twice the
+    # room) and empty (asked again with the errors), so that kills land between those rounds.
+    faults = Faults({"429": 0.05, "529": 0.05, "truncated": 0.04, "empty": 0.04}, seed=11)
 
     reference = tmp_path / "reference"
     reference.mkdir()
@@ -189,6 +191,7 @@ def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path
         )
     assert done.returncode == 0, done.stderr
     expected = decisions(reference / "journal.db")
+    assert {"cut off", "empty"} <= rejected(reference / "journal.db")
     expected_pages = {item for item, outcome in expected if outcome == "page"}
     assert 0 < len(expected_pages) < len(expected)
 
@@ -256,6 +259,16 @@ def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path
     calls = Counter((outbox / "requests.log").read_text().split())
     assert set(calls) == expected_pages
     assert sum(calls.values()) - len(calls) <= kills, f"seed {seed}: pager called too often"
+
+
+def rejected(db: Path) -> set[str]:
+    """Which kinds of rejection the run journaled: "cut off", "empty", or another error."""
+    with Journal.open(db, readonly=True) as journal:
+        (run,) = journal.runs()
+        errors = [
+            e.data["errors"][0] for e in journal.events(run.run_id, kinds=("output.rejected",))
+        ]
+    return {"cut off" if "cut off" in e else "empty" if "empty" in e else e for e in errors}
 
 
 def test_ctrl_c_keeps_what_was_done_and_lets_go_of_the_run(tmp_path: Path) -> None:

@@ -368,3 +368,18 @@ def test_a_refusal_says_its_category() -> None:
     message = create(FakeModel(faults=Faults({"refusal": 1.0})), request("claude-haiku-5-5"))
     assert message.stop_reason == "refusal"
     assert message.stop_details is not None and message.stop_details.category == "general_harms"
+
+
+@pytest.mark.parametrize(
+    ("model", "refused"), [("claude-haiku-5-5", True), ("claude-haiku-4-5", False)]
+)
+def test_an_assistant_prefill_is_refused_where_the_model_takes_none(
+    model: str, refuses: bool
+) -> None:
+    turns = [{"role": "user", "content": "Score it."}, {"role": "assistant", "content": "{"}]
+    body = request(model, messages=turns, thinking={"type": "disabled"})
+    if refuses:
+        error = refused(FakeModel(), body)
+        assert error.status_code == 400 and "prefill" in error.message
+    else:
+        assert create(FakeModel(), body).content

@@ -531,3 +531,63 @@ def test_a_changed_mechanism_on_resume_is_reported_like_any_changed_request(
     error = resumed.run.error or ""
     assert "step 'score'" in error and "call #0" in error and "request" in error
     assert len(fake.bodies) == 1
+
+
+@pytest.mark.parametrize(
+    ("asked", "answered", "cache_read"),
+    [
+        ("2026-10-06T12:00:00", "2026-10-06T12:00:01", "0.20"),
+        ("2026-10-08T12:00:00", "2026-10-08T12:00:01", "0.10"),
+        ("2026-10-06T23:59:59", "2026-10-07T00:00:01", "0.10"),  # priced the day it was answered
+    ],
+)
+def test_an_answer_is_priced_at_the_prices_of_the_day_it_was_answered(
+    tmp_path: Path, asked: str, answered: str, cache_read: str
+) -> None:
+    """Sonnet 5.5's cache reads cost $0.20 per million tokens before 2026-10-07 and $0.10
+    from then on: the cost journaled is that of the day the answer came, to the token."""
+    import datetime
+
+    m = Machine("cached", state=Tickets, start="score", model="claude-sonnet-5-5")
+
+    @m.step
+    def score(ctx: Context, s: Tickets) -> Transition:
+        u = ctx.ask(Urgency, system="Score urgency. " * 50, prompt=s.texts[0], cache_system=True)
+        return ctx.finish(attrs.evolve(s, scores=(u.score,)))
+
+    def at(text: str) -> float:
+        return datetime.datetime.fromisoformat(f"{text}+00:00").timestamp()
+
+    now = [at(asked)]
+
+    def sent(name: str) -> None:
+        if name == "model.before":  # the request is on its way: the answer comes later
+            now[0] = at(answered)
+
+    with Journal.open(tmp_path / "journal.db", create=True, clock=lambda: now[0]) as journal:
+        outcome = run(journal, Scripted().models(), m=m, checkpoint=sent)
+        (event,) = kinds(journal, outcome.run.run_id, k.MODEL_ANSWERED)
+    usage = Usage(**event.data["usage"])
+    assert usage.cache_read_tokens > 0  # the fake reads a marked prefix from a warm cache
+    unread = attrs.evolve(usage, cache_read_tokens=0)
+    sonnet = PriceTable.load().price("claude-sonnet-5-5", on=datetime.date(2026, 12, 1))
+    read = usage.cache_read_tokens * Decimal(cache_read) / 1_000_000
+    assert Decimal(str(event.data["cost_usd"])) == cost(sonnet, unread) + read
+
+
+@pytest.mark.parametrize("setting", [{"thinking": ["adaptive"]}, {"effort": ["high"]}])
+def test_a_setting_of_the_wrong_kind_is_refused_not_a_traceback(
+    journal: Journal, setting: dict[str, Any]
+) -> None:
+    fake = Scripted()
+    m = Machine("odd", state=Tickets, start="score", model="claude-haiku-5-5")
+
+    @m.step
+    def score(ctx: Context, s: Tickets) -> Transition:
+        ctx.ask(Urgency, prompt="x", **setting)
+        return ctx.finish(s)
+
+    outcome = run(journal, fake.models(), m=m)
+    assert fake.bodies == []
+    assert outcome.run.status == "failed"
+    assert "RequestRefused" in (outcome.run.error or "")

@@ -316,7 +316,9 @@ def _odd(instance: Any, attribute: Any, value: int) -> None:
         raise ValueError("score must be odd")
 
 
-def scorer(system: str = "Score urgency.", *, odd: bool = False) -> Machine[Texts]:
+def scorer(
+    system: str = "Score urgency.", *, odd: bool = False, model: str | None = MODEL
+) -> Machine[Texts]:
     """Asks a model to score each text; with `odd`, an even score is rejected (a check the
     tool's schema does not show, so the request stays the same)."""
 
@@ -325,13 +327,13 @@ def scorer(system: str = "Score urgency.", *, odd: bool = False) -> Machine[Text
         score: int = attrs.field(validator=_odd if odd else attrs.validators.instance_of(int))
         reason: str
 
-    m = Machine("scorer", state=Texts, start="score")
+    m = Machine("scorer", state=Texts, start="score", model=model)
 
     @m.step
     def score(ctx: Context, s: Texts) -> Transition:
         if s.next == len(s.texts):
             return ctx.finish(s)
-        u = ctx.ask(Urgency, system=system, prompt=s.texts[s.next], model=MODEL)
+        u = ctx.ask(Urgency, system=system, prompt=s.texts[s.next])
         ctx.decide(item=s.next, outcome=str(u.score))
         return ctx.goto("score", attrs.evolve(s, next=s.next + 1, scores=(*s.scores, u.score)))
 
@@ -350,6 +352,16 @@ class TestAsk:
         result = rerun(reader, run_id, scorer())
         assert isinstance(result, Reproduced)
         assert (result.model_answers, result.requests_sent, result.decisions) == (2, 0, 2)
+
+    def test_the_machines_model_and_a_dated_id_are_rerun(
+        self, journal: Journal, reader: Journal
+    ) -> None:
+        """The machine's default model reaches the rerun's asks, and a dated model id finds
+        its model's capabilities there as in the run."""
+        run_id = scored(journal, scorer(model="claude-haiku-4-5-20251001"))
+        result = rerun(reader, run_id, scorer(model="claude-haiku-4-5-20251001"))
+        assert isinstance(result, Reproduced), result
+        assert (result.model_answers, result.requests_sent) == (2, 0)
 
     def test_another_prompt_shows_a_diff(self, journal: Journal, reader: Journal) -> None:
         run_id = scored(journal, scorer())

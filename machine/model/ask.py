@@ -39,7 +39,7 @@ from machine.errors import (
 )
 from machine.limits import Guard, worst_case
 from machine.model import output, request, retry
-from machine.model.capabilities import Capabilities, Effort, Mechanism
+from machine.model.capabilities import Capabilities, Effort, Mechanism, ModelCapabilities
 from machine.model.jsonschema import tool_for
 from machine.model.pricing import Price, PriceTable, Usage, cost
 from machine.model.request import ThinkingOption
@@ -135,6 +135,7 @@ class ModelSession:
         self._lock = threading.Lock()
         self._tools: dict[type, dict[str, Any]] = {}
         self._answers: cattrs.Converter | None = None
+        self._plans: dict[tuple[Any, ...], request.Plan] = {}
 
     def tool(self, schema: type) -> dict[str, Any]:
         """The tool a model answers `schema` through, derived once per run."""
@@ -142,6 +143,37 @@ class ModelSession:
             if schema not in self._tools:
                 self._tools[schema] = tool_for(schema)
             return self._tools[schema]
+
+    def plan(
+        self,
+        schema: type,
+        model: ModelCapabilities,
+        thinking: ThinkingOption,
+        effort: Effort | None,
+        max_tokens: int,
+        temperature: float | None,
+    ) -> request.Plan:
+        """How asks for `schema` with these settings are made, planned once per run: every
+        item of a `ctx.map` asks the same way."""
+        key = (schema, model.model, thinking, effort, max_tokens, temperature)
+        with self._lock:
+            try:
+                found = self._plans.get(key)
+            except TypeError:  # a setting no plan could take, such as thinking=[...]
+                found = None
+        if found is None:
+            found = request.plan(
+                self.models.capabilities,
+                model,
+                tool=None if schema is str else self.tool(schema),
+                thinking=thinking,
+                effort=effort,
+                max_tokens=max_tokens,
+                temperature=temperature,
+            )
+            with self._lock:
+                self._plans[key] = found
+        return found
 
     def answers(self, converter: cattrs.Converter) -> cattrs.Converter:
         """The machine's converter made to refuse keys a class does not have, as the schema
@@ -188,18 +220,8 @@ class ModelSession:
         # Priced and checked before anything is sent: an unknown model is an error, never $0,
         # and a request the model's documented rules refuse costs nothing.
         price = self.models.prices.price(model, on=_day(self.clock()))
-        capabilities = self.models.capabilities
-        model_caps = capabilities.of(price.model)
-        tool = None if schema is str else self.tool(schema)
-        plan = request.plan(
-            capabilities,
-            model_caps,
-            tool=tool,
-            thinking=thinking,
-            effort=effort,
-            max_tokens=max_tokens,
-            temperature=temperature,
-        )
+        model_caps = self.models.capabilities.of(price.model)
+        plan = self.plan(schema, model_caps, thinking, effort, max_tokens, temperature)
         tool_name = None if plan.tool is None else str(plan.tool["name"])
         asking = _Ask(self, ctx, call, name, price, _rounds(recorded), plan.mechanism)
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]

@@ -44,7 +44,8 @@ STATUSES: Final = ("active", "legacy", "deprecated", "retired")
 _EXAMPLE: Final = (
     '{"models": {"MODEL": {"status": "active", "released": "2026-11-01", '
     '"max_output_tokens": 128000, "structured_answer": "json_outputs", '
-    '"structured_outputs": true, "forced_tool_choice": false, "thinking": {"types": '
+    '"structured_outputs": true, "forced_tool_choice": false, "prefill": true, '
+    '"thinking": {"types": '
     '["adaptive"], "default": "on", "display": "omitted", "off_max_effort": null}, '
     '"effort": {"levels": ["low", "medium", "high"], "default": "high"}, '
     '"tokenizer_ratio": "1", "unconfirmed": []}}}'
@@ -76,6 +77,8 @@ class ModelCapabilities:
     """Whether JSON outputs and strict tools (constrained decoding) are accepted."""
     forced_tool_choice: bool
     """Whether `tool_choice` any or tool is accepted; False: it is a 400."""
+    prefill: bool
+    """Whether a conversation may end with an assistant turn; False: it is a 400."""
     thinking: Thinking
     effort_levels: tuple[Effort, ...]
     effort_default: Effort | None
@@ -165,7 +168,7 @@ def _document(text: str, origin: str) -> dict[str, Any]:
 
 _FIELDS: Final = frozenset((
     "status", "released", "max_output_tokens", "structured_answer", "structured_outputs",
-    "forced_tool_choice", "thinking", "effort", "tokenizer_ratio", "unconfirmed",
+    "forced_tool_choice", "prefill", "thinking", "effort", "tokenizer_ratio", "unconfirmed",
 ))  # fmt: skip
 
 
@@ -226,6 +229,7 @@ def _model(name: str, row: Any, where: str) -> ModelCapabilities:
         structured_answer=answer,
         structured_outputs=structured,
         forced_tool_choice=forced,
+        prefill=_bool(row["prefill"], f"{where}, 'prefill'"),
         thinking=_thinking(row["thinking"], f"{where}, 'thinking'"),
         effort_levels=cast(tuple[Effort, ...], levels),
         effort_default=cast(Effort | None, default),
@@ -311,3 +315,31 @@ def _date(value: Any, where: str) -> datetime.date:
     except ValueError:
         pass
     raise CapabilitiesFileError(f'{where}: must be an ISO date like "2026-11-01", not {value!r}')
+
+
+def markdown_table(capabilities: Capabilities) -> str:
+    """The README's table of the models, one row each, as the data says (a test compares): what
+    `ctx.ask(thinking=..., effort=...)` each takes, and how it answers."""
+    rows = [
+        "| model | status | answers through | forced tool | thinks unless told | `thinking=` "
+        "| `effort=` (its default) | most output tokens |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for caps in capabilities.models.values():
+        ceiling = caps.thinking.off_max_effort
+        taken = []
+        for kind in caps.thinking.types:
+            said = "N (a budget)" if kind == "enabled" else f'"{kind}"'
+            if kind in ("disabled", "between_tools") and ceiling:
+                said += f" up to effort {ceiling}"
+            taken.append(said)
+        effort = ", ".join(caps.effort_levels) or "none"
+        if caps.effort_default:
+            effort += f" ({caps.effort_default})"
+        rows.append(
+            f"| `{caps.model}` | {caps.status} | {caps.structured_answer.replace('_', ' ')} | "
+            f"{'taken' if caps.forced_tool_choice else 'refused'} | "
+            f"{'yes' if caps.thinking.on_by_default else 'no'} | {', '.join(taken)} | "
+            f"{effort} | {caps.max_output_tokens:,} |"
+        )
+    return "\n".join(rows) + "\n"

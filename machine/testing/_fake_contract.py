@@ -1,7 +1,8 @@
 """What the fake Messages API refuses for the model a request names, as the API documents it.
 
 The rules come from the same `Capabilities` the client builds its requests from: a model the
-API does not serve (unknown, or retired) is a 404; a forced `tool_choice` where the model
+API does not serve (unknown, or retired) is a 404; an assistant prefill where the model takes
+none; a forced `tool_choice` where the model
 refuses one, or while thinking is on; a `thinking` type the model does not accept, or one that
 turns thinking off above the effort the model allows that at; an effort level it lacks; a
 manual thinking budget out of range; `max_tokens` over the model's most; `temperature`,
@@ -56,7 +57,8 @@ def check(
         for name in api.removed_parameters:
             if name in body:
                 return 400, "invalid_request_error", f"{name}: Extra inputs are not permitted"
-    for check_one in (_max_tokens, _effort, _thinking, _tool_choice, _structured, _signatures):
+    checks = (_max_tokens, _prefill, _effort, _thinking, _tool_choice, _structured, _signatures)
+    for check_one in checks:
         said = check_one(body, model, capabilities)
         if said is not None:
             return 400, "invalid_request_error", said
@@ -77,6 +79,17 @@ def _max_tokens(body: Mapping[str, Any], model: ModelCapabilities, _: Capabiliti
         return (
             f"max_tokens: {wanted} > {model.max_output_tokens}, which is the maximum allowed "
             f"number of output tokens for {model.model}"
+        )
+    return None
+
+
+def _prefill(body: Mapping[str, Any], model: ModelCapabilities, _: Capabilities) -> str | None:
+    messages = body["messages"]
+    last = messages[-1] if messages else None
+    if not model.prefill and isinstance(last, Mapping) and last.get("role") == "assistant":
+        return (
+            "This model does not support assistant message prefill. "
+            "The conversation must end with a user message."
         )
     return None
 
@@ -181,8 +194,9 @@ def _signatures(body: Mapping[str, Any], model: ModelCapabilities, _: Capabiliti
             if not isinstance(block, Mapping) or block.get("type") != "thinking":
                 continue
             signature = block.get("signature")
-            wrote = signature.partition(":")[0] if isinstance(signature, str) else ""
-            if wrote != model.model:
+            if not isinstance(signature, str):
+                return f"messages.{i}.content.{j}.thinking.signature: Field required"
+            if signature.partition(":")[0] != model.model:
                 continue  # the API drops a block another model wrote, without an error
             if signature != sign(model.model, messages[:i], block.get("thinking")):
                 return (
