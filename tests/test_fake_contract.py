@@ -371,7 +371,7 @@ def test_a_refusal_says_its_category() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "refused"), [("claude-haiku-5-5", True), ("claude-haiku-4-5", False)]
+    ("model", "refuses"), [("claude-haiku-5-5", True), ("claude-haiku-4-5", False)]
 )
 def test_an_assistant_prefill_is_refused_where_the_model_takes_none(
     model: str, refuses: bool
