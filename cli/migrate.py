@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from cli.main import db_option, open_journal
-from journal import schema
+from journal import JournalCorrupt, schema
+from journal.verify import record
 
 
 @click.command()
@@ -17,13 +18,24 @@ def migrate(db: Path | None) -> None:
 
     Reading commands refuse a journal of an older schema rather than change it; this command,
     like any writing one (run, resume, resolve), upgrades it in one transaction. A journal
-    written by a newer runjournal is refused.
+    written by a newer runjournal is refused, and so is a damaged one (exit 7): SQLite's quick
+    check of the file, each run's hash chain and the blobs are checked first.
 
     \b
     Example:
         journal migrate --db /var/lib/pipelines/journal.db
     """
     journal = open_journal(db, write=True)
+    problems = record(journal)
+    if problems:
+        first = problems[0]
+        where = f"run {first.run_id}, " if first.run_id else ""
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        msg = (
+            f"{journal.path} is damaged: {where}{first.what}{more}; "
+            f"`journal verify --db {journal.path}` names all that is wrong"
+        )
+        raise JournalCorrupt(msg)
     now = len(schema.MIGRATIONS)
     if journal.schema_found == now:
         click.echo(f"{journal.path}: schema {now}, up to date")

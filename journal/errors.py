@@ -93,12 +93,22 @@ class ReadOnlyJournal(JournalError):
     opened for reading."""
 
 
+class LogUnreadable(ReadOnlyJournal):
+    """A reader cannot read the journal's log here: the log holds commits, and the folder
+    cannot take the -shm file SQLite reads a log with."""
+
+
 class JournalBusy(JournalError):
     """Another process held the journal's write lock for longer than the busy timeout."""
 
 
 class JournalCorrupt(JournalError):
-    """SQLite finds the file damaged."""
+    """The journal is damaged: SQLite finds the file so, or a run's hash chain or a blob fails
+    its check."""
+
+
+class BlobMissing(JournalCorrupt, LookupError):
+    """An event refers to a blob that is not in the journal."""
 
 
 class DiskFull(JournalError):
@@ -134,11 +144,10 @@ def translate(e: sqlite3.Error, path: Path, *, holders: str = "") -> JournalErro
     primary = code & 0xFF if isinstance(code, int) else None
     said = str(e)
     if primary == sqlite3.SQLITE_FULL:
-        free = _free(path)
         return DiskFull(
-            f"the disk holding {path} is full ({free} free; the journal writes up to "
-            f"{_size(4 * _MB)} of log before it folds it in): nothing was lost; free some "
-            "space and go on (`journal resume RUN`, for a run that had started)"
+            f"the disk holding {path} is full ({_free(path)} free; the journal's own files "
+            f"take {own_files(path)}): nothing was lost; free some space, or move the journal "
+            "to a larger disk, and go on (`journal resume RUN`, for a run that had started)"
         )
     if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return JournalCorrupt(
@@ -166,6 +175,18 @@ def translate(e: sqlite3.Error, path: Path, *, holders: str = "") -> JournalErro
     if primary == sqlite3.SQLITE_CANTOPEN:
         return DiskFailed(f"cannot open {path} ({said})")
     return JournalError(f"{path}: {said}")
+
+
+def own_files(path: Path) -> str:
+    """What the journal's files take on disk: the file, its log and its shared-memory index."""
+    sizes = []
+    for suffix, what in (("", "journal"), ("-wal", "log"), ("-shm", "index")):
+        try:
+            sizes.append((what, Path(f"{path}{suffix}").stat().st_size))
+        except OSError:
+            sizes.append((what, 0))
+    each = ", ".join(f"{what} {_size(n)}" for what, n in sizes)
+    return f"{_size(sum(n for _, n in sizes))}: {each}"
 
 
 def _free(path: Path) -> str:

@@ -27,7 +27,9 @@ from journal.errors import (
     ActionBusy,
     ActionDone,
     AmbiguousRunId,
+    BlobMissing,
     ConcurrentAppend,
+    JournalCorrupt,
     JournalError,
     LeaseLost,
     ReadOnlyJournal,
@@ -39,6 +41,7 @@ from journal.events import Clock, Event, dumps, timestamp
 from journal.leases import Holder, Lease
 from journal.query import Rows, query
 from journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
+from journal.verify import file_problems, verify_part
 
 Durability = Literal["normal", "full"]
 Tracer = Callable[[str], None]
@@ -85,6 +88,9 @@ class Journal:
         # The seq and hash of each run's last event this connection wrote: the next one chains
         # from it without reading it back.
         self._heads: dict[str, tuple[int, str]] = {}
+        # Whether SQLite's quick check of the file passed, once, before a writer first built on
+        # a run through this connection.
+        self._file_checked = False
 
     @classmethod
     def open(
@@ -123,6 +129,13 @@ class Journal:
                 )
                 raise ReadOnlyJournal(msg)
             conn = opening.connect_write(path, timeout=timeout)
+        try:
+            # Again through the connection, which sees the log: the file alone may lag it.
+            identity = opening.schema_of(conn, path, schema.MIGRATION_SET)
+            schema.check_version(identity.schema, path, readonly=readonly)
+        except BaseException:
+            conn.close()
+            raise
         if tracer is not None:
             conn.set_trace_callback(tracer)
         journal = cls(
@@ -185,6 +198,8 @@ class Journal:
         """Our error for what SQLite said; for a busy journal, naming who holds its runs."""
         holders = ""
         code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            self.shrink_log()
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             with contextlib.suppress(sqlite3.Error):  # reading is not blocked by the writer
                 now = self.clock()
@@ -195,6 +210,64 @@ class Journal:
                 ]
                 holders = "; ".join(live[:3])
         return translate(e, self.path, holders=holders)
+
+    def shrink_log(self) -> bool:
+        """Fold the log into the journal and cut it to nothing, if SQLite can now; True if so.
+
+        Called when the disk is full: the log of a stopped run would otherwise keep the room
+        it took. Folding writes the log's newest pages into the file, so it fails when the file
+        has to grow and the disk has no room at all; the log is then left as it is, whole.
+        """
+        if self.readonly:
+            return False
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            if self.conn.in_transaction:
+                return False
+            # Not the busy timeout: another connection reading the log makes this give up.
+            self.conn.execute("PRAGMA busy_timeout = 100")
+            try:
+                (blocked, _, _) = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            return not blocked
+        return False
+
+    def check_run(self, run_id: str, *, upto: int | None = None) -> None:
+        """Raise JournalCorrupt if the part of the run a writer builds on is damaged.
+
+        That part is the `run.started` event and the input it refers to, and what a fold up to
+        `upto` (default: the run's last event) reads: the newest whole state at or before it
+        and the events after it, each checked against the hash chain from the event before
+        them. Not `journal verify`: the events before that state are not read, so this costs
+        what the fold costs, however long the run. The first call on a connection also runs
+        SQLite's quick check of the whole file (a fraction of a second per 100 MB).
+        """
+        if not self._file_checked:
+            damaged = file_problems(self.conn, "quick")
+            if damaged:
+                msg = (
+                    f"{self.path} is damaged (sqlite: {damaged[0][0]}); nothing was written: "
+                    f"`journal verify --db {self.path}` reports what SQLite finds"
+                )
+                raise JournalCorrupt(msg)
+            self._file_checked = True
+        sql = "SELECT max(seq) FROM events WHERE run_id = ? AND kind IN (?, ?)"
+        params: list[Any] = [run_id, k.RUN_STARTED, k.SNAPSHOT]
+        if upto is not None:
+            sql += " AND seq <= ?"
+            params.append(upto)
+        (base,) = self.conn.execute(sql, params).fetchone()
+        found = verify_part(self.conn, run_id, first=base or 1, upto=upto)
+        if found is None and base != 1:
+            found = verify_part(self.conn, run_id, first=1, upto=1)
+        if found is None:
+            found = _input_problem(self.conn, run_id)
+        if found is not None:
+            msg = (
+                f"{self.path} is damaged: run {run_id}, {found}; nothing was written: "
+                f"`journal verify --db {self.path}` names all that is wrong"
+            )
+            raise JournalCorrupt(msg)
 
     def keep_out(self, *secrets: str) -> None:
         """Never write these strings (e.g. API keys): from now on each becomes `[redacted]`.
@@ -345,6 +418,8 @@ class Journal:
         `limit_overrides` those given for this run alone (recorded with `run.started`);
         `forked_from` the run and seq whose state this one starts from.
         """
+        if forked_from is not None:  # a fork never starts from a damaged record
+            self.check_run(forked_from[0], upto=forked_from[1])
         now = self.clock()
         input_text = self.redact(dumps(input))
         with self._write() as conn:
@@ -395,6 +470,7 @@ class Journal:
         is read in the same transaction, so a run that another process finished a moment ago
         is never taken up again.
         """
+        self.check_run(run_id)  # a writer never builds on a damaged record
         with self._write() as conn:
             if self._run(conn, run_id).status == "done":
                 raise _done(run_id)
@@ -404,7 +480,7 @@ class Journal:
         with self._write() as conn:
             return leases._renew(conn, run_id, owner, self.clock(), ttl)
 
-    def release_lease(self, run_id: str, owner: str) -> None:
+    def release_lease(self, run_id: str | None, owner: str) -> None:
         with self._write() as conn:
             leases._release(conn, run_id, owner)
 
@@ -490,8 +566,11 @@ class Journal:
     def blob(self, ref: str) -> str:
         row = self.conn.execute("SELECT data FROM blobs WHERE hash = ?", (ref,)).fetchone()
         if row is None:
-            msg = f"no blob {ref} in {self.path}"
-            raise LookupError(msg)
+            msg = (
+                f"{self.path} is damaged: the blob {ref} is gone; "
+                f"`journal verify --db {self.path}` names all that is wrong"
+            )
+            raise BlobMissing(msg)
         return str(row[0])
 
     def run(self, run_id: str) -> Run:
@@ -659,6 +738,24 @@ def _claim(conn: sqlite3.Connection, run_id: str, name: str, key: str) -> None:
         raise ActionDone(name, key, owner, seq, json.loads(result) if result else None)
     if status in ("intended", "in_doubt") and owner != run_id:
         raise ActionBusy(name, key, owner)
+
+
+def _input_problem(conn: sqlite3.Connection, run_id: str) -> str | None:
+    """What is wrong with the input blob the run's `run.started` refers to, if anything."""
+    row = conn.execute(
+        "SELECT json_extract(e.data, '$.input'), b.size, b.data FROM events e "
+        "LEFT JOIN blobs b ON b.hash = json_extract(e.data, '$.input') "
+        "WHERE e.run_id = ? AND e.seq = 1",
+        (run_id,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    ref, size, data = row
+    if data is None:
+        return f"the blob {ref} that seq 1 refers to is gone"
+    if size != len(data) or blob_ref(data) != ref:
+        return f"the blob {ref} that seq 1 refers to was changed: it fails its hash"
+    return None
 
 
 def blob_ref(text: str) -> str:

@@ -13,13 +13,15 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from journal import chain, delta, fold, projection
 from journal import events as k
-from journal.store import Journal
+
+if TYPE_CHECKING:  # the store checks runs with `verify_part`: it imports this module
+    from journal.store import Journal
 
 
 @attrs.frozen
@@ -33,12 +35,59 @@ class Problem:
 
 def verify(journal: Journal, run_id: str | None = None) -> list[Problem]:
     """Every problem found, in the whole journal or in one run; empty means it is sound."""
-    problems = [Problem(None, f"sqlite: {row[0]}") for row in _integrity(journal.conn)]
+    problems = [Problem(None, f"sqlite: {row[0]}") for row in file_problems(journal.conn)]
     if problems:
         return problems  # a damaged file: the checks below would only repeat it
     for check in (_gaps, _chains, _after_done, _blobs, _projections, _snapshots):
         problems += check(journal, run_id)
     return problems
+
+
+def record(journal: Journal) -> list[Problem]:
+    """The problems of the record alone: the file (SQLite's quick check), each run's seqs and
+    hash chain, and the blobs; not the tables derived from the events. What a command that
+    rewrites the journal (`journal migrate`) checks before saying it is sound."""
+    problems = [Problem(None, f"sqlite: {row[0]}") for row in file_problems(journal.conn, "quick")]
+    if problems:
+        return problems
+    for check in (_gaps, _chains, _blobs):
+        problems += check(journal, None)
+    return problems
+
+
+def verify_part(
+    conn: sqlite3.Connection, run_id: str, *, first: int, upto: int | None = None
+) -> str | None:
+    """What is wrong with a run's events from seq `first` to `upto` (default: its last), if
+    anything: a missing seq, or an event its stored hash does not chain to from the stored
+    hash of the event before `first`. None when that part is sound."""
+    if first == 1:
+        previous: str = chain.GENESIS
+    else:
+        row = conn.execute(
+            "SELECT hash FROM events WHERE run_id = ? AND seq = ?", (run_id, first - 1)
+        ).fetchone()
+        if row is None:
+            return f"seq {first - 1} is gone"
+        previous = row[0]
+    sql = (
+        "SELECT seq, at, kind, step, data, hash FROM events WHERE run_id = ? AND seq >= ?"
+        + (" AND seq <= ?" if upto is not None else "")
+        + " ORDER BY seq"
+    )
+    params: tuple[Any, ...] = (run_id, first) if upto is None else (run_id, first, upto)
+    expected = first
+    for seq, at, kind, step, data, stored in conn.execute(sql, params):
+        if seq != expected:
+            return f"seq {expected} is gone"
+        previous = chain.event_hash(previous, run_id, seq, at, kind, step, data)
+        if previous != stored:
+            return (
+                f"the hash chain breaks at seq {seq} ({kind}): this event, or one before it, "
+                "was changed, removed or moved"
+            )
+        expected += 1
+    return None
 
 
 def heads(journal: Journal, run_id: str | None = None) -> dict[str, tuple[int, str]]:
@@ -52,10 +101,11 @@ def heads(journal: Journal, run_id: str | None = None) -> dict[str, tuple[int, s
     return {run: (seq, hash_) for run, seq, hash_ in rows}
 
 
-def _integrity(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """What SQLite's own check finds wrong with the file (its first lines)."""
+def file_problems(conn: sqlite3.Connection, how: str = "integrity") -> list[tuple[Any, ...]]:
+    """What SQLite's own check (`integrity_check`, or the faster `quick_check`) finds wrong
+    with the file (its first lines)."""
     try:
-        return [row for row in conn.execute("PRAGMA integrity_check(20)") if row[0] != "ok"]
+        return [row for row in conn.execute(f"PRAGMA {how}_check(20)") if row[0] != "ok"]
     except sqlite3.DatabaseError as e:  # damage so deep that the check itself cannot run
         return [(str(e),)]
 

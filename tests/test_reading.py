@@ -22,7 +22,7 @@ import pytest
 import sqlite_utils
 from conftest import FIXTURES, cli, journal_command
 
-from journal import schema
+from journal import chain, schema
 
 LINES = str(FIXTURES / "lines.py")
 
@@ -137,14 +137,28 @@ def older_journal(db: Path) -> str:
         migrations(name=name)(fn)
     migrations.apply(old)
     old.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
-    old.execute(
-        "INSERT INTO events (run_id, seq, at, kind, step, data) VALUES (?, 1, ?, ?, NULL, ?)",
-        (
-            "abc123",
-            "2026-11-01T00:00:00.000Z",
-            "run.started",
-            '{"machine":"m","target":"t","code_hash":"c","step":"a","state":{}}',
+    given = "{}"
+    ref = "sha256:" + hashlib.sha256(given.encode()).hexdigest()
+    old.execute("INSERT INTO blobs (hash, size, data) VALUES (?, ?, ?)", (ref, len(given), given))
+    at, data = (
+        "2026-11-01T00:00:00.000Z",
+        json.dumps(
+            {
+                "machine": "m",
+                "target": "t",
+                "code_hash": "c",
+                "step": "a",
+                "state": {},
+                "input": ref,
+            },
+            separators=(",", ":"),
         ),
+    )
+    chained = chain.event_hash(chain.GENESIS, "abc123", 1, at, "run.started", None, data)
+    old.execute(
+        "INSERT INTO events (run_id, seq, at, kind, step, data, hash) "
+        "VALUES (?, 1, ?, ?, NULL, ?, ?)",
+        ("abc123", at, "run.started", data, chained),
     )
     old.execute("INSERT INTO runs (run_id, machine) VALUES ('abc123', 'm')")
     old.conn.commit()
@@ -191,6 +205,7 @@ def write_lock_held(db: Path) -> Iterator[None]:
         holder.wait()
 
 
+@pytest.mark.slow
 def test_readers_never_wait_for_a_writer(journal_db: tuple[Path, str]) -> None:
     """With another process in the middle of a write, every read answers at once, never
     "locked"; a writer waits its busy timeout and then says who holds the journal."""
@@ -232,6 +247,7 @@ def read_only_mount(folder: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(target)], check=True)
 
 
+@pytest.mark.slow
 def test_every_read_command_works_on_read_only_media(journal_db: tuple[Path, str]) -> None:
     """The same output from a read-only mount as from the writable copy; writers say why not."""
     db, run_id = journal_db

@@ -333,3 +333,24 @@ def test_a_journal_of_schema_3_gains_a_hash_chain_and_an_order_that_verify(db: P
         third = new_run(journal)
         assert journal.run(third).ordinal == 3
         assert verify(journal) == []
+
+
+def test_shrink_log_folds_the_log_in_and_cuts_it_to_nothing(db: Path) -> None:
+    """What a full disk calls: the log's room given back when SQLite can fold it; a reader in
+    the middle of the log makes it give up at once, the log left whole."""
+    with Journal.open(db, create=True) as journal:
+        journal.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        for n in range(20):
+            journal.set_budget(f"m{n}", per_day_nusd=n, per_run_nusd=None, by="test")
+        log = Path(f"{db}-wal")
+        held = log.stat().st_size
+        assert held > 0
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM budgets").fetchone()
+        assert journal.shrink_log() is False
+        assert log.stat().st_size == held
+        reader.close()
+        assert journal.shrink_log() is True
+        assert log.stat().st_size == 0
+        assert len(journal.budgets()) == 20

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import cli, digest
+from conftest import FIXTURES, cli, digest
 
 from journal import Holder, Journal, RunDone, RunWriter, kinds, verify
 from machine import Context, Machine, Options, Transition, runner
@@ -212,3 +212,62 @@ def test_an_event_after_done_is_refused_by_the_append_path_and_the_trigger(db: P
     conn.close()
     with Journal.open(db) as journal:
         assert verify(journal) == []
+
+
+def killed_run(folder: Path) -> tuple[Path, str]:
+    """A journal holding one run of the lines pipeline stopped by --max-steps (resumable), with
+    enough in it that damaged pages can be in the middle of its events; and the run's id."""
+    db = folder / "journal.db"
+    input_path = folder / "in.json"
+    items = [f"item-{i}-" + "x" * 200 for i in range(60)]
+    input_path.write_text(json.dumps({"items": items, "out": str(folder / "out.txt")}))
+    stopped = cli(
+        "run", str(FIXTURES / "lines.py"), "--input", str(input_path), "--max-steps", "90", db=db
+    )
+    assert stopped.returncode == 3, stopped.stderr
+    return db, stopped.stderr.split()[1]
+
+
+def damage_pages(db: Path) -> None:
+    """Overwrite a page in the middle of the file, where the events are."""
+    data = bytearray(db.read_bytes())
+    page = 4096
+    middle = (len(data) // page // 2) * page
+    data[middle : middle + page] = b"\xa5" * page
+    db.write_bytes(bytes(data))
+
+
+# Damage as verify's tests do it, each as a function of the journal and the damaged run's id.
+DAMAGE = {
+    "an edited event the resume reads": lambda db, run: tamper(
+        db,
+        "UPDATE events SET data = json_set(data, '$.result', 'forged') WHERE seq = "
+        f"(SELECT max(seq) FROM events WHERE run_id = '{run}' AND kind = 'effect.done')",
+    ),
+    "an edited event before the fork": lambda db, run: tamper(
+        db, f"UPDATE events SET step = 'other' WHERE run_id = '{run}' AND seq = 3"
+    ),
+    "a deleted event": lambda db, run: tamper(
+        db, f"DELETE FROM events WHERE run_id = '{run}' AND seq = 4"
+    ),
+    "a deleted blob": lambda db, run: tamper(db, "DELETE FROM blobs"),
+    "damaged pages": lambda db, run: damage_pages(db),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_writing_commands_refuse_a_damaged_journal(tmp_path: Path, case: str) -> None:
+    """fork, migrate and resume each exit 7 naming `journal verify`, and write nothing: no
+    run is added, the damaged one is not taken up, and the file's bytes stay as they were."""
+    db, run_id = killed_run(tmp_path)
+    last = first_seq(db, "run.killed") - 1  # the fork reads every event up to it
+    DAMAGE[case](db, run_id)
+    before = db.read_bytes()
+    for args in (("fork", run_id, "--at", str(last)), ("migrate",), ("resume", run_id)):
+        result = cli(*args, db=db)
+        assert result.returncode == 7, (args, result.returncode, result.stdout, result.stderr)
+        assert "journal verify" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "up to date" not in result.stdout
+        assert db.read_bytes() == before, args
