@@ -68,11 +68,10 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        # click turns Ctrl-C into Abort. What a run did is journaled; its lease is released.
-        executing = len(sys.argv) > 1 and sys.argv[1] in ("run", "resume")
-        hint = ": what was done is journaled; `journal resume RUN` goes on" if executing else ""
-        click.echo(f"interrupted{hint}", err=True)
-        sys.exit(1)
+        # click turns Ctrl-C into Abort. `run` and `resume` take Ctrl-C themselves while they
+        # execute a run, and say which (cli.running.stoppable): here none was executing.
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (`journal logs | head`): nothing to say
         sys.exit(0)

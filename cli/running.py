@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import json
 import math
+import os
 import re
 import sys
+import warnings
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from cli import live
+from cli.costs import spent_words
 from cli.inspecting import status_of
 from cli.main import (
     F,
@@ -26,8 +31,9 @@ from cli.main import (
 )
 from cli.output import plural, printable
 from journal import Durability, JournalError, Run, Store
-from machine import MachineError, Options, Outcome, RateLimits, loader, runner
-from machine.errors import TargetNotFound
+from journal.costs import Spent
+from machine import MachineError, Options, Outcome, RateLimits, loader, runner, signals
+from machine.errors import IgnoredInput, Interrupted, TargetNotFound
 from machine.model import Models, anthropic_api, offline
 from machine.model.capabilities import Capabilities
 from machine.model.pricing import PriceTable
@@ -291,6 +297,35 @@ def models_for(
     return anthropic_api(table, described)
 
 
+def stoppable(fn: F) -> F:
+    """Run the command with SIGTERM and Ctrl-C asking its runs to stop at a safe point (see
+    `machine.signals`); the command gets the request as `stop`."""
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        stop = signals.StopRequest(told=_say)
+        with signals.stop_on_signals(stop):
+            try:
+                return fn(stop, *args, **kwargs)
+            except Interrupted as e:
+                # Out of a run: before one was taken up, or after it let go (a second signal
+                # while the outcome is told). Either way no run was cut half way.
+                click.echo(
+                    f"{e}: nothing was left half done; `journal runs` shows where runs stand",
+                    err=True,
+                )
+                click.get_current_context().exit(signals.exit_code(e.signal))
+
+    return cast(F, command)
+
+
+def _say(line: str) -> None:
+    # Said from a signal handler, which may run while the main thread is inside a write to
+    # sys.stderr: a buffered stream refuses to be entered twice, a raw write does not mind.
+    with contextlib.suppress(OSError):
+        os.write(sys.stderr.fileno(), f"{line}\n".encode())
+
+
 def _announce(verb: str) -> Any:
     def on_start(run: Run) -> None:
         click.echo(printable(f"run {run.run_id} {verb}: {run.machine} ({run.target})"), err=True)
@@ -299,14 +334,16 @@ def _announce(verb: str) -> Any:
 
 
 def report(outcome: Outcome[Any]) -> None:
-    """Say how the run ended, and exit 0 if it is done, 3 if it was killed, 1 if not."""
+    """Say how the run ended, and exit 0 if it is done, 3 if it was killed, 128 + the signal's
+    number if a signal interrupted it (130 Ctrl-C, 143 SIGTERM), 1 otherwise."""
     code = tell(outcome)
     if code:
         click.get_current_context().exit(code)
 
 
 def tell(outcome: Outcome[Any]) -> int:
-    """Say how the run ended; the exit code that says it: 0 done, 3 killed, 1 otherwise."""
+    """Say how the run ended; the exit code that says it: 0 done, 3 killed, 130 or 143
+    interrupted (Ctrl-C, SIGTERM), 1 otherwise."""
     run = outcome.run
     for found in outcome.anomalies:
         click.echo(
@@ -323,12 +360,23 @@ def tell(outcome: Outcome[Any]) -> int:
     if not outcome.executed:
         click.echo(f"run {run.run_id} is already done ({run.steps} steps): nothing to do")
         return 0
+    if outcome.interrupted is not None:
+        said = outcome.interrupted.signal
+        click.echo(
+            printable(
+                f"run {run.run_id} interrupted by {said} at step {run.step}: what was done is "
+                f"journaled; journal resume {run.run_id} goes on"
+            ),
+            err=True,
+        )
+        return signals.exit_code(said)
     counts = [plural(run.steps, "step")]
     for n, word in ((run.decisions, "decision"), (run.actions, "action"), (run.effects, "effect")):
         if n:
             counts.append(plural(n, word))
     if run.model_calls:
-        counts.append(f"{plural(run.model_calls, 'model call')} costing ${run.cost_usd:.4f}")
+        spent = spent_words(Spent.of(run.cost_nusd, run.exposure_nusd))
+        counts.append(f"{plural(run.model_calls, 'model call')} ({spent})")
     if run.status == "done":
         click.echo(f"run {run.run_id} done: {', '.join(counts)}")
         return 0
@@ -369,7 +417,9 @@ def tell(outcome: Outcome[Any]) -> int:
 @durability_option
 @redact_env_option
 @db_option
+@stoppable
 def run(
+    stop: signals.StopRequest,
     target: str,
     input_path: Path | None,
     run_key: str | None,
@@ -387,8 +437,10 @@ def run(
 
     TARGET is path/to/file.py or package.module, with :NAME to pick one machine when the
     file has several. Exits 0 when the run is done, 3 when a limit or a person killed it, 1
-    when it failed or stopped (resume it with `journal resume`), 2 on bad input. While it
-    executes, each event is a line on stderr (`journal logs` prints the same), or, on a
+    when it failed or stopped (resume it with `journal resume`), 2 on bad input, 143 or 130
+    when SIGTERM or Ctrl-C stopped it at a safe point (a second signal stops it at once).
+    While it executes, each outcome (a model call, a decision, an action, the run's end) is
+    a line on stderr (`--log all`: every event, as `journal logs` prints them), or, on a
     terminal, one progress line.
 
     \b
@@ -397,8 +449,13 @@ def run(
     """
     models = models_for(fake_model, prices, capabilities)
     loaded = loader.load(target)
+    runner.check_models(loaded.machine, models)
     # Everything is checked before the journal is opened: bad input never touches it.
-    prepared = runner.prepare(loaded.machine, read_input(input_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IgnoredInput)  # said below, as one line
+        prepared = runner.prepare(loaded.machine, read_input(input_path))
+    if prepared.ignored:
+        click.echo(f"warning: {one_line(str(IgnoredInput(prepared.ignored)))}", err=True)
     journal = open_journal(db, create=True, durability=durability)
     with live.view(journal, prepared.machine, announce=_announce("started")) as view:
         outcome = runner.start(
@@ -413,6 +470,7 @@ def run(
                 models=models,
                 limits=limits,
                 rate_limits=rate_limits(rpm, itpm, otpm),
+                stop=stop,
             ),
         )
     if not outcome.created and outcome.executed:
@@ -448,7 +506,9 @@ def run(
 @durability_option
 @redact_env_option
 @db_option
+@stoppable
 def resume(
+    stop: signals.StopRequest,
     run_id: str | None,
     target: str | None,
     every: bool,
@@ -483,8 +543,10 @@ def resume(
     models = models_for(fake_model, prices, capabilities)
     journal = open_journal(db, write=True, durability=durability)
     if every:
-        paced = rate_limits(rpm, itpm, otpm)
-        code = _resume_all(journal, machine_name, workers, target, models, limits, paced)
+        options = Options(
+            models=models, limits=limits, rate_limits=rate_limits(rpm, itpm, otpm), stop=stop
+        )
+        code = _resume_all(journal, machine_name, workers, target, options)
         if code:
             click.get_current_context().exit(code)
         return
@@ -493,6 +555,7 @@ def resume(
         report(Outcome[Any](found, None, executed=False))
         return
     loaded = _load(found, target)
+    runner.check_models(loaded.machine, models)
     with live.view(journal, loaded.machine, announce=_announce("resumed")) as view:
         outcome = runner.resume(
             journal,
@@ -506,6 +569,7 @@ def resume(
                 models=models,
                 limits=limits,
                 rate_limits=rate_limits(rpm, itpm, otpm),
+                stop=stop,
             ),
         )
     report(outcome)
@@ -526,13 +590,7 @@ READY = ("interrupted", "resolved")
 
 
 def _resume_all(
-    journal: Store,
-    machine_name: str | None,
-    workers: int,
-    target: str | None,
-    models: Models,
-    limits: dict[str, Any],
-    paced: RateLimits,
+    journal: Store, machine_name: str | None, workers: int, target: str | None, options: Options
 ) -> int:
     """Resume every run ready to resume; the worst exit code of theirs."""
     ready = [
@@ -544,6 +602,9 @@ def _resume_all(
         click.echo("no run to resume")
         return 0
     loaded = {r.run_id: _load(r, target) for r in ready}
+    for code in loaded.values():
+        assert options.models is not None
+        runner.check_models(code.machine, options.models)
 
     def one(run: Run) -> Outcome[Any]:
         # A connection of its own for each: runs resumed at once each write through theirs.
@@ -556,7 +617,7 @@ def _resume_all(
                 code.machine,
                 target=code.location,
                 code_hash=code.code_hash,
-                options=Options(models=models, limits=limits, rate_limits=paced),
+                options=options,
             )
 
     codes = []
@@ -568,4 +629,7 @@ def _resume_all(
             except (JournalError, MachineError) as e:
                 click.echo(one_line(f"run {futures[future].run_id}: {e}"), err=True)
                 codes.append(1)
+            except Interrupted as e:  # stopped before it was taken up: nothing written
+                click.echo(f"run {futures[future].run_id} not resumed: {e}", err=True)
+                codes.append(signals.exit_code(e.signal))
     return max(codes, key=lambda c: (c != 0, c))

@@ -39,6 +39,7 @@ ACTION_SKIPPED: Final = "action.skipped"
 ACTION_RESOLVED: Final = "action.resolved"
 RUN_NEEDS_ATTENTION: Final = "run.needs_attention"
 RUN_KILLED: Final = "run.killed"
+RUN_INTERRUPTED: Final = "run.interrupted"
 COST_ANOMALY: Final = "cost.anomaly"
 
 

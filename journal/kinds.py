@@ -127,6 +127,15 @@ class RunKilled(Data):
 
 
 @attrs.frozen(kw_only=True)
+class RunInterrupted(Data):
+    KIND = "run.interrupted"
+    SUMMARY = "the process executing the run was asked to stop (SIGTERM, Ctrl-C) and let it go"
+    signal: str = _doc("the signal: SIGTERM or SIGINT")
+    at_once: bool = _doc("true after a second signal: the step was cut where it was")
+    message: str = _doc("what happened and how to go on, on one line")
+
+
+@attrs.frozen(kw_only=True)
 class CostAnomaly(Data):
     KIND = "cost.anomaly"
     SUMMARY = "the run used far more tokens per step than its machine's usual"
@@ -327,6 +336,7 @@ KINDS: Mapping[str, type[Data]] = {
         RunDone,
         RunFailed,
         RunKilled,
+        RunInterrupted,
         CostAnomaly,
     )
 }

@@ -139,5 +139,8 @@ def _renew(conn: sqlite3.Connection, run_id: str, owner: str, now: float, ttl: f
     return cur.rowcount == 1
 
 
-def _release(conn: sqlite3.Connection, run_id: str, owner: str) -> None:
-    conn.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner))
+def _release(conn: sqlite3.Connection, run_id: str | None, owner: str) -> None:
+    if run_id is None:
+        conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+    else:
+        conn.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner))

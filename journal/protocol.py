@@ -151,8 +151,10 @@ class Store(Querying, Protocol):
         no longer `owner`'s: it was taken over."""
         ...
 
-    def release_lease(self, run_id: str, owner: str) -> None:
-        """Give the lease up, if it is still `owner`'s; another's is left alone."""
+    def release_lease(self, run_id: str | None, owner: str) -> None:
+        """Give the lease up, if it is still `owner`'s; another's is left alone. With no
+        `run_id`, every lease `owner` holds: one whose taking was cut short before its caller
+        learnt the run's id."""
         ...
 
     def lease(self, run_id: str) -> Lease | None:

@@ -2,18 +2,26 @@
 
 They do what `journal run` and `journal resume` do, for a machine already imported: open the
 journal (creating it if there is none), record where the machine's code lives and its hash, and
-execute the run to its end. `machine.runner` has the parts, for code that holds a journal open.
+execute the run to its end. SIGTERM and Ctrl-C stop the run at its next safe point, as they do
+`journal run`; then, the run's lease let go, Ctrl-C raises KeyboardInterrupt and SIGTERM
+SystemExit(143), as they would have without runjournal. `machine.runner` has the parts, for
+code that holds a journal open.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
+
+import attrs
 
 from journal import Durability, Journal
 from machine import convert, loader, runner
 from machine.definition import Machine
 from machine.runner import Options, Outcome
+from machine.signals import StopRequest, exit_code, stop_on_signals
 
 S = TypeVar("S")
 
@@ -39,16 +47,16 @@ def run(
     """
     target = loader.locate(machine)
     prepared = runner.prepare(machine, convert.to_json(machine.converter, input))
-    with Journal.open(db, create=True, durability=durability) as journal:
+    with _signals(options) as used, Journal.open(db, create=True, durability=durability) as j:
         outcome = runner.start(
-            journal,
+            j,
             prepared,
             target=target.location,
             code_hash=target.code_hash,
             run_key=key,
-            options=options,
+            options=used,
         )
-    return cast(Outcome[S], outcome)
+    return _told(cast(Outcome[S], outcome), options)
 
 
 def resume(
@@ -62,7 +70,7 @@ def resume(
     """Resume the run `run_id` (or a unique prefix of it) of `machine` and execute it to its
     end: model calls, effects and actions the journal holds are not done again."""
     target = loader.locate(machine)
-    with Journal.open(db, durability=durability) as journal:
+    with _signals(options) as used, Journal.open(db, durability=durability) as journal:
         found = journal.find_run(run_id)
         outcome = runner.resume(
             journal,
@@ -70,6 +78,30 @@ def resume(
             machine,
             target=target.location,
             code_hash=target.code_hash,
-            options=options,
+            options=used,
         )
-    return cast(Outcome[S], outcome)
+    return _told(cast(Outcome[S], outcome), options)
+
+
+@contextlib.contextmanager
+def _signals(options: Options | None) -> Iterator[Options]:
+    """`options`, with SIGTERM and Ctrl-C stopping the run, unless they bring a stop request
+    of their own (whose owner handles the signals)."""
+    options = options or Options()
+    if options.stop is not None:
+        yield options
+        return
+    stop = StopRequest()
+    with stop_on_signals(stop):
+        yield attrs.evolve(options, stop=stop)
+
+
+def _told(outcome: Outcome[S], given: Options | None) -> Outcome[S]:
+    """The outcome; or, for a run a signal stopped, what that signal would have done (unless
+    the caller took the signals, with a stop request of their own)."""
+    stopped = outcome.interrupted
+    if stopped is None or (given is not None and given.stop is not None):
+        return outcome
+    if stopped.signal == "SIGINT":
+        raise KeyboardInterrupt(str(stopped))
+    raise SystemExit(exit_code(stopped.signal))

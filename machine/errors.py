@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from journal import kinds
-
 if TYPE_CHECKING:
+    # Not imported when run: `machine/__init__` imports this module to say that a file of the
+    # user's shadows `journal`, before it may import anything from it.
+    from journal import kinds
+    from machine.convert import Ignored
     from machine.model.retry import Failure
 
 
@@ -28,6 +32,48 @@ class TargetLoadError(MachineError, ImportError):
 
 class InputMismatch(MachineError, ValueError):
     """A run's input does not fit the machine's state type."""
+
+
+class UnknownInputField(InputMismatch):
+    """A machine made with `strict_input=True` got input fields its state types do not have."""
+
+    def __init__(self, machine: str, ignored: Sequence[Ignored]) -> None:
+        super().__init__(
+            f"machine {machine!r} takes strict input, and the input has fields its state does "
+            f"not: {_listed(ignored)}; correct them, or make the machine without strict_input"
+        )
+        self.ignored = tuple(ignored)
+
+
+class IgnoredInput(UserWarning):
+    """Input fields the state types do not have were left out of a run's first state."""
+
+    def __init__(self, ignored: Sequence[Ignored]) -> None:
+        super().__init__(
+            f"input fields left out, the state has no place for them: {_listed(ignored)}"
+        )
+        self.ignored = tuple(ignored)
+
+
+def _listed(ignored: Sequence[Ignored], most: int = 5) -> str:
+    shown = "; ".join(each.describe() for each in ignored[:most])
+    return shown if len(ignored) <= most else f"{shown}; and {len(ignored) - most} more"
+
+
+class NameClash(TargetLoadError):
+    """A file of the user's has the name of one of runjournal's packages and hides it."""
+
+    def __init__(self, path: str, package: str) -> None:
+        """`path`: the file Python found for `package`; a package's `__init__.py` is shown as
+        its folder."""
+        folder, file = os.path.split(path)
+        shown = folder + os.sep if file.startswith("__init__.") else path
+        super().__init__(
+            f"runjournal cannot load: {shown} shadows runjournal's package {package!r}; "
+            "rename your file",
+            name=package,
+            path=path,
+        )
 
 
 class StateNotJSON(MachineError, TypeError):
@@ -152,3 +198,21 @@ class RunKilled(BaseException):
         super().__init__(record.message)
         self.record = record
         """The run.killed event's data: who or which limit, and why."""
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (SIGTERM, Ctrl-C): the run lets go, to be resumed.
+
+    A BaseException, as RunKilled is. Raised at the run's next safe point after a first
+    signal, or at once after a second (see `machine.signals`); the runner records it as
+    `run.interrupted`, releases the run's lease and returns.
+    """
+
+    def __init__(self, signal: str, *, at_once: bool = False) -> None:
+        super().__init__(
+            f"interrupted by {signal}" + (" (a second time: at once)" if at_once else "")
+        )
+        self.signal = signal
+        """The signal's name: SIGTERM or SIGINT."""
+        self.at_once = at_once
+        """True after a second signal: wherever the step was, not at a safe point."""

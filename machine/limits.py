@@ -22,6 +22,7 @@ from journal import Heartbeat, LimitReached, kinds
 from journal.limits import NUSD, Reserve
 from machine.errors import RunKilled
 from machine.model.pricing import Price
+from machine.signals import StopRequest
 
 T = TypeVar("T")
 
@@ -168,10 +169,11 @@ class BreakerState:
 
 
 class Guard:
-    """One executing run's kill switch: its limits, its breaker, and a person's kill request.
+    """One executing run's kill switch: its limits, its breaker, a person's kill request, and
+    a signal's stop request.
 
     Every wait of the run goes through it (a backoff, a model request), so that a kill is seen
-    within a second wherever the run is waiting; and every check raises `RunKilled`.
+    within a second wherever the run is waiting; a check raises `RunKilled` (or `Interrupted`).
     """
 
     def __init__(
@@ -179,14 +181,19 @@ class Guard:
         limits: Limits,
         heartbeat: Heartbeat | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stop: StopRequest | None = None,
     ) -> None:
         self.limits = limits
         self.breaker = BreakerState(limits.breaker) if limits.breaker is not None else None
         self.heartbeat = heartbeat
         self._sleep = sleep
+        self.stop = stop
 
-    def check(self) -> None:
-        """Raise RunKilled if a person asked to kill the run."""
+    def check(self, *, in_flight: bool = False) -> None:
+        """Raise RunKilled if a person asked to kill the run, Interrupted if the process was
+        asked to stop (with `in_flight`, a model request on its way, only if asked twice)."""
+        if self.stop is not None:
+            self.stop.check(in_flight=in_flight)
         kill = self.heartbeat.kill if self.heartbeat is not None else None
         if kill is not None:
             said = f": {kill.reason}" if kill.reason else ""
@@ -260,9 +267,15 @@ class Guard:
             self.breaker.record(ok)
 
     def sleep(self, seconds: float) -> None:
-        """Wait `seconds` (a backoff), or less if the run is killed meanwhile."""
+        """Wait `seconds` (a backoff), or less if the run is killed or stopped meanwhile."""
         if self.heartbeat is not None and self._sleep is time.sleep:
-            self.heartbeat.kill_requested.wait(seconds)
+            deadline = time.monotonic() + seconds
+            # A kill sets an event the wait can end on; a stop sets another: look at both.
+            while (left := deadline - time.monotonic()) > 0:
+                if self.heartbeat.kill_requested.wait(min(left, 0.1)):
+                    break
+                if self.stop is not None and self.stop.asked.is_set():
+                    break
         else:
             self._sleep(seconds)
         self.check()
@@ -288,7 +301,7 @@ class Guard:
 
         threading.Thread(target=work, name="model-request", daemon=True).start()
         while not done.wait(0.1):
-            self.check()
+            self.check(in_flight=True)
         ok, value = outcome[0]
         if not ok:
             raise value

@@ -17,7 +17,7 @@ import concurrent.futures
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from machine.errors import DefinitionError, NeedsAttention, RunKilled
+from machine.errors import DefinitionError, Interrupted, NeedsAttention, RunKilled
 
 if TYPE_CHECKING:
     from machine.context import Context
@@ -100,7 +100,7 @@ def _gather(ctx: Context, contexts: list[Context]) -> None:
 
 def _first(failures: dict[int, BaseException]) -> BaseException:
     ordered = [failures[i] for i in sorted(failures)]
-    for kind in (RunKilled, NeedsAttention):
+    for kind in (Interrupted, RunKilled, NeedsAttention):
         for error in ordered:
             if isinstance(error, kind):
                 return error

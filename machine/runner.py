@@ -13,7 +13,9 @@ import json
 import random
 import time
 import traceback
+import types
 import typing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -26,6 +28,7 @@ from journal import (
     Heartbeat,
     Holder,
     JournalError,
+    Lease,
     LeaseLost,
     NotJSON,
     Run,
@@ -43,7 +46,10 @@ from machine.context import OPERATIONS, Checkpoint, Context, no_checkpoint
 from machine.definition import Fail, Finish, Goto, Machine
 from machine.errors import (
     ConversionError,
+    IgnoredInput,
     InputMismatch,
+    Interrupted,
+    ModelUnavailable,
     NeedsAttention,
     RunKilled,
     StateNotJSON,
@@ -53,6 +59,7 @@ from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession, anthropic_api
 from machine.model.retry import Retrying, RetryPolicy
 from machine.pacing import Pace, RateLimits
+from machine.signals import StopRequest
 
 
 @attrs.frozen
@@ -79,6 +86,9 @@ class Options:
     limits: Mapping[str, Any] = attrs.Factory(dict)
     """Limits for this run, over the machine's (`max_cost_usd`, `max_tokens`, `max_steps`,
     `max_model_calls`): recorded with the run, they hold for its resumes too."""
+    stop: StopRequest | None = None
+    """Asked to stop by a signal (see `machine.signals.stop_on_signals`): the run stops at its
+    next safe point, records `run.interrupted` and lets its lease go."""
 
 
 S = TypeVar("S")
@@ -100,6 +110,9 @@ class Outcome(Generic[S]):
     """The code hash the run had and the one it resumed with, when they differ."""
     anomalies: tuple[dict[str, Any], ...] = ()
     """The `cost.anomaly` events the run's end recorded: tokens per step far above usual."""
+    interrupted: Interrupted | None = None
+    """The signal that stopped this process's execution of the run, which a resume goes on
+    with; None if it was not stopped."""
 
 
 @attrs.frozen
@@ -110,19 +123,29 @@ class Prepared:
     input: Any
     state: Any
     state_json: Any
+    ignored: tuple[convert.Ignored, ...] = ()
+    """Fields of the input that no class of the state has, left out of it (an `IgnoredInput`
+    warning said so)."""
 
 
 def prepare(machine: Machine[Any], input: Any) -> Prepared:
-    """Check `machine` and turn `input` into its first state, or raise saying what is wrong."""
+    """Check `machine` and turn `input` into its first state, or raise saying what is wrong.
+
+    Input fields the state has no place for are refused if the machine takes strict input;
+    else they are left out, and an `IgnoredInput` warning names them, once per field however
+    many items have it.
+    """
     machine.check()
-    state = machine.initial_state(input)
+    state, ignored = machine.structure_input(input)
     if not convert.round_trips(machine.converter, state, machine.state):
         msg = (
             f"the state of machine {machine.name!r} does not survive JSON unchanged; "
             "use JSON-friendly field types (str, int, float, bool, lists, tuples, attrs classes)"
         )
         raise StateNotJSON(msg)
-    return Prepared(machine, input, state, convert.to_json(machine.converter, state))
+    if ignored:
+        warnings.warn(IgnoredInput(ignored), stacklevel=2)
+    return Prepared(machine, input, state, convert.to_json(machine.converter, state), ignored)
 
 
 def start(
@@ -141,34 +164,43 @@ def start(
     """
     options = options or Options()
     machine = prepared.machine
+    if options.stop is not None:
+        options.stop.check()  # asked to stop before the run existed: nothing is written
     live = _Live(journal, machine, options)
     limits, overrides = _limits_for(journal, machine, {}, options.limits)
-    run, created = journal.create_run(
-        machine=machine.name,
-        target=target,
-        code_hash=code_hash,
-        step=machine.start,
-        state=prepared.state_json,
-        input=prepared.input,
-        run_key=run_key,
-        holder=live.holder,
-        lease_ttl=options.lease_ttl,
-        limits=limits.to_json(),
-        limit_overrides=overrides,
-    )
-    if not created:
-        if run.status == "done":
-            return _found_done(journal, machine, run)
-        return resume(
-            journal, run.run_id, machine, target=target, code_hash=code_hash, options=options
-        )
+    found: list[Run] = []
 
-    def begin(writer: RunWriter) -> _Start:
+    def take() -> Run | None:
+        run, created = journal.create_run(
+            machine=machine.name,
+            target=target,
+            code_hash=code_hash,
+            step=machine.start,
+            state=prepared.state_json,
+            input=prepared.input,
+            run_key=run_key,
+            holder=live.holder,
+            lease_ttl=options.lease_ttl,
+            limits=limits.to_json(),
+            limit_overrides=overrides,
+        )
+        if created:
+            return run
+        found.append(run)  # the run key's: no lease was taken
+        return None
+
+    def begin(writer: RunWriter, run: Run) -> _Start:
         if options.on_event is not None:  # run.started was written with the run, not by it
             options.on_event(list(journal.events(run.run_id, upto=1)))
-        return _Start(prepared.state, prepared.state_json, machine.start, 0, {})
+        return _Start(prepared.state, prepared.state_json, machine.start, 0, {}, limits)
 
-    return attrs.evolve(live.drive(run, limits, begin), created=True)
+    outcome = live.drive(take, begin)
+    if outcome is not None:
+        return attrs.evolve(outcome, created=True)
+    (run,) = found
+    if run.status == "done":
+        return _found_done(journal, machine, run)
+    return resume(journal, run.run_id, machine, target=target, code_hash=code_hash, options=options)
 
 
 def resume(
@@ -189,20 +221,21 @@ def resume(
     if run.machine != machine.name:
         msg = f"run {run_id} is a run of machine {run.machine!r}, but {target} is {machine.name!r}"
         raise WrongMachine(msg)
+    if options.stop is not None:
+        options.stop.check()
     live = _Live(journal, machine, options)
     options.checkpoint("resume.lease")
-    try:
+    taken: list[Lease | None] = []
+
+    def take() -> Run:
         # The status is read again under the lease, in its transaction: a run that another
         # process finished since the look above is reported, never taken up again.
-        taken = journal.acquire_lease(run_id, live.holder, options.lease_ttl)
-    except RunDone:
-        return _found_done(journal, machine, journal.run(run_id))
-    # From here on the lease is this process's: `drive` lets it go, whatever happens.
-    run = journal.run(run_id)  # again: the last holder may have written until it let go
-    recorded = json.loads(run.limit_overrides) if run.limit_overrides else {}
-    limits, overrides = _limits_for(journal, machine, recorded, options.limits)
+        taken.append(journal.acquire_lease(run_id, live.holder, options.lease_ttl))
+        return journal.run(run_id)  # again: the last holder may have written until it let go
 
-    def begin(writer: RunWriter) -> _Start:
+    def begin(writer: RunWriter, run: Run) -> _Start:
+        given = json.loads(run.limit_overrides) if run.limit_overrides else {}
+        limits, overrides = _limits_for(journal, machine, given, options.limits)
         at = fold.state_at(journal, run_id)
         state = _structured(machine, run_id, at.state)
         recorded: dict[str, list[Event]] = {}
@@ -216,14 +249,18 @@ def resume(
                 code_hash=code_hash,
                 target=target,
                 from_seq=at.seq,
-                taken_over_from=taken.describe() if taken else None,
+                taken_over_from=taken[0].describe() if taken[0] else None,
                 limits=limits.to_json(),
                 limit_overrides=overrides,
             ),
         )
-        return _Start(state, at.state, at.step, at.transitions, recorded)
+        return _Start(state, at.state, at.step, at.transitions, recorded, limits)
 
-    outcome = live.drive(run, limits, begin)
+    try:
+        outcome = live.drive(take, begin)
+    except RunDone:
+        return _found_done(journal, machine, journal.run(run_id))
+    assert outcome is not None
     changed = (run.code_hash, code_hash) if run.code_hash != code_hash else None
     return attrs.evolve(outcome, code_changed=changed)
 
@@ -255,6 +292,7 @@ def fork(
     if at_state.step is None:
         msg = f"run {run_id} had ended at seq {at_state.seq}: there is no step to go on with"
         raise InputMismatch(msg)
+    first_step = at_state.step
     state_json = at_state.state
     unknown = sorted(set(changes or {}) - set(state_json))
     if unknown:
@@ -267,29 +305,62 @@ def fork(
         raise InputMismatch(str(e)) from e
     started = journal.events(run_id, upto=1)
     first_input = json.loads(journal.blob(next(started).data["input"]))
+    if options.stop is not None:
+        options.stop.check()
     live = _Live(journal, machine, options)
     limits, overrides = _limits_for(journal, machine, {}, options.limits)
-    run, _ = journal.create_run(
-        machine=machine.name,
-        target=target,
-        code_hash=code_hash,
-        step=at_state.step,
-        state=state_json,
-        input=first_input,
-        run_key=None,
-        holder=live.holder,
-        lease_ttl=options.lease_ttl,
-        limits=limits.to_json(),
-        limit_overrides=overrides,
-        forked_from=(run_id, min(at, old.last_seq)),
-    )
 
-    def begin(writer: RunWriter) -> _Start:
+    def take() -> Run:
+        run, _ = journal.create_run(
+            machine=machine.name,
+            target=target,
+            code_hash=code_hash,
+            step=first_step,
+            state=state_json,
+            input=first_input,
+            run_key=None,
+            holder=live.holder,
+            lease_ttl=options.lease_ttl,
+            limits=limits.to_json(),
+            limit_overrides=overrides,
+            forked_from=(run_id, min(at, old.last_seq)),
+        )
+        return run
+
+    def begin(writer: RunWriter, run: Run) -> _Start:
         if options.on_event is not None:
             options.on_event(list(journal.events(run.run_id, upto=1)))
-        return _Start(state, state_json, at_state.step, 0, {})
+        return _Start(state, state_json, first_step, 0, {}, limits)
 
-    return attrs.evolve(live.drive(run, limits, begin), created=True)
+    outcome = live.drive(take, begin)
+    assert outcome is not None
+    return attrs.evolve(outcome, created=True)
+
+
+def check_models(machine: Machine[Any], models: Models) -> None:
+    """Refuse, before a run starts, a machine that asks models when no client can be made (no
+    API key), rather than let it fail at its first ask."""
+    if models.unavailable is not None and _asks(machine):
+        raise ModelUnavailable(f"machine {machine.name!r} asks a model; {models.unavailable}")
+
+
+def _asks(machine: Machine[Any]) -> bool:
+    """Whether the machine asks models: it names one, or a step's code calls an `ask`.
+
+    A step that asks only through a function of its own is not seen: its run fails at its
+    first ask instead, saying the same.
+    """
+    if machine.model is not None:
+        return True
+    todo = [getattr(step, "__code__", None) for step in machine.steps.values()]
+    while todo:
+        code = todo.pop()
+        if code is None:
+            continue
+        if "ask" in code.co_names:
+            return True
+        todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return False
 
 
 def _structured(machine: Machine[Any], run_id: str, state: Any) -> Any:
@@ -321,6 +392,7 @@ class _Start:
     step: str | None
     visit: int
     recorded: dict[str, list[Event]]
+    limits: Limits
 
 
 class _Live:
@@ -332,53 +404,98 @@ class _Live:
         self.options = options
         self.holder = Holder.this_process()
         self.models = options.models or anthropic_api()
+        check_models(machine, self.models)
         journal.keep_out(*self.models.secrets)
         self.fields = typing.get_type_hints(machine.state)
         self.state: Any = None
         """The run's state as the steps left it: the last good one."""
+        self.step: str | None = None
+        """The step being executed (or to be)."""
 
-    def drive(self, run: Run, limits: Limits, begin: Callable[[RunWriter], _Start]) -> Outcome[Any]:
-        """Execute the run, whose lease this process holds, to its end; then let the lease go.
+    def drive(
+        self,
+        take: Callable[[], Run | None],
+        begin: Callable[[RunWriter, Run], _Start],
+    ) -> Outcome[Any] | None:
+        """Take the run's lease (`take`, None if it took none), execute the run to its end or
+        until it is interrupted, then let the lease go.
 
-        Everything from the lease to its release is in this one try/finally: whatever fails on
-        the way (the first step, `on_start`, the journal), the heartbeat stops and the lease is
-        released, unless another process took the run over.
+        Everything from taking the lease to letting it go is in this one try/finally, the
+        taking included: whatever cuts it short (a signal, `on_start`, the journal), the
+        heartbeat stops and the lease is released, unless another process took the run over.
+        The lease is released by its owner, so one whose taking was cut short after it was
+        written is released too.
         """
-        journal, run_id, options = self.journal, run.run_id, self.options
-        heartbeat = Heartbeat(journal, run_id, self.holder, options.lease_ttl).start()
-        writer = RunWriter(
-            journal,
-            run_id,
-            last_seq=run.last_seq,
-            heartbeat=heartbeat,
-            on_commit=options.on_event,
-        )
-        guard = Guard(limits, heartbeat, options.sleep)
-        retrying = Retrying(options.retry, guard.sleep, random.Random(options.seed), journal.clock)
-        pace = Pace(options.rate_limits, seed=options.seed)
-        live = _Execution(writer, guard, retrying, ModelSession(self.models, retrying, guard, pace))
+        journal, options, owner = self.journal, self.options, self.holder.owner
+        heartbeat: Heartbeat | None = None
+        writer: RunWriter | None = None
         writable = True
         anomalies: tuple[dict[str, Any], ...] = ()
+        interrupted: Interrupted | None = None
         try:
-            begun = begin(writer)
-            if options.on_start is not None:
-                options.on_start(journal.run(run_id))
-            if begun.step is not None:
-                anomalies = self._loop(live, run_id, begun)
+            run = take()
+            if run is None:
+                return None
+            run_id = run.run_id
+            options.checkpoint("run.lease")
+            heartbeat = Heartbeat(journal, run_id, self.holder, options.lease_ttl).start()
+            writer = RunWriter(
+                journal,
+                run_id,
+                last_seq=run.last_seq,
+                heartbeat=heartbeat,
+                on_commit=options.on_event,
+            )
+            self.step = run.step
+            try:
+                begun = begin(writer, run)
+                guard = Guard(begun.limits, heartbeat, options.sleep, options.stop)
+                retrying = Retrying(
+                    options.retry, guard.sleep, random.Random(options.seed), journal.clock
+                )
+                pace = Pace(options.rate_limits, seed=options.seed)
+                session = ModelSession(self.models, retrying, guard, pace)
+                live = _Execution(writer, guard, retrying, session)
+                if options.on_start is not None:
+                    options.on_start(journal.run(run_id))
+                if begun.step is not None:
+                    anomalies = self._loop(live, run_id, begun)
+            except Interrupted as e:
+                interrupted = e
+                self._interrupted(writer, e)
         except (LeaseLost, ConcurrentAppend):
             writable = False  # another process owns the run now
             raise
         except BaseException:
-            # Interrupted (Ctrl-C, a journal error): what is held was computed and is true.
-            with contextlib.suppress(JournalError):
-                writer.flush()
+            # Cut short (a journal error, Ctrl-C without `Options.stop`): what is held was
+            # computed and is true.
+            if writer is not None:
+                with contextlib.suppress(JournalError):
+                    writer.flush()
             raise
         finally:
-            heartbeat.stop()
-            if writable and not heartbeat.lost:
+            if heartbeat is not None:
+                heartbeat.stop()
+            if writable and not (heartbeat is not None and heartbeat.lost):
                 with contextlib.suppress(JournalError):
-                    journal.release_lease(run_id, self.holder.owner)
-        return Outcome(journal.run(run_id), state=self.state, anomalies=anomalies)
+                    journal.release_lease(None, owner)
+        return Outcome(
+            journal.run(run_id), state=self.state, anomalies=anomalies, interrupted=interrupted
+        )
+
+    def _interrupted(self, writer: RunWriter, e: Interrupted) -> None:
+        """Record that a signal stopped this execution of the run, which a resume goes on."""
+        writer.flush()
+        where = "where the step was" if e.at_once else "at a safe point"
+        step = f" in step {self.step!r}" if self.step else ""
+        writer.commit(
+            self.step,
+            kinds.RunInterrupted(
+                signal=e.signal,
+                at_once=e.at_once,
+                message=f"stopped by {e.signal}{step}, {where}: `journal resume` goes on",
+            ),
+        )
 
     def _loop(self, live: _Execution, run_id: str, begun: _Start) -> tuple[dict[str, Any], ...]:
         """Execute steps until the run ends or stops; the anomalies its end recorded."""
@@ -390,6 +507,7 @@ class _Live:
         state_bytes = len(dumps(state_json))
         since_snapshot = delta_bytes = 0
         while True:
+            self.step = step
             handler = machine.steps.get(step)
             if handler is None:
                 known = ", ".join(machine.steps)

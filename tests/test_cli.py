@@ -299,8 +299,9 @@ def test_bad_model_flags(
     assert digest(db) == before
 
 
-def test_no_api_key_fails_the_run_saying_what_to_do(tmp_path: Path, db: Path) -> None:
-    """Without a key the first ask fails the run, resumably, and says how to run offline."""
+def test_no_api_key_is_refused_before_the_run_starts(tmp_path: Path, db: Path) -> None:
+    """A machine that asks a model, no ANTHROPIC_API_KEY and no --fake-model: one line naming
+    both, exit 2, and no journal made (not a run failing at its first ask)."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
@@ -312,10 +313,11 @@ def test_no_api_key_fails_the_run_saying_what_to_do(tmp_path: Path, db: Path) ->
         cwd=tmp_path,
         timeout=120,
     )
-    assert result.returncode == 1
-    assert "ANTHROPIC_API_KEY is not set" in result.stderr and "--fake-model" in result.stderr
-    # The run.failed event's traceback field is on the live log, escaped on one line.
-    assert not any(line.startswith("Traceback") for line in result.stderr.splitlines())
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: machine 'triage' asks a model; ANTHROPIC_API_KEY is not set")
+    assert "--fake-model" in line
+    assert not db.exists()
 
 
 def test_logs_follow_prints_events_until_the_run_ends(tmp_path: Path, db: Path) -> None:

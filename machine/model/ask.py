@@ -69,6 +69,9 @@ class Models:
     """Strings the journal must never hold: the API key, whichever model answers."""
     capabilities: Capabilities = attrs.field(factory=Capabilities.load)
     """What each model documents it accepts: how requests are built and checked."""
+    unavailable: str | None = None
+    """Why no client can be made (no API key): a machine that names its model is refused
+    before its run starts, rather than failing at its first ask."""
 
 
 def _env_key() -> tuple[str, ...]:
@@ -81,16 +84,13 @@ def anthropic_api(
 ) -> Models:
     """The real Anthropic API, with `ANTHROPIC_API_KEY` (and `ANTHROPIC_BASE_URL` if set)."""
     key = os.environ.get("ANTHROPIC_API_KEY", "")
+    unavailable = None if key else _NO_KEY
 
     def connect() -> anthropic.Anthropic:
         import anthropic  # only when a step asks: importing the SDK takes a while
 
-        if not key:
-            msg = (
-                "ANTHROPIC_API_KEY is not set: set it to call the Anthropic API, "
-                "or run offline with --fake-model"
-            )
-            raise ModelUnavailable(msg)
+        if unavailable is not None:
+            raise ModelUnavailable(unavailable)
         return anthropic.Anthropic(api_key=key, max_retries=0)
 
     return Models(
@@ -98,7 +98,14 @@ def anthropic_api(
         prices or PriceTable.load(),
         secrets=_env_key(),
         capabilities=capabilities or Capabilities.load(),
+        unavailable=unavailable,
     )
+
+
+_NO_KEY = (
+    "ANTHROPIC_API_KEY is not set: set it to call the Anthropic API, "
+    "or run offline with --fake-model (e.g. --fake-model none)"
+)
 
 
 def offline(
