@@ -6,13 +6,13 @@ import json
 import sqlite3
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import attrs
 import click
 
+from cli.costs import dollars, spent_json, spent_words
 from cli.main import (
     InputError,
     db_option,
@@ -23,8 +23,19 @@ from cli.main import (
     redact_env_option,
 )
 from cli.output import event_json, event_line, json_line, plural, printable, short, table
-from journal import JournalCorrupt, Problem, Run, Store, heads, replay, state_at, verify
-from journal.limits import NUSD
+from journal import (
+    Journal,
+    JournalCorrupt,
+    Problem,
+    Run,
+    RunNotFound,
+    Store,
+    heads,
+    replay,
+    state_at,
+    verify,
+)
+from journal.costs import Spent
 from machine.errors import TargetNotFound
 from machine.loader import load
 from machine.rerun import Divergence, Reproduced, post_mortem, rerun
@@ -86,7 +97,9 @@ def runs(
 
     A run whose process died shows as `interrupted` (running, with no live process), and one
     whose actions in doubt a person answered as `resolved`: both are flagged ready to resume
-    (`journal resume RUN`, or `journal resume --all`).
+    (`journal resume RUN`, or `journal resume --all`). Money is billed, possibly billed
+    (requests whose outcome is unknown, at their worst case) and their total; a run made by
+    `journal fork` names the run and seq it was forked from.
 
     \b
     Example:
@@ -99,46 +112,90 @@ def runs(
     found = [(r, s) for r, s in listed if not statuses or s in statuses][:limit]
     if as_json:
         for r, status in found:
-            click.echo(json_line({**attrs.asdict(r), "status": status, "flags": flags(r, status)}))
+            payload = {**attrs.asdict(r), **spent_json(spent(r)), "status": status}
+            click.echo(json_line({**payload, "flags": flags(r, status)}))
         return
-    columns = ["run", "machine", "status", "step", "steps", "cost", "started", "updated", "flags"]
-    rows = [
-        (
-            r.run_id,
-            r.machine,
-            s,
-            r.step,
-            r.steps,
-            f"${r.cost_usd:.4f}",
-            r.started_at,
-            r.updated_at,
-            flags(r, s),
-        )
-        for r, s in found
+    columns = [
+        "run",
+        "machine",
+        "status",
+        "step",
+        "steps",
+        "billed",
+        "possibly billed",
+        "total",
+        "started",
+        "forked from",
+        "flags",
     ]
+    rows = []
+    for r, s in found:
+        money = spent(r)
+        rows.append(
+            (
+                r.run_id,
+                r.machine,
+                s,
+                r.step,
+                r.steps,
+                dollars(money.billed),
+                dollars(money.possibly_billed),
+                dollars(money.total),
+                r.started_at,
+                None if r.forked_from is None else f"{r.forked_from} at seq {r.forked_at}",
+                flags(r, s),
+            )
+        )
     click.echo(table(columns, rows))
 
 
+def spent(run: Run) -> Spent:
+    """What the run spent: billed, possibly billed, total."""
+    return Spent.of(run.cost_nusd, run.exposure_nusd)
+
+
+def latest(journal: Journal) -> Run:
+    """The run created last, for a command given no RUN; said on stderr. RunNotFound."""
+    found = journal.runs(limit=1)
+    if not found:
+        msg = f"no runs in {journal.path} yet: start one with `journal run`, or give --db"
+        raise RunNotFound(msg)
+    click.echo(f"latest run: {found[0].run_id}", err=True)
+    return found[0]
+
+
+def chosen(journal: Journal, run_id: str | None) -> Run:
+    """The run RUN names, or the latest without one."""
+    return latest(journal) if run_id is None else journal.find_run(run_id)
+
+
 @click.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="[RUN]", required=False)
 @json_option
 @db_option
-def show(run_id: str, as_json: bool, db: Path | None) -> None:
-    """Show where RUN stands: status, step, counts, holder, error.
+def show(run_id: str | None, as_json: bool, db: Path | None) -> None:
+    """Show where RUN stands: status, step, counts, money, lineage, holder, error.
 
-    RUN is a run id or any unique prefix of one.
+    RUN is a run id or any unique prefix of one; without it, the latest run (named on stderr).
+    Money is billed, possibly billed (requests whose outcome is unknown, at their worst case)
+    and their total. Lineage is the chain of runs RUN was forked from (`journal fork`), nearest
+    first; forks, the runs forked from RUN.
 
     \b
     Example:
         journal show 3fa2
     """
     journal = open_journal(db)
-    run = journal.find_run(run_id)
+    run = chosen(journal, run_id)
     status = status_of(run, journal)
     lease = journal.lease(run.run_id)
+    parents, children = lineage(journal, run), forks(journal, run)
     if as_json:
         holder = attrs.asdict(lease) if lease is not None else None
-        click.echo(json_line({**attrs.asdict(run), "status": status, "holder": holder}, indent=2))
+        payload = {**attrs.asdict(run), **spent_json(spent(run)), "status": status}
+        payload["lineage"] = [{"run_id": r, "seq": seq} for r, seq in parents]
+        payload["forks"] = [{"run_id": r, "forked_at": seq} for r, seq in children]
+        click.echo(json_line({**payload, "holder": holder}, indent=2))
         return
     decisions = plural(run.decisions, "decision")
     fields: list[tuple[str, Any]] = [
@@ -156,8 +213,13 @@ def show(run_id: str, as_json: bool, db: Path | None) -> None:
         ("updated", run.updated_at),
         ("ended", run.ended_at),
     ]
-    if run.model_calls or run.model_failures:
+    if run.model_requests or run.model_calls or run.model_failures or run.exposure_nusd:
         fields.append(("model", _model_line(run)))
+        fields.append(("tokens", _tokens_line(run)))
+    if parents:
+        fields.append(("lineage", _lineage_line(parents)))
+    if children:
+        fields.append(("forks", ", ".join(f"{r} at seq {seq}" for r, seq in children)))
     limits = _limits_line(run)
     if limits is not None:
         fields.append(("limits", limits))
@@ -175,16 +237,47 @@ def show(run_id: str, as_json: bool, db: Path | None) -> None:
 
 
 def _model_line(run: Run) -> str:
+    """`3 calls (1 failed attempt, 0 rejected answers); cost $X billed, $Y possibly billed,
+    $Z total`."""
     calls = plural(run.model_calls, "call")
     failed = plural(run.model_failures, "failed attempt")
     trouble = f"{failed}, {plural(run.rejections, 'rejected answer')}"
-    tokens = (
-        f"tokens {run.input_tokens:,} in, {run.output_tokens:,} out, "
+    return f"{calls} ({trouble}); cost {spent_words(spent(run))}"
+
+
+def _tokens_line(run: Run) -> str:
+    return (
+        f"{run.input_tokens:,} in, {run.output_tokens:,} out, "
         f"{run.cache_write_tokens:,} cache write, {run.cache_read_tokens:,} cache read"
     )
-    possibly = Decimal(run.exposure_nusd - run.cost_nusd) / NUSD
-    maybe = f", possibly billed ${possibly:f} more" if possibly else ""
-    return f"{calls} ({trouble}); {tokens}; cost ${Decimal(run.cost_nusd) / NUSD:f}{maybe}"
+
+
+def lineage(journal: Store, run: Run) -> list[tuple[str, int | None]]:
+    """The runs `run` was forked from, nearest first, each with the seq forked at."""
+    chain: list[tuple[str, int | None]] = []
+    seen = {run.run_id}
+    while run.forked_from is not None and run.forked_from not in seen:
+        chain.append((run.forked_from, run.forked_at))
+        seen.add(run.forked_from)
+        try:
+            run = journal.run(run.forked_from)
+        except RunNotFound:
+            break  # copied without its parent: the chain says as far as this journal knows
+    return chain
+
+
+def _lineage_line(chain: list[tuple[str, int | None]]) -> str:
+    """`forked from 3fa2… at seq 12, which was forked from 1b2c… at seq 4`."""
+    return ", which was ".join(f"forked from {r} at seq {seq}" for r, seq in chain)
+
+
+def forks(journal: Store, run: Run) -> list[tuple[str, int]]:
+    """The runs forked from `run`, oldest first, each with the seq of `run` it started from."""
+    found = journal.query(
+        "SELECT run_id, forked_at FROM runs WHERE forked_from = ? ORDER BY ordinal",
+        (run.run_id,),
+    )
+    return [(str(r), int(seq)) for r, seq in found.rows]
 
 
 def _limits_line(run: Run) -> str | None:
@@ -208,7 +301,7 @@ def _limits_line(run: Run) -> str | None:
 
 
 @click.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="[RUN]", required=False)
 @click.option(
     "--kind",
     "kinds",
@@ -229,7 +322,7 @@ def _limits_line(run: Run) -> str | None:
 @json_option
 @db_option
 def logs(
-    run_id: str,
+    run_id: str | None,
     kinds: tuple[str, ...],
     step: str | None,
     since: int,
@@ -240,15 +333,17 @@ def logs(
     """Print RUN's events, one logfmt line each: at, run_id, seq, step, kind, then every field
     of the event's data under its own name, nested ones with dotted keys.
 
-    These are the lines `journal run` wrote on stderr as the run executed. Long values are cut
-    (`--json` prints every event whole).
+    These are the lines `journal run --log all` writes on stderr as the run executes (its
+    default, `--log brief`, writes one shorter line for each event a person reads). Long values
+    are cut (`--json` prints every event whole). Without RUN, the latest run's (named on
+    stderr).
 
     \b
     Example:
         journal logs 3fa2 --kind model. --since 40 | grep status=429
     """
     journal = open_journal(db)
-    run = journal.find_run(run_id)
+    run = chosen(journal, run_id)
     render = event_json if as_json else event_line
     prefixes = tuple(kind.rstrip(".") for kind in kinds)
     last = since

@@ -10,12 +10,16 @@ from pathlib import Path
 
 import click
 
+from cli.costs import dollars, plain, spent_json
 from cli.main import InputError, db_option, json_option, open_journal
 from cli.output import json_line, printable, table
 from journal import Run, Store
+from journal.costs import Spent, spent_today
 from journal.limits import NUSD
 from machine.stopping import KILLABLE
 from machine.stopping import kill as kill_run
+
+_NONE_YET = Spent(0, 0)
 
 
 def who(by: str | None) -> str:
@@ -104,11 +108,14 @@ def _usd(value: str | None, name: str) -> int | None:
 @db_option
 @click.pass_context
 def budget(ctx: click.Context, as_json: bool, db: Path | None) -> None:
-    """List the machines' budgets, with what each spent today (UTC).
+    """List the machines' budgets, with what each spent today (UTC): billed, possibly billed
+    (requests whose outcome is unknown, at their worst case) and the total of the two, which
+    is what the budget counts.
 
     A budget caps what all the runs of a machine spend per day, checked before each model
     request in the same transaction as its intent, so processes sharing the journal cannot
-    together pass it; and gives runs a default cost cap.
+    together pass it; and gives runs a default cost cap. Today's amounts are by the day each
+    request was sent, as `journal cost --by day` sums them.
 
     \b
     Example:
@@ -119,42 +126,57 @@ def budget(ctx: click.Context, as_json: bool, db: Path | None) -> None:
         return
     journal = open_journal(db)
     found = journal.budgets()
+    today = spent_today(journal)
     if as_json:
         for b in found:
+            spent = today.get(b.machine, _NONE_YET)
             click.echo(
                 json_line(
                     {
                         "machine": b.machine,
                         "per_day_usd": _dollars(b.per_day_nusd),
                         "per_run_usd": _dollars(b.per_run_nusd),
-                        "spent_today_usd": _dollars(b.spent_today_nusd),
+                        "today": spent_json(spent),
                         "updated_at": b.updated_at,
                         "updated_by": b.updated_by,
                     }
                 )
             )
         return
-    rows = [
-        (
-            b.machine,
-            _shown(b.per_day_nusd),
-            _shown(b.per_run_nusd),
-            _shown(b.spent_today_nusd),
-            b.updated_at,
-            b.updated_by,
+    rows = []
+    for b in found:
+        spent = today.get(b.machine, _NONE_YET)
+        rows.append(
+            (
+                b.machine,
+                _shown(b.per_day_nusd),
+                _shown(b.per_run_nusd),
+                dollars(spent.billed),
+                dollars(spent.possibly_billed),
+                dollars(spent.total),
+                b.updated_at,
+                b.updated_by,
+            )
         )
-        for b in found
+    columns = [
+        "machine",
+        "per day",
+        "per run",
+        "billed today",
+        "possibly billed today",
+        "total today",
+        "set at",
+        "set by",
     ]
-    columns = ["machine", "per day", "per run", "spent today", "set at", "set by"]
     click.echo(table(columns, rows))
 
 
 def _dollars(nusd: int | None) -> float | None:
-    return None if nusd is None else float(Decimal(nusd) / NUSD)
+    return None if nusd is None else plain(Decimal(nusd) / NUSD)
 
 
 def _shown(nusd: int | None) -> str:
-    return "-" if nusd is None else f"${Decimal(nusd) / NUSD:f}"
+    return "-" if nusd is None else dollars(Decimal(nusd) / NUSD)
 
 
 @budget.command("set")
@@ -167,6 +189,9 @@ def set_budget(
     machine_name: str, per_day: str | None, per_run: str | None, by: str | None, db: Path | None
 ) -> None:
     """Set MACHINE's budget; `none` removes a part of it.
+
+    A MACHINE with no run in the journal yet is set too (before its first run, say), with a
+    warning on stderr, since a misspelt name would cap nothing.
 
     \b
     Example:
@@ -182,3 +207,10 @@ def set_budget(
     journal.set_budget(machine_name, per_day_nusd=day, per_run_nusd=run, by=who(by))
     said = f"budget of {machine_name}: per day {_shown(day)}, per run {_shown(run)}"
     click.echo(printable(said))
+    if not journal.runs(machine=machine_name, limit=1):
+        # Set before the machine's first run is fine; a misspelt name would cap nothing.
+        warning = (
+            f"warning: no run of machine {machine_name!r} in {journal.path} yet: the budget "
+            "holds once one starts (check the name with `journal runs`)"
+        )
+        click.echo(printable(warning), err=True)

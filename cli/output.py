@@ -3,7 +3,10 @@
 An event line is logfmt, every field of the event as `key=value` under its own name, the name
 its SQL view column has: `at=… run_id=3fa2… seq=12 step=score kind=decision item=T-17
 outcome=skip`, so `journal logs RUN | grep outcome=skip` works and a logfmt parser reads it.
-The same line is what a run prints live (cli/live.py) and what `journal logs` prints later.
+The same line is what `journal logs` prints and what a run prints live with `--log all`
+(cli/live.py). By default a run prints a brief line instead (`brief_line`): the same logfmt, the
+fields a person reads, long values cut shorter and floats rounded; the journal and `--json`
+keep the exact values.
 
 Everything printed from the journal went through `printable`, `json_line` or `event_line`
 first: model answers, run input and whatever a pipeline wrote are not ours, and a string that
@@ -13,8 +16,10 @@ holds terminal controls must not reach the terminal as controls.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from journal import Event
@@ -72,7 +77,13 @@ def json_line(value: Any, **kw: Any) -> str:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Rows as text columns, padded to the widest cell of each; each cell on one line."""
+    """Rows as text columns, padded to the widest cell of each; each cell on one line.
+
+    Numbers are printed exactly, never rounded: an integer as an integer, a float as Python's
+    shortest repr that reads back as the same float (`1796400000.123`, `0.30000000000000004`),
+    a Decimal as its exact decimal, not in exponent form (`0.000000001`). A reader audits with
+    it: `1.7964e+09` for a lease's expiry is that time give or take hours.
+    """
     cells = [[_cell(v) for v in row] for row in rows]
     header = [printable(c) for c in columns]
     widths = [len(c) for c in header]
@@ -87,8 +98,15 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value)
+    # The base types' own methods: an int or float subclass may print itself otherwise.
+    if isinstance(value, int):
+        return int.__repr__(value)
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return float.__repr__(value)
+    if isinstance(value, Decimal):
+        return f"{value:f}"
     return printable(str(value))
 
 
@@ -165,7 +183,7 @@ def flat(fields: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, *, rounded: bool = False) -> str:
     # As the value's JSON reads (the journal holds JSON): so the line a run tells live, from
     # the values its code gave, is the line `journal logs` prints from the journal.
     if isinstance(value, str):
@@ -175,29 +193,53 @@ def _text(value: Any) -> str:
     if isinstance(value, int):
         return int.__repr__(value)
     if isinstance(value, float):
-        return float.__repr__(value)
+        return rounded_float(value) if rounded else float.__repr__(value)
     return json_line(value, separators=(",", ":"))
 
 
-def logfmt_value(value: Any) -> str:
+def rounded_float(value: float) -> str:
+    """`value` for reading: two decimals from 1 up (`latency_ms=19.24`), two significant digits
+    below (`delay_s=0.028`, `cost_usd=0.00017`), no trailing zeros; an exponent only below
+    10^-9 or from 10^15 up, where writing out the zeros would hide the number."""
+    if not math.isfinite(value):
+        return float.__repr__(value)
+    if value == 0:
+        return "0"
+    if not 1e-9 <= abs(value) < 1e15:
+        text = f"{value:.2g}"
+        return text if math.isfinite(float(text)) else float.__repr__(value)  # near float's max
+    # Digits after the point: 2 from 1 up; below, enough to keep two significant ones.
+    places = max(2, 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{places}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+BRIEF_VALUE = 60
+"""Characters of a value a brief line keeps; the rest is cut, with `…(N more)` saying so."""
+
+
+def logfmt_value(value: Any, *, brief: bool = False) -> str:
     """One value as logfmt: bare if it can be, else quoted with escapes; None is empty.
 
-    A quoted value is also a JSON string. A value longer than `MAX_VALUE` is cut and ends in
-    `…[+N chars]`; objects and lists are compact JSON.
+    A quoted value is also a JSON string; objects and lists are compact JSON. A value longer
+    than `MAX_VALUE` is cut and ends in `…[+N chars]`. `brief`: cut at `BRIEF_VALUE`, ending
+    in `…(N more)`, and a float rounded (`rounded_float`).
     """
     if value is None:
         return ""
-    text = _text(value)
-    if len(text) > MAX_VALUE:
+    text = _text(value, rounded=brief)
+    if brief and len(text) > BRIEF_VALUE:
+        text = f"{text[:BRIEF_VALUE]}…({len(text) - BRIEF_VALUE} more)"
+    elif len(text) > MAX_VALUE:
         text = f"{text[:MAX_VALUE]}…[+{len(text) - MAX_VALUE} chars]"
     if text and not _NEEDS_QUOTES.search(text):
         return text
     return f'"{_IN_QUOTES.sub(_escape_quoted, text)}"'
 
 
-def logfmt(fields: Iterable[tuple[str, Any]]) -> str:
+def logfmt(fields: Iterable[tuple[str, Any]], *, brief: bool = False) -> str:
     """`key=value` pairs (keys already logfmt keys), separated by spaces: one safe line."""
-    return " ".join(f"{key}={logfmt_value(value)}" for key, value in fields)
+    return " ".join(f"{key}={logfmt_value(value, brief=brief)}" for key, value in fields)
 
 
 def pairs(**fields: Any) -> str:
@@ -232,6 +274,51 @@ def event_line(e: Event) -> str:
     that a terminal shows as text and a logfmt parser reads back.
     """
     return logfmt(event_fields(e))
+
+
+# Left out of a brief line: what a machine or an audit needs, not a person watching a run
+# (ids, hashes, worst cases, the limits it started under, a traceback). Top-level data fields;
+# `--log all`, `journal logs` and `--json` show them.
+_BOOKKEEPING = frozenset(
+    {
+        "requested_at",
+        "worst_case_usd",
+        "worst_case_tokens",
+        "request_id",
+        "request_hash",
+        "request",
+        "mechanism",
+        "code_hash",
+        "code_hash_before",
+        "input",
+        "limits",
+        "limit_overrides",
+        "intent",
+        "traceback",
+        "baseline_code_hashes",
+    }
+)
+
+
+def brief_fields(e: Event) -> list[tuple[str, Any]]:
+    """The fields of the event's brief line: those of `event_fields` but the bookkeeping ones,
+    the fields with no value (null), and token counts of 0 (most calls use no cache)."""
+    fields = event_fields(e)
+    fixed, data = fields[: len(_FIXED)], fields[len(_FIXED) :]
+    return fixed + [
+        (key, value)
+        for key, value in data
+        if key.split(".", 1)[0] not in _BOOKKEEPING
+        and value is not None
+        and not (key.startswith("usage.") and value == 0)
+    ]
+
+
+def brief_line(e: Event) -> str:
+    """The event as a person reads it while the run executes: logfmt like `event_line`, the
+    same keys, fewer of them (`brief_fields`), values cut at `BRIEF_VALUE` characters with
+    `…(N more)`, floats rounded."""
+    return logfmt(brief_fields(e), brief=True)
 
 
 def event_json(e: Event) -> str:

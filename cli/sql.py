@@ -1,5 +1,8 @@
 """`journal sql`: one read-only SQL statement over the journal, printed as a table, JSON or CSV.
 
+Every format prints a number exactly as SQLite gave it: an integer as an integer, a float as
+the shortest decimal that reads back as the same float (`1796400000.123`, never `1.7964e+09`).
+
 A statement can run away (a recursive CTE with no end): Ctrl-C stops it, and so does a time
 limit, which applies by default when no one is watching.
 """
@@ -70,8 +73,10 @@ def sql(
 
     Tables: runs, events, leases, blobs; views: decisions, effects, transitions. Any statement
     that would write, attach a file or change a setting is refused. Control characters in
-    text are escaped (`\\u001b`), except in --json, which is exact. A statement that is
-    stopped (Ctrl-C, --timeout) exits 1.
+    text are escaped (`\\u001b`), except in --json, which is exact. Numbers are exact in every
+    format: integers as integers, floats as the shortest decimal that reads back as the same
+    float (1796400000.123, 0.30000000000000004). A statement that is stopped (Ctrl-C,
+    --timeout) exits 1.
 
     \b
     Example:
@@ -111,7 +116,11 @@ def _hex(value: Any) -> str:
 
 
 def _csv_field(value: Any) -> Any:
-    return printable(value, multiline=True) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return printable(value, multiline=True)
+    if isinstance(value, float):
+        return float.__repr__(value)  # what the csv module writes too; said, not assumed
+    return value
 
 
 def _stopped(e: QueryStopped, *, given: bool) -> str:

@@ -1,10 +1,14 @@
-"""Cost reports: model calls, tokens and dollars by run, machine, model, day or code version.
+"""Money spent on model requests, in the vocabulary's three words, and cost reports by run,
+machine, model, day or code version.
+
+Every amount is said the same way wherever it is shown (`Spent`): *billed*, what the API has
+charged (the `cost_usd` columns); *possibly billed*, the worst case of the requests whose outcome
+is unknown (a timeout, a dropped connection, a crash), apart from what was billed; and *total*,
+the two together, which is what caps and budgets count (`exposure` in the tables).
 
 Read from the derived tables (`runs`, and `spend` for models and days), never by scanning
 events, so a report costs in proportion to the runs or days it covers. Dollars are summed as
-integers of nano-dollars and shown as exact decimals; "possibly billed" is the worst case of
-the requests whose outcome is unknown (a timeout, a dropped connection, a crash), apart from
-what was billed.
+integers of nano-dollars and kept as exact decimals.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any, Final
 
 import attrs
 
+from journal.events import timestamp
+from journal.limits import NUSD
 from journal.store import Journal
 
 BY: Final = ("run", "machine", "version", "model", "day")
@@ -27,7 +33,7 @@ _SUMS = ", ".join(
         "sum(model_requests)",
         *(f"sum({t})" for t in _TOKENS),
         "sum(cost_nusd)",
-        "sum(exposure_nusd - cost_nusd)",
+        "sum(exposure_nusd)",
     ]
 )
 _GROUPS: Final = {
@@ -46,6 +52,47 @@ _GROUPS: Final = {
 
 
 @attrs.frozen
+class Spent:
+    """Money spent, exact: billed, possibly billed, and their total."""
+
+    billed_nusd: int
+    possibly_billed_nusd: int
+
+    @property
+    def billed(self) -> Decimal:
+        """What the API has charged."""
+        return _usd(self.billed_nusd)
+
+    @property
+    def possibly_billed(self) -> Decimal:
+        """The worst case of the requests whose outcome is unknown, apart from what was billed."""
+        return _usd(self.possibly_billed_nusd)
+
+    @property
+    def total(self) -> Decimal:
+        """Billed and possibly billed together: what caps and budgets count."""
+        # Each amount divided from integers, never summed as decimals: `$1`, not `$1.0`.
+        return _usd(self.billed_nusd + self.possibly_billed_nusd)
+
+    @classmethod
+    def of(cls, cost_nusd: int | None, exposure_nusd: int | None) -> Spent:
+        """From the tables' integers: `cost_nusd` billed, `exposure_nusd` billed and possibly."""
+        return cls(cost_nusd or 0, (exposure_nusd or 0) - (cost_nusd or 0))
+
+
+def spent_today(journal: Journal) -> dict[str, Spent]:
+    """What each machine spent today (UTC, by the day each request was sent): what its budget
+    is checked against. A machine with no request today is absent."""
+    day = timestamp(journal.clock())[:10]
+    rows = journal.conn.execute(
+        "SELECT machine, sum(cost_nusd), sum(exposure_nusd) FROM spend WHERE day = ? "
+        "GROUP BY machine",
+        (day,),
+    )
+    return {machine: Spent.of(billed, exposure) for machine, billed, exposure in rows}
+
+
+@attrs.frozen
 class Report:
     """A cost report: its column names and rows."""
 
@@ -54,7 +101,7 @@ class Report:
 
 
 def _usd(nusd: int | None) -> Decimal:
-    return Decimal(nusd or 0) / Decimal(1_000_000_000)
+    return Decimal(nusd or 0) / NUSD
 
 
 def report(
@@ -80,15 +127,17 @@ def report(
     rows = []
     for row in journal.conn.execute(sql, params):
         shown = row[: len(keys)]
-        calls, requests, *tokens, billed, possibly, steps, decisions = row[len(keys) :]
+        calls, requests, *tokens, billed, exposure, steps, decisions = row[len(keys) :]
+        spent = Spent.of(billed, exposure)
         rows.append(
             (
                 *shown,
                 calls,
                 requests,
                 *tokens,
-                _usd(billed),
-                _usd(possibly),
+                spent.billed,
+                spent.possibly_billed,
+                spent.total,
                 *_rates(tokens, steps, decisions),
             )
         )
@@ -97,8 +146,10 @@ def report(
         "calls",
         "requests",
         *_TOKENS,
+        # Billed is `cost_usd`, as in the `runs` table and the cost_by_* views.
         "cost_usd",
         "possibly_billed_usd",
+        "total_usd",
         "input_tokens_per_step",
         "output_tokens_per_step",
         "tokens_per_decision",

@@ -75,3 +75,37 @@ def test_a_fork_that_does_not_fit_is_refused_before_anything_is_written(tmp_path
         assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     with Journal.open(db, readonly=True) as journal:
         assert len(journal.runs()) == 1
+
+
+def test_runs_names_a_forks_parent_and_show_its_lineage(tmp_path: Path) -> None:
+    """A fork of a fork: `journal runs` names each one's parent and seq; `journal show` gives
+    the chain it came from, nearest first, and the runs forked from it."""
+    db = tmp_path / "journal.db"
+    input_path = tmp_path / "in.json"
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    input_path.write_text(json.dumps({"items": words, "out": str(tmp_path / "out")}))
+    done = cli("run", LINES, "--input", str(input_path), db=db)
+    assert done.returncode == 0, done.stderr
+    root = done.stdout.split()[1]
+    first = cli("fork", root, "--at", "12", db=db)
+    assert first.returncode == 0, first.stderr
+    child = first.stdout.split()[1]
+    second = cli("fork", child, "--at", "3", db=db)
+    assert second.returncode == 0, second.stderr
+    grandchild = second.stdout.split()[1]
+
+    header, *lines = cli("runs", db=db).stdout.splitlines()
+    at = header.index("forked from")
+    parents = {line.split()[0]: line[at:].split("  ")[0] for line in lines}
+    assert parents == {
+        grandchild: f"{child} at seq 3",
+        child: f"{root} at seq 12",
+        root: "-",
+    }
+    shown = cli("show", grandchild, db=db).stdout.splitlines()
+    assert f"lineage  forked from {child} at seq 3, which was forked from {root} at seq 12" in shown
+    assert not any(line.startswith("forks ") for line in shown)
+    assert f"forks    {child} at seq 12" in cli("show", root, db=db).stdout.splitlines()
+    middle = json.loads(cli("show", child, "--json", db=db).stdout)
+    assert middle["lineage"] == [{"run_id": root, "seq": 12}]
+    assert middle["forks"] == [{"run_id": grandchild, "forked_at": 3}]

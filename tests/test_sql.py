@@ -6,9 +6,12 @@ The time limits asserted are generous: these check behaviour on a loaded machine
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ from conftest import cli, spawn
 
 from cli.sql import default_timeout
 from journal import Journal, QueryStopped, query
+from journal.leases import Holder
 
 RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
 ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"
@@ -136,3 +140,54 @@ def test_ctrl_c_under_pythons_own_handler_is_a_keyboard_interrupt(empty: Path) -
 
     with pytest.raises(KeyboardInterrupt):
         query(empty, RUNAWAY, interrupted=ctrl_c)
+
+
+# Numbers are printed exactly, in every format (issue 17: `1.7964e+09` for a lease's expiry).
+NUMBERS = (
+    "select 1234567.891 as a, 1796400000.123 as c, 0.1 + 0.2 as d, 9007199254740993 as e, "
+    "2.0 as f, 1e-7 as g, 123456789012.5 as h"
+)
+EXACT = {
+    "a": "1234567.891",
+    "c": "1796400000.123",
+    "d": "0.30000000000000004",
+    "e": "9007199254740993",
+    "f": "2.0",
+    "g": "1e-07",
+    "h": "123456789012.5",
+}
+
+
+def test_numbers_print_exactly_in_every_format(empty: Path) -> None:
+    """Text, JSON and CSV: an integer as an integer, a float as its shortest exact repr."""
+    header, row = cli("sql", NUMBERS, db=empty).stdout.splitlines()
+    assert dict(zip(header.split(), row.split(), strict=True)) == EXACT
+    as_json = json.loads(cli("sql", NUMBERS, "--json", db=empty).stdout)
+    assert {k: repr(v) for k, v in as_json.items()} == EXACT
+    names, values = csv.reader(io.StringIO(cli("sql", NUMBERS, "--csv", db=empty).stdout))
+    assert dict(zip(names, values, strict=True)) == EXACT
+
+
+def test_a_lease_expiry_prints_to_the_millisecond(db: Path) -> None:
+    """`leases.expires_at`, a Unix time, reads back as the very float stored."""
+    expires = 1796400000.123
+    with Journal.open(db, create=True, clock=lambda: expires - 60) as journal:
+        run, _ = journal.create_run(
+            machine="m",
+            target="t.py:m",
+            code_hash="0",
+            step="s",
+            state={},
+            input={},
+            run_key=None,
+            holder=Holder.this_process(),
+            lease_ttl=60,
+        )
+    conn = sqlite3.connect(db)
+    (stored,) = conn.execute("select expires_at from leases").fetchone()
+    conn.close()
+    assert abs(stored - expires) < 1e-6
+    statement = f"select run_id, expires_at from leases where run_id = '{run.run_id}'"
+    _, row = cli("sql", statement, db=db).stdout.splitlines()
+    assert row.split() == [run.run_id, repr(stored)]
+    assert float(row.split()[1]) == stored
