@@ -2,10 +2,12 @@
 
 `journal run` and `journal resume` hand `Live.on_event` each batch of the run's events as the
 journal commits it (`Options.on_event`): already redacted, and on a resume only the new ones,
-so nothing is told twice. Where stderr is not a terminal (a container, cron, CI), each event is
-a line on stderr, the line `journal logs` prints for it; on a terminal, one status line is
-rewritten in place instead. `--log-file` appends the lines to a file too, and every event is a
-record of the `runjournal` logger, for whatever handlers the host program set up.
+so nothing is told twice. Where stderr is not a terminal (a container, cron, CI), the run is
+told on stderr: by default a brief line per outcome (run start and end, model call outcomes,
+decisions, effects, actions, kills), with `--log all` every event as `journal logs` prints it;
+on a terminal, one status line is rewritten in place instead. `--log-file` appends the lines to
+a file too, and every event is a record of the `runjournal` logger, for whatever handlers the
+host program set up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import copy
 import logging
 import os
+import shutil
 import sys
 import time
 import unicodedata
@@ -24,7 +27,7 @@ import attrs
 import click
 
 from cli.main import F, one_line
-from cli.output import event_json, event_line, plural, printable
+from cli.output import brief_line, event_json, event_line, plural, printable
 from journal import Event, Run, Store, delta, state_at
 from journal import events as k
 from journal.kinds import to_step
@@ -33,14 +36,43 @@ from machine import Machine, convert
 LOGGER = "runjournal"
 """The name of the logger each event is handed to."""
 
-_WARNINGS = frozenset({k.RUN_FAILED, k.RUN_KILLED, k.RUN_NEEDS_ATTENTION, k.COST_ANOMALY})
+_WARNINGS = frozenset(
+    {k.RUN_FAILED, k.RUN_KILLED, k.RUN_INTERRUPTED, k.RUN_NEEDS_ATTENTION, k.COST_ANOMALY}
+)
 # A failure that is retried is routine (a 429); one that is not is worth a look.
 _RETRIED = frozenset({k.MODEL_FAILED, k.ACTION_FAILED})
 _REDRAW_EVERY = 0.1  # seconds: a fast run would otherwise redraw the line thousands of times
 _CLEAR = "\r\x1b[K"  # to the line's start, then erase to its end
 _SETTINGS = "runjournal.live"
 
+# What the brief log tells (`--log brief`, the default): how the run and each call, effect,
+# action and judgment in it came out, and what went wrong. Left to `--log all`: the steps
+# (transition, snapshot), a model call's request (its outcome follows) and an action's intent
+# (its outcome follows; one that never comes makes the run need attention, which is told).
+BRIEF_KINDS = frozenset(
+    {
+        k.RUN_STARTED,
+        k.RUN_RESUMED,
+        k.RUN_DONE,
+        k.RUN_FAILED,
+        k.RUN_NEEDS_ATTENTION,
+        k.RUN_KILLED,
+        k.RUN_INTERRUPTED,
+        k.MODEL_ANSWERED,
+        k.MODEL_FAILED,
+        k.OUTPUT_REJECTED,
+        k.DECISION,
+        k.EFFECT_DONE,
+        k.ACTION_DONE,
+        k.ACTION_FAILED,
+        k.ACTION_SKIPPED,
+        k.ACTION_RESOLVED,
+        k.COST_ANOMALY,
+    }
+)
+
 LogFormat = Literal["logfmt", "json"]
+LogLevel = Literal["brief", "all"]
 
 
 def level_of(event: Event) -> int:
@@ -98,23 +130,39 @@ def log_records(
 
 @attrs.frozen
 class Settings:
-    """How a run is shown as it executes: the four options of `live_options`."""
+    """How a run is shown as it executes: the options of `live_options`.
+
+    `log` is None when `--log` was not given (lines off a terminal, a progress line on one);
+    `verbose` (`-v`) is `--log all`.
+    """
 
     log_format: LogFormat = "logfmt"
     log_file: IO[str] | None = None
     quiet: bool = False
-    log: bool = False
+    log: LogLevel | None = None
+    verbose: bool = False
+
+    @property
+    def level(self) -> LogLevel:
+        """Which events the logfmt lines tell: `brief` ones (`BRIEF_KINDS`) or `all`."""
+        return "all" if self.verbose else self.log or "brief"
+
+    @property
+    def lines_asked(self) -> bool:
+        """Lines were asked for by name: written even on a terminal, instead of progress."""
+        return self.log is not None or self.verbose
 
 
 def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     kept = ctx.meta.setdefault(_SETTINGS, {})
     kept[param.name or ""] = value
-    if kept.get("quiet") and kept.get("log"):
-        raise click.UsageError("--quiet and --log contradict each other: give one", ctx)
+    if kept.get("quiet") and (kept.get("log") or kept.get("verbose")):
+        raise click.UsageError("--quiet and --log (or -v) contradict each other: give one", ctx)
 
 
 def live_options(fn: F) -> F:
-    """`--log-format`, `--log-file`, `--quiet` and `--log`, for commands that execute a run."""
+    """`--log-format`, `--log-file`, `--quiet`, `--log` and `-v`, for commands that execute a
+    run."""
     options = (
         click.option(
             "--log-format",
@@ -123,8 +171,9 @@ def live_options(fn: F) -> F:
             show_default=True,
             expose_value=False,
             callback=_keep,
-            help="How each event is written as it is committed: a logfmt line, or a JSON "
-            "object (as `journal logs --json` prints it).",
+            help="How the run is told as its events are committed: logfmt lines (see "
+            "--log), or every event whole, exact, as a JSON object (as `journal logs --json` "
+            "prints it).",
         ),
         click.option(
             "--log-file",
@@ -132,8 +181,8 @@ def live_options(fn: F) -> F:
             metavar="PATH",
             expose_value=False,
             callback=_keep,
-            help="Also append each event's line to PATH (created if missing), flushed as each "
-            "batch of events is committed.",
+            help="Also append the lines to PATH (created if missing), flushed as each batch "
+            "of events is committed.",
         ),
         click.option(
             "--quiet",
@@ -146,11 +195,25 @@ def live_options(fn: F) -> F:
         ),
         click.option(
             "--log",
+            type=click.Choice(["brief", "all"]),
+            is_flag=False,
+            flag_value="brief",
+            default=None,
+            expose_value=False,
+            callback=_keep,
+            help="Which events the logfmt lines tell: brief (the default: run start and end, "
+            "each model call's outcome, decisions, effects, actions, kills; bookkeeping "
+            "fields left out, long values cut, floats rounded) or all (every event, every "
+            "field, as `journal logs` prints it). Given, lines are written on stderr even "
+            "when it is a terminal, where a progress line is shown by default.",
+        ),
+        click.option(
+            "--verbose",
+            "-v",
             is_flag=True,
             expose_value=False,
             callback=_keep,
-            help="Write each event's line on stderr even when it is a terminal (where a "
-            "progress line is shown instead by default).",
+            help="The same as --log all.",
         ),
     )
     for option in reversed(options):
@@ -192,11 +255,11 @@ class Live:
         self.announce = announce
         self.logger = logger
         self.lines: IO[str] | None = None
-        if not settings.quiet and (settings.log or not terminal):
+        if not settings.quiet and (settings.lines_asked or not terminal):
             self.lines = stream
         self.file = settings.log_file
         self.progress: Progress | None = None
-        if not settings.quiet and not settings.log and terminal:
+        if not settings.quiet and not settings.lines_asked and terminal:
             self.progress = Progress(stream, journal=journal, machine=machine, clock=clock)
         self.troubles: list[str] = []
         # Events told before the run is announced: its `run.started` or `run.resumed`. They
@@ -236,16 +299,18 @@ class Live:
     def _tell(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        lines: list[str] | None = None
+        lines: list[str] | None = None  # each event's full line, for `logging` too
         if self.lines is not None or self.file is not None:
-            if self.settings.log_format == "logfmt":
+            if self.settings.log_format == "json":
+                text = "".join(f"{event_json(e)}\n" for e in events)
+            elif self.settings.level == "all":
                 lines = [event_line(e) for e in events]
                 text = "".join(f"{line}\n" for line in lines)
             else:
-                text = "".join(f"{event_json(e)}\n" for e in events)
-            if self.lines is not None and not _write(self.lines, text):
+                text = "".join(f"{brief_line(e)}\n" for e in events if e.kind in BRIEF_KINDS)
+            if text and self.lines is not None and not _write(self.lines, text):
                 self.lines = None  # stderr is gone (a closed pipe): the run goes on without it
-            if self.file is not None and not _write(self.file, text):
+            if text and self.file is not None and not _write(self.file, text):
                 self.troubles.append(f"warning: --log-file stopped at seq {events[0].seq}")
                 self.file = None
         log_records(events, logger=self.logger, lines=lines)
@@ -385,7 +450,7 @@ class Progress:
                 parts.append(f"{self.retries} {'retry' if self.retries == 1 else 'retries'}")
             if self.rejections:
                 parts.append(f"{self.rejections} rejected")
-            parts.append(f"${self.cost_usd:.4f}")
+            parts.append(f"${self.cost_usd:.4f} billed")
         parts.append(_elapsed(self.clock() - self.began))
         if self.decision is not None:
             parts.append(self.decision)
@@ -411,12 +476,28 @@ def _elapsed(seconds: float) -> str:
     return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
 
 
+_COLUMNS = 80  # when no one can say
+_MOST_COLUMNS = 1000  # past any screen: a terminal that says more is wrong
+
+
+def _sane(columns: int) -> bool:
+    return 0 < columns <= _MOST_COLUMNS
+
+
 def _columns(stream: IO[str]) -> int:
-    """The terminal's width, asked each time: it may have been resized."""
+    """The terminal's width, asked each time: it may have been resized.
+
+    The stream's own terminal first; else `shutil.get_terminal_size` (`$COLUMNS`, then
+    stdout's terminal); else 80. A width of 0, which `script` and some CI terminals report, or
+    past 1000, is no answer: trusted, it would cut the line to nothing.
+    """
     try:
-        return os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, OSError, ValueError):
-        return 80
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a terminal, or no file at all
+        columns = 0
+    if not _sane(columns):
+        columns = shutil.get_terminal_size((_COLUMNS, 24)).columns
+    return columns if _sane(columns) else _COLUMNS
 
 
 def _fit(text: str, columns: int) -> str:

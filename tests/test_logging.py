@@ -1,6 +1,8 @@
 """Tests for the live log (`cli.live`) and `journal logs`: one logfmt line per event, every
-field under its own name; the lines a run writes on stderr as it executes are the lines
-`journal logs` prints later; a logfmt parser reads each back into the event's fields.
+field under its own name; with `--log all` the lines a run writes on stderr as it executes are
+the lines `journal logs` prints later; a logfmt parser reads each back into the event's fields.
+By default a run writes brief lines instead: one per outcome (`BRIEF_KINDS`), bookkeeping
+fields left out, long values cut with `…(N more)`, floats rounded.
 
 Lines are read back with `logfmtkv` in strict mode (go-logfmt's rules), not with the `logfmt`
 package: that one drops every backslash of a quoted value and then misses its closing quote.
@@ -23,8 +25,8 @@ from conftest import FIXTURES, journal_command
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cli.live import LOGGER, log_records
-from cli.output import MAX_VALUE, event_line, pairs
+from cli.live import BRIEF_KINDS, LOGGER, log_records
+from cli.output import BRIEF_VALUE, MAX_VALUE, brief_line, event_line, pairs, rounded_float
 from journal import Event, Journal
 from machine import Context, Machine, Options, Transition, runner
 
@@ -151,6 +153,10 @@ def flattened(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse(line: str) -> dict[str, str | bool]:
+    return logfmtkv.parse(line, strict=True, duplicates="error")
+
+
 def assert_reads_back(line: str, event: dict[str, Any]) -> None:
     """The line parses, strictly, into exactly the event's flattened fields; long values are
     cut at MAX_VALUE characters and say how many more there were."""
@@ -171,26 +177,47 @@ def assert_reads_back(line: str, event: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def triage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str, str]:
-    """A journal holding a run of lines.py, then a triage run under the chaos fake, whose
-    stderr was not a terminal. Returns the journal, the triage run's id, its stderr and the
-    other run's id."""
+    """A journal holding a run of lines.py, then a triage run under the chaos fake with
+    `--log all`, whose stderr was not a terminal. Returns the journal, the triage run's id, its
+    stderr and the other run's id."""
     folder = tmp_path_factory.mktemp("triage")
     db = folder / "journal.db"
     (folder / "in.json").write_text(json.dumps({"items": ["apple"], "out": str(folder / "o")}))
     other = journal("run", LINES, "--input", str(folder / "in.json"), db=db, cwd=folder)
     assert other.returncode == 0, other.stderr
     done = journal(
-        "run", TRIAGE, "--input", str(TICKETS), "--fake-model", "chaos", db=db, cwd=folder
+        "run",
+        TRIAGE,
+        "--input",
+        str(TICKETS),
+        "--fake-model",
+        "chaos",
+        "--log",
+        "all",
+        db=db,
+        cwd=folder,
     )
     assert done.returncode == 0, done.stderr
     return db, done.stdout.split()[1], done.stderr, other.stdout.split()[1]
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """The README's demo as a new user runs it, stderr to a file: the 60 tickets under the
+    chaos fake, default options. Returns the journal, the run's id and its stderr."""
+    folder = tmp_path_factory.mktemp("demo")
+    db = folder / "x.db"
+    args = ("run", TRIAGE, "--input", str(TICKETS), "--fake-model", "chaos")
+    done = journal(*args, db=db, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return db, done.stdout.split()[1], done.stderr
+
+
 def test_stderr_has_every_event_of_the_run_and_nothing_else(
     triage: tuple[Path, str, str, str],
 ) -> None:
-    """Not on a terminal, each committed event is a line on stderr: the same lines, in the
-    same order, as `journal logs` prints from the journal; no other run's."""
+    """Not on a terminal, with `--log all`, each committed event is a line on stderr: the same
+    lines, in the same order, as `journal logs` prints from the journal; no other run's."""
     db, run_id, err, other = triage
     lines = err.splitlines()
     assert lines[0].startswith(f"run {run_id} started: triage")
@@ -230,7 +257,7 @@ def test_a_models_answer_stays_on_one_line_and_reads_back(tmp_path: Path) -> Non
     event is still one line, escaped, and parses back to exactly what was journaled."""
     (tmp_path / "answers.py").write_text(ANSWERS.format(answer=ANSWER))
     db = tmp_path / "journal.db"
-    done = journal("run", "answers.py", db=db, cwd=tmp_path)
+    done = journal("run", "answers.py", "-v", db=db, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.split()[1]
     live, printed = done.stderr.splitlines()[1:], logs(run_id, db=db)
@@ -265,14 +292,30 @@ def test_log_format_json_log_file_and_quiet(tmp_path: Path) -> None:
     assert quiet.stderr == ""
     second = quiet.stdout.split()[1]
     assert quiet.stdout.startswith(f"run {second} done:")
-    assert log.read_text().splitlines() == expected + logs(second, db=db)
+    # The file has the lines stderr would have had: every event whole as JSON, then the
+    # brief default, which leaves the steps' transitions out.
+    every = [parse(line) for line in logs(second, db=db)]
+    told = [e["seq"] for e in every if e["kind"] in BRIEF_KINDS]
+    assert 0 < len(told) < len(every)
+    written = log.read_text().splitlines()
+    assert written[: len(expected)] == expected
+    assert [parse(line)["seq"] for line in written[len(expected) :]] == told
 
 
-def test_quiet_and_log_together_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log", [("--log",), ("--log", "all"), ("-v",)], ids=" ".join)
+def test_quiet_and_log_together_is_a_usage_error(tmp_path: Path, log: tuple[str, ...]) -> None:
     db = tmp_path / "journal.db"
-    done = journal("run", LINES, "--quiet", "--log", db=db, cwd=tmp_path)
+    done = journal("run", LINES, "--quiet", *log, db=db, cwd=tmp_path)
     assert done.returncode == 2
     assert "--quiet and --log" in done.stderr
+    assert not db.exists()
+
+
+def test_an_unknown_log_level_is_a_usage_error(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    done = journal("run", LINES, "--log", "some", db=db, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "'some' is not one of 'brief', 'all'" in done.stderr
     assert not db.exists()
 
 
@@ -282,13 +325,13 @@ def test_a_resume_tells_only_new_events(tmp_path: Path) -> None:
     (tmp_path / "in.json").write_text(json.dumps({"items": ["a", "b", "c"]}))
     (tmp_path / "stop-b").touch()
     db = tmp_path / "journal.db"
-    failed = journal("run", "stopping.py", "--input", "in.json", db=db, cwd=tmp_path)
+    failed = journal("run", "stopping.py", "--input", "in.json", "-v", db=db, cwd=tmp_path)
     assert failed.returncode == 1, failed.stderr
     run_id = failed.stderr.split()[1]
     first = [line for line in failed.stderr.splitlines() if " run_id=" in line]
     assert first == logs(run_id, db=db)
     (tmp_path / "stop-b").unlink()
-    resumed = journal("resume", run_id, db=db, cwd=tmp_path)
+    resumed = journal("resume", run_id, "--log", "all", db=db, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.startswith(f"run {run_id} resumed: stopping")
     told = resumed.stderr.splitlines()[1:]
@@ -455,3 +498,173 @@ def test_any_event_is_one_safe_line_that_reads_back(data: dict[str, Any]) -> Non
     line = event_line(event)
     assert "\n" not in line and "\r" not in line and "\x1b" not in line
     assert_reads_back(line, {**attrs.asdict(event), "data": json.loads(json.dumps(data))})
+
+
+# The brief default (issue 17): a line per outcome, bookkeeping left out, values shortened.
+
+# What a person watching a run does not read, left to `--log all` and `journal logs`.
+BOOKKEEPING = {
+    *("requested_at", "worst_case_usd", "worst_case_tokens", "request_id", "request_hash"),
+    *("request", "mechanism", "code_hash", "code_hash_before", "input", "limits"),
+    *("limit_overrides", "intent", "traceback", "baseline_code_hashes"),
+}
+
+
+def assert_brief_reads_back(line: str, event: dict[str, Any]) -> None:
+    """The brief line parses, strictly, into the event's fields but the bookkeeping and null
+    ones, in order; each value is the event's, cut at BRIEF_VALUE characters with how many
+    more there were, or, a float, rounded to within 5%."""
+    parsed = parse(line)
+    expected = flattened(event)
+    assert list(parsed)[:5] == list(FIXED), line
+    assert set(parsed) <= set(expected), line
+    assert [k for k in expected if k in parsed] == list(parsed), line  # the same order
+    for key, value in expected.items():
+        if key in FIXED:
+            continue
+        if value is None or key.split(".")[0] in BOOKKEEPING:
+            assert key not in parsed, (key, line)
+            continue
+        if key.startswith("usage.") and value == 0:
+            assert key not in parsed, (key, line)
+            continue
+        got = str(parsed[key])
+        if isinstance(value, float):
+            assert abs(float(got) - value) <= abs(value) * 0.05, (key, line)
+            if 1e-9 <= abs(value) < 1:  # two significant digits, no exponent (0.996: 1)
+                digits = got.lstrip("-").replace(".", "").lstrip("0")
+                assert "e" not in got and len(digits) <= 2, (key, got)
+            elif 1 <= abs(value) < 1e15:  # two decimals at most
+                assert re.fullmatch(r"-?[0-9]+(\.[0-9]{1,2})?", got), (key, got)
+            continue
+        written = text(value)
+        if isinstance(value, list | dict):  # JSON text (its escapes may differ), or cut
+            assert got.endswith(" more)") or json.loads(got) == value, (key, line)
+        elif len(written) > BRIEF_VALUE:
+            assert got == f"{written[:BRIEF_VALUE]}…({len(written) - BRIEF_VALUE} more)", key
+        else:
+            assert got == written, (key, line)
+
+
+def test_the_default_log_is_a_brief_line_per_outcome(demo: tuple[Path, str, str]) -> None:
+    """The demo off a terminal: after the announcement, one line per run start and end, model
+    call outcome, decision and action outcome, in the journal's order; no request, intent or
+    transition lines."""
+    db, run_id, err = demo
+    lines = err.splitlines()
+    assert lines[0].startswith(f"run {run_id} started: triage")
+    events = [json.loads(line) for line in logs(run_id, "--json", db=db)]
+    told = [e for e in events if e["kind"] in BRIEF_KINDS]
+    assert [parse(line)["seq"] for line in lines[1:]] == [str(e["seq"]) for e in told]
+    kinds = {str(parse(line)["kind"]) for line in lines[1:]}
+    assert {"run.started", "model.answered", "decision", "action.done", "run.done"} <= kinds
+    assert not kinds & {"model.requested", "action.intended", "transition"}
+    assert len(told) < 0.6 * len(events)
+    for line, event in zip(lines[1:], told, strict=True):
+        assert_brief_reads_back(line, event)
+
+
+def test_the_default_log_is_short_and_rounded(demo: tuple[Path, str, str]) -> None:
+    """No line of the demo's log is a wall: the run's input and a model's answer are cut
+    with how much more there was, and seconds and dollars read as short numbers."""
+    _, _, err = demo
+    lines = err.splitlines()
+    assert max(len(line) for line in lines) < 450
+    started = parse(lines[1])
+    assert str(started["state.tickets"]).endswith(" more)")
+    assert "limits.max_model_calls" not in started and "code_hash" not in started
+    failed = [parse(line) for line in lines if " kind=model.failed " in line]
+    assert failed  # chaos did happen
+    delays = [str(f["delay_s"]) for f in failed if f.get("delay_s")]
+    assert delays and all(len(d) <= len("0.0001") for d in delays), delays
+    costs = [str(parse(line)["cost_usd"]) for line in lines if " kind=model.answered " in line]
+    assert all(re.fullmatch(r"0\.0*[1-9][0-9]?", cost) for cost in costs), costs
+
+
+def test_a_models_answer_in_a_brief_line(tmp_path: Path) -> None:
+    """By default the same hostile values stay on one escaped line: a long result is cut
+    with how many characters more it had, a null field is left out, an empty one stays."""
+    (tmp_path / "answers.py").write_text(ANSWERS.format(answer=ANSWER))
+    db = tmp_path / "journal.db"
+    done = journal("run", "answers.py", db=db, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr
+    run_id = done.stdout.split()[1]
+    events = [json.loads(line) for line in logs(run_id, "--json", db=db)]
+    told = [e for e in events if e["kind"] in BRIEF_KINDS]
+    lines = done.stderr.splitlines()[1:]
+    assert len(lines) == len(told)
+    for line, event in zip(lines, told, strict=True):
+        assert_brief_reads_back(line, event)
+    decision = next(line for line in lines if " kind=decision " in line)
+    assert ' reason="line one\\nline \\"two\\" a=b \\u001b[31mred" ' in decision
+    assert ' inputs.empty="" ' in decision and " inputs.nothing=" not in decision
+    (long,) = [line for line in lines if "name=long" in line]
+    assert long.endswith(f'…({1000 + len(ANSWER) - BRIEF_VALUE} more)"')
+
+
+def test_a_resume_tells_brief_lines_by_default(tmp_path: Path) -> None:
+    (tmp_path / "stopping.py").write_text(STOPPING)
+    (tmp_path / "in.json").write_text(json.dumps({"items": ["a", "b"]}))
+    (tmp_path / "stop-b").touch()
+    db = tmp_path / "journal.db"
+    failed = journal("run", "stopping.py", "--input", "in.json", db=db, cwd=tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    run_id = failed.stderr.split()[1]
+    assert " kind=run.failed " in failed.stderr and " traceback=" not in failed.stderr
+    (tmp_path / "stop-b").unlink()
+    resumed = journal("resume", run_id, db=db, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    kinds = [parse(line)["kind"] for line in resumed.stderr.splitlines()[1:]]
+    # b's effect was done before the step failed: journaled, it is neither redone nor told.
+    assert kinds == ["run.resumed", "decision", "run.done"]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0.02820835754589124, "0.028"),
+        (0.2437, "0.24"),
+        (19.256, "19.26"),
+        (1234.5678, "1234.57"),
+        (0.00016644, "0.00017"),
+        (1.234e-9, "0.0000000012"),
+        (-0.0001234, "-0.00012"),
+        (2.5, "2.5"),
+        (1.0, "1"),
+        (0.0, "0"),
+        (1e20, "1e+20"),
+        (1.5e-12, "1.5e-12"),
+    ],
+)
+def test_floats_are_rounded_for_reading(value: float, shown: str) -> None:
+    assert rounded_float(value) == shown
+
+
+def test_a_brief_line_leaves_out_bookkeeping_and_keeps_the_fixed_fields() -> None:
+    data = {
+        "call": "T-1",
+        "model": "claude-haiku-5-5",
+        "request_id": "req_1",
+        "worst_case_usd": 0.000479,
+        "stop_details": None,
+        "content": [{"type": "text", "text": "x" * 100}],
+        "usage": {"input_tokens": 115, "cache_read_tokens": 0},
+        "cost_usd": 0.00016644,
+    }
+    line = brief_line(Event("3fa2", 3, "2026-11-29T17:35:52.123Z", "model.answered", None, data))
+    assert line.startswith(
+        "at=2026-11-29T17:35:52.123Z run_id=3fa2 seq=3 step= kind=model.answered "
+    )
+    assert "request_id" not in line and "worst_case" not in line and "stop_details" not in line
+    assert " usage.input_tokens=115 " in line and "cache_read" not in line
+    assert line.endswith(" cost_usd=0.00017")
+    assert '…(67 more)" ' in line  # the content's JSON is 127 characters
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), VALUES, max_size=5))
+def test_any_brief_line_is_one_safe_line_that_reads_back(data: dict[str, Any]) -> None:
+    event = Event("3fa2", 7, "2026-11-29T17:35:52.123Z", "decision", "score", data)
+    line = brief_line(event)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert_brief_reads_back(line, {**attrs.asdict(event), "data": json.loads(json.dumps(data))})

@@ -6,15 +6,22 @@ The terminal is a pseudo-terminal from pexpect; every wait is on output seen, wi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import struct
 import subprocess
+import sys
+import termios
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 from conftest import FIXTURES, journal_command
+
+from cli.live import _columns
 
 LINES = str(FIXTURES / "lines.py")
 SLOW = str(FIXTURES / "slow.json")
@@ -54,16 +61,18 @@ def go(ctx: Context, s: S) -> Transition:
 """
 
 
-def spawn(*args: str, db: Path, cwd: Path) -> pexpect.spawn:
-    """`journal ARGS --db DB` on a pseudo-terminal wide enough for the whole line."""
+def spawn(*args: str, db: Path, cwd: Path, columns: int = 200) -> pexpect.spawn:
+    """`journal ARGS --db DB` on a pseudo-terminal, by default wide enough for the whole line;
+    `$COLUMNS` unset, so the terminal's own width is what counts."""
     command = [*journal_command(), *args, "--db", str(db)]
+    env = {name: value for name, value in os.environ.items() if name != "COLUMNS"}
     return pexpect.spawn(
         command[0],
         command[1:],
         cwd=str(cwd),
-        env={**os.environ, "TERM": "xterm"},
+        env={**env, "TERM": "xterm"},
         encoding="utf-8",
-        dimensions=(24, 200),
+        dimensions=(24, columns),
         timeout=30,
     )
 
@@ -125,17 +134,92 @@ def test_items_and_the_last_decision_show_and_a_resume_counts_on(tmp_path: Path)
 
 
 @pytest.mark.parametrize(
-    ("flag", "lines"), [("--log", True), ("--quiet", False)], ids=["log", "quiet"]
+    ("flags", "lines", "every"),
+    [
+        (("--log",), True, False),
+        (("--log", "brief"), True, False),
+        (("--log", "all"), True, True),
+        (("-v",), True, True),
+        (("--quiet",), False, False),
+    ],
+    ids=["log", "log brief", "log all", "v", "quiet"],
 )
-def test_log_and_quiet_on_a_terminal(tmp_path: Path, flag: str, lines: bool) -> None:
-    """--log writes event lines even on a terminal, --quiet nothing; neither a progress line."""
+def test_log_and_quiet_on_a_terminal(
+    tmp_path: Path, flags: tuple[str, ...], lines: bool, every: bool
+) -> None:
+    """--log writes event lines even on a terminal (brief ones, or with `all` or -v every
+    event), --quiet nothing; neither a progress line."""
     (tmp_path / "in.json").write_text(json.dumps({"items": ["a", "bb"], "out": "o"}))
     db = tmp_path / "journal.db"
-    seen = finish(spawn("run", LINES, "--input", "in.json", flag, db=db, cwd=tmp_path))
+    seen = finish(spawn("run", LINES, "--input", "in.json", *flags, db=db, cwd=tmp_path))
     assert "\x1b[K" not in seen and " · " not in seen
     assert ("kind=run.started" in seen) is lines
+    assert ("kind=transition" in seen) is every
     assert ("started: lines" in seen) is lines
     assert re.search(r"run \w+ done: ", seen)
+
+
+def test_a_terminal_of_zero_columns_still_shows_the_progress_line(tmp_path: Path) -> None:
+    """A terminal that says it is 0 columns wide (as under `script`) is taken as 80 wide,
+    not as one where the line must be cut to nothing."""
+    db = tmp_path / "journal.db"
+    seen = finish(spawn("run", LINES, "--input", SLOW, db=db, cwd=tmp_path, columns=0))
+    drawn = [line for line in seen.split("\r") if line.endswith("\x1b[K") and line != "\x1b[K"]
+    assert any(STEPS.match("\r" + line) for line in drawn), seen[-300:]
+    assert all(len(line) <= 80 + len("\x1b[K") for line in drawn)
+    assert_outcome_on_a_clean_line(seen)
+
+
+@pytest.fixture
+def terminal() -> Iterator[tuple[int, int]]:
+    """A pseudo-terminal: its controlling side and the side a program writes to."""
+    control, side = os.openpty()
+    try:
+        yield control, side
+    finally:
+        os.close(side)
+        os.close(control)
+
+
+def set_columns(fd: int, columns: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("reported", "env", "expected"),
+    [
+        (120, None, 120),  # the terminal's own width
+        (120, "90", 120),  # the stream's terminal comes first: stdout may be elsewhere
+        (0, None, 80),  # `script`: 0 is no answer
+        (0, "90", 90),  # ... then $COLUMNS
+        (0, "0", 80),
+        (5000, None, 80),  # past any screen: no answer either
+    ],
+)
+def test_columns_treats_zero_and_absurd_widths_as_unknown(
+    terminal: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+    reported: int,
+    env: str | None,
+    expected: int,
+) -> None:
+    _, side = terminal
+    set_columns(side, reported)
+    if env is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", env)
+    monkeypatch.setattr(sys, "__stdout__", None)  # stdout is no terminal either
+    with open(side, "w", closefd=False) as stream:
+        assert os.get_terminal_size(stream.fileno()).columns == reported
+        assert _columns(stream) == expected
+
+
+def test_columns_of_a_stream_that_is_no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys, "__stdout__", None)
+    with open(os.devnull, "w") as stream:
+        assert _columns(stream) == 80
 
 
 def test_no_progress_line_without_a_terminal(tmp_path: Path) -> None:
