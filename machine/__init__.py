@@ -5,6 +5,8 @@ Everything a pipeline author, a test of a pipeline, or the command line may use 
 
 from typing import TYPE_CHECKING
 
+from machine.errors import NameClash  # imports nothing of `journal` when run
+
 if TYPE_CHECKING:
     __version__: str
 else:
@@ -18,6 +20,25 @@ else:
 
         return version("runjournal")
 
+    def _refuse_a_shadowed_journal() -> None:
+        # A journal.py beside the user's program, first on sys.path, is what `import journal`
+        # finds: the imports below would fail naming a missing name. Say which file is in the
+        # way instead; in the usual case this costs two string operations.
+        import os
+
+        import journal
+
+        found = getattr(journal, "__file__", None) or next(
+            iter(getattr(journal, "__path__", [])), ""
+        )
+        ours = os.path.join(os.path.dirname(os.path.dirname(__file__)), "journal")
+        where = os.path.dirname(found)
+        if where != ours and os.path.realpath(where) != os.path.realpath(ours):
+            raise NameClash(found or "a module named journal", "journal")
+
+    _refuse_a_shadowed_journal()
+    del _refuse_a_shadowed_journal
+
 
 from machine.actions import resolve
 from machine.api import resume, run
@@ -29,7 +50,9 @@ from machine.errors import (
     CallFailed,
     ConversionError,
     DefinitionError,
+    IgnoredInput,
     InputMismatch,
+    Interrupted,
     MachineError,
     ModelCallFailed,
     ModelRefused,
@@ -41,6 +64,7 @@ from machine.errors import (
     RunKilled,
     SchemaError,
     StateNotJSON,
+    UnknownInputField,
 )
 from machine.files import atomic_write
 from machine.limits import Breaker, Limits
@@ -50,6 +74,7 @@ from machine.model.pricing import PriceTable, Usage
 from machine.model.retry import RetryPolicy
 from machine.pacing import RateLimits
 from machine.runner import Options, Outcome
+from machine.signals import StopRequest, stop_on_signals
 
 __all__ = [
     "ActionFailed",
@@ -64,7 +89,9 @@ __all__ = [
     "Fail",
     "Finish",
     "Goto",
+    "IgnoredInput",
     "InputMismatch",
+    "Interrupted",
     "Limits",
     "Machine",
     "MachineError",
@@ -84,7 +111,9 @@ __all__ = [
     "RunKilled",
     "SchemaError",
     "StateNotJSON",
+    "StopRequest",
     "Transition",
+    "UnknownInputField",
     "Usage",
     "anthropic_api",
     "atomic_write",
@@ -92,4 +121,5 @@ __all__ = [
     "resolve",
     "resume",
     "run",
+    "stop_on_signals",
 ]

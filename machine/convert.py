@@ -11,7 +11,8 @@ the way JSON Schema does, so that `machine.model.jsonschema` can describe exactl
   naive one (Python's fromisoformat alone also takes "20241129", "2024-W48-5", "2024-11-29 10:00").
 
 `make()` ignores keys a class does not have, so that an input with more columns, or a state
-journaled by an older version of its class, still loads. `answers(converter)` is the same
+journaled by an older version of its class, still loads; `ignored(raw, value)` names the keys it
+left out, so that a typo in a run's input is said rather than lost. `answers(converter)` is the same
 converter for a model's answers, where such a key is an error at its path, as the schema says.
 """
 
@@ -407,3 +408,61 @@ def round_trips(converter: cattrs.Converter, value: Any, type_: type[Any]) -> bo
         return True
     text = json.dumps(converter.unstructure(value))
     return bool(converter.structure(json.loads(text), type_) == value)
+
+
+@attrs.frozen
+class Ignored:
+    """A key of an input that no field took, at every place alike but for list indices and
+    dict keys: `$.tickets[*].subjet`, found `count` times, first at `$.tickets[0].subjet`."""
+
+    pattern: str
+    first: str
+    count: int
+    key: str
+    owner: str
+    """The class that has no field `key`."""
+    fields: tuple[str, ...]
+    """The fields `owner` has."""
+
+    def describe(self) -> str:
+        has = ", ".join(self.fields) if self.fields else "no fields"
+        where = self.first if self.count == 1 else f"{self.pattern} ({self.count} times)"
+        return f"{where}: {self.owner} has no field {self.key!r}, it has {has}"
+
+
+def ignored(raw: Any, value: Any) -> tuple[Ignored, ...]:
+    """The keys of the JSON `raw` that structuring it into `value` left out, as `make()` does.
+
+    Walks `raw` beside the value made of it, so each object's class is the one structuring
+    chose (in a union too). A set has lost the order that pairs its items: not looked into.
+    """
+    found: dict[str, Ignored] = {}
+    _ignored(raw, value, "$", "$", found)
+    return tuple(found.values())
+
+
+def _ignored(raw: Any, value: Any, path: str, pattern: str, found: dict[str, Ignored]) -> None:
+    if attrs.has(type(value)):
+        if not isinstance(raw, dict):
+            return
+        names = _field_names(type(value))
+        for key, item in raw.items():
+            if key in names:
+                _ignored(item, getattr(value, key), f"{path}.{key}", f"{pattern}.{key}", found)
+                continue
+            at = f"{pattern}.{key}"
+            seen = found.get(at)
+            if seen is None:
+                owner = type_name(type(value))
+                found[at] = Ignored(at, f"{path}.{key}", 1, key, owner, tuple(names))
+            else:
+                found[at] = attrs.evolve(seen, count=seen.count + 1)
+    elif isinstance(value, list | tuple) and isinstance(raw, list) and len(raw) == len(value):
+        for i, (item, made) in enumerate(zip(raw, value, strict=True)):
+            _ignored(item, made, f"{path}[{i}]", f"{pattern}[*]", found)
+    elif isinstance(value, dict) and isinstance(raw, dict) and len(raw) == len(value):
+        # Keys may have been converted (to int, to an Enum): paired by order, which is kept.
+        for (key, item), made in zip(raw.items(), value.values(), strict=True):
+            _ignored(
+                item, made, f"{path}[{json.dumps(key, ensure_ascii=False)}]", f"{pattern}[*]", found
+            )

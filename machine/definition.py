@@ -16,7 +16,7 @@ import attrs
 import cattrs
 
 from machine import convert
-from machine.errors import ConversionError, DefinitionError, InputMismatch
+from machine.errors import ConversionError, DefinitionError, InputMismatch, UnknownInputField
 from machine.limits import Limits
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class Machine(Generic[S]):
         state: type[S],
         start: str,
         input: str | None = None,
+        strict_input: bool = False,
         model: str | None = None,
         max_tokens: int = 1024,
         thinking: ThinkingOption = None,
@@ -91,6 +92,9 @@ class Machine(Generic[S]):
         """The state field a run's input fills (the rest take their defaults): a JSON Lines
         file, read as a list, into `tickets: tuple[Ticket, ...]`, say. None: the input is the
         first state itself, or what `@machine.input` makes it into."""
+        self.strict_input = strict_input
+        """Refuse input with a field its class does not have (`subjet` for `subject`), at any
+        depth; by default such a field is left out, with a warning that names it."""
         self.model = model
         """The model `ctx.ask` uses when it names none."""
         self.max_tokens = max_tokens
@@ -229,18 +233,26 @@ class Machine(Generic[S]):
 
     def initial_state(self, raw: Any) -> S:
         """The first state of a run whose input is `raw` (JSON values)."""
+        return self.structure_input(raw)[0]
+
+    def structure_input(self, raw: Any) -> tuple[S, tuple[convert.Ignored, ...]]:
+        """The first state of a run whose input is `raw` (JSON values), and the fields of the
+        input no class has, which were left out; with `strict_input`, refused."""
         try:
             if self.input_field is not None:
-                return convert.structure(
-                    self.converter, {self.input_field: raw}, self.state, "input"
-                )
+                wrapped = {self.input_field: raw}
+                state = convert.structure(self.converter, wrapped, self.state, "input")
+                return state, self._check_ignored(wrapped, state)
             if self._input is None:
                 if not isinstance(raw, dict):
                     raise InputMismatch(self._takes(raw))
-                return convert.structure(self.converter, raw, self.state, "input")
+                state = convert.structure(self.converter, raw, self.state, "input")
+                return state, self._check_ignored(raw, state)
             value = convert.structure(self.converter, raw, self._input_type, "input")
         except ConversionError as e:
             raise InputMismatch(str(e)) from e
+        # What the input function itself leaves out of the state is its own choice.
+        ignored = self._check_ignored(raw, value)
         try:
             state = self._input(value)
         except (TypeError, ValueError) as e:
@@ -252,4 +264,10 @@ class Machine(Generic[S]):
                 f"not {self.state.__name__}"
             )
             raise DefinitionError(msg)
-        return state
+        return state, ignored
+
+    def _check_ignored(self, raw: Any, value: Any) -> tuple[convert.Ignored, ...]:
+        ignored = convert.ignored(raw, value)
+        if ignored and self.strict_input:
+            raise UnknownInputField(self.name, ignored)
+        return ignored

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import attrs
 import pytest
 
-from machine import Machine, convert
+from machine import Context, Machine, Transition, convert
 from machine.errors import ConversionError
 
 
@@ -363,3 +363,122 @@ def test_answers_share_the_hooks_registered_before() -> None:
     with pytest.raises(ConversionError, match=r"unknown key 'usd'.* @ \$\[0\]\.usd"):
         convert.structure(answers, [{"amount": 1, "usd": 1}], list[Price], "the answer")
     assert converter.structure([{"amount": 1, "usd": 1}], list[Price]) == [Price(Cents(100))]
+
+
+@attrs.frozen
+class Note:
+    text: str = ""
+
+
+@attrs.frozen
+class Card:
+    id: str
+    subject: str = ""
+    notes: tuple[Note, ...] = ()
+
+
+@attrs.frozen
+class Board:
+    cards: tuple[Card, ...] = ()
+    by_owner: dict[str, Card] = attrs.Factory(dict)
+    pinned: Card | Note | None = None
+
+
+def test_ignored_names_each_unknown_key_once_per_place_alike() -> None:
+    """Keys no class took, at any depth (lists, dicts, a union's chosen member), one entry per
+    path with list indices and dict keys as `[*]`, counted, with the first place it was."""
+    converter = convert.make()
+    raw = {
+        "cards": [{"id": f"C-{i}", "subjet": "typo", "notes": [{"txt": "x"}]} for i in range(60)],
+        "by_owner": {"ann": {"id": "C-1", "colour": "red"}},
+        "pinned": {"text": "hi", "when": "now"},
+        "colour": "blue",
+    }
+    board = converter.structure(raw, Board)
+    found = {each.pattern: each for each in convert.ignored(raw, board)}
+    assert list(found) == [
+        "$.cards[*].subjet",
+        "$.cards[*].notes[*].txt",
+        "$.by_owner[*].colour",
+        "$.pinned.when",
+        "$.colour",
+    ]
+    subjet = found["$.cards[*].subjet"]
+    assert (subjet.count, subjet.first, subjet.owner) == (60, "$.cards[0].subjet", "Card")
+    assert subjet.describe() == (
+        "$.cards[*].subjet (60 times): Card has no field 'subjet', it has id, subject, notes"
+    )
+    assert found["$.by_owner[*].colour"].first == '$.by_owner["ann"].colour'
+    assert found["$.pinned.when"].describe() == (
+        "$.pinned.when: Note has no field 'when', it has text"
+    )
+    assert convert.ignored({"cards": [{"id": "C-1"}]}, Board((Card("C-1"),))) == ()
+
+
+def _cards(**options: Any) -> Machine[Board]:
+    m: Machine[Board] = Machine("cards", state=Board, start="go", input="cards", **options)
+
+    @m.step
+    def go(ctx: Context, s: Board) -> Transition:
+        return ctx.finish(s)
+
+    return m
+
+
+TYPOS = [{"id": f"C-{i}", "subjet": "typo"} for i in range(60)]
+
+
+def test_prepare_warns_once_of_ignored_input_fields() -> None:
+    """`runner.prepare` (what `machine.run` calls) gives one IgnoredInput warning naming the
+    field's path however many items have it, and keeps what it found on the prepared run."""
+    from machine import IgnoredInput, runner
+
+    with pytest.warns(IgnoredInput) as caught:
+        prepared = runner.prepare(_cards(), TYPOS)
+    assert len(caught) == 1
+    assert str(caught[0].message) == (
+        "input fields left out, the state has no place for them: $.cards[*].subjet (60 times): "
+        "Card has no field 'subjet', it has id, subject, notes"
+    )
+    assert [each.pattern for each in prepared.ignored] == ["$.cards[*].subjet"]
+    assert prepared.state == Board(tuple(Card(f"C-{i}") for i in range(60)))
+
+
+def test_prepare_is_silent_about_input_that_fits() -> None:
+    """No warning, nothing ignored, when every key has a field."""
+    import warnings
+
+    from machine import runner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepared = runner.prepare(_cards(), [{"id": "C-1", "subject": "ok"}])
+    assert prepared.ignored == ()
+
+
+def test_strict_input_refuses_unknown_fields_with_the_fields_the_class_has() -> None:
+    """`strict_input=True`: the input is refused, naming the path and the fields of the class."""
+    from machine import UnknownInputField
+
+    with pytest.raises(UnknownInputField) as raised:
+        _cards(strict_input=True).initial_state(TYPOS)
+    assert str(raised.value) == (
+        "machine 'cards' takes strict input, and the input has fields its state does not: "
+        "$.cards[*].subjet (60 times): Card has no field 'subjet', it has id, subject, notes; "
+        "correct them, or make the machine without strict_input"
+    )
+    assert _cards(strict_input=True).initial_state([{"id": "C-1"}]) == Board((Card("C-1"),))
+
+
+def test_ignored_input_through_an_input_function() -> None:
+    """With `@m.input`, the input's keys are checked against the type the function takes."""
+    from machine import UnknownInputField
+
+    m: Machine[Board] = Machine("fn", state=Board, start="go", strict_input=True)
+
+    @m.input
+    def from_cards(cards: list[Card]) -> Board:
+        return Board(tuple(cards))
+
+    with pytest.raises(UnknownInputField, match=r"\$\[1\]\.subjet: Card has no field 'subjet'"):
+        m.initial_state([{"id": "C-0"}, {"id": "C-1", "subjet": "typo"}])

@@ -1,12 +1,14 @@
 """Tests for `journal run --input` (`cli.running.read_input`) on input Python's json cannot hold.
 
 Each is refused before the journal is opened: one line on stderr naming the line and, where
-there is one, the field; exit 2; no journal file.
+there is one, the field; exit 2; no journal file. And on input fields the state does not have:
+one warning line per field however many items have it, or refused with `strict_input`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,100 @@ def test_a_byte_order_mark_is_skipped(tmp_path: Path, db: Path) -> None:
     result = cli("run", LINES, "--input", str(path), db=db)
     assert result.returncode == 0, result.stderr
     assert out.read_text() == "item-0 kiwi 4\n"
+
+
+CARDS = """
+from pathlib import Path
+
+import attrs
+
+from machine import Context, Machine, Transition
+
+
+@attrs.frozen
+class Card:
+    id: str
+    subject: str = ""
+
+
+@attrs.frozen
+class Board:
+    cards: tuple[Card, ...]
+    gate: str = ""  # while this file exists, the step fails: a run to resume
+
+
+def go(ctx: Context, s: Board) -> Transition:
+    if s.gate and Path(s.gate).exists():
+        raise RuntimeError("the gate is closed")
+    return ctx.finish(s)
+
+
+lenient = Machine("lenient", state=Board, start="go")
+lenient.step(go)
+strict = Machine("strict", state=Board, start="go", strict_input=True)
+strict.step(go)
+"""
+
+
+def typos(tmp_path: Path, gate: str = "") -> Path:
+    """An input of 60 cards, each with `subjet` for `subject`."""
+    path = tmp_path / "cards.json"
+    cards = [{"id": f"C-{i}", "subjet": f"card {i}"} for i in range(60)]
+    path.write_text(json.dumps({"cards": cards, "gate": gate}))
+    (tmp_path / "cards.py").write_text(CARDS)
+    return path
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("warning:")]
+
+
+def test_unknown_input_fields_are_said_once(tmp_path: Path, db: Path) -> None:
+    """60 cards with the same typo: one warning line naming the path, and the run goes on."""
+    result = cli("run", f"{tmp_path / 'cards.py'}:lenient", "--input", str(typos(tmp_path)), db=db)
+    assert result.returncode == 0, result.stderr
+    assert warnings_in(result.stderr) == [
+        "warning: input fields left out, the state has no place for them: $.cards[*].subjet "
+        "(60 times): Card has no field 'subjet', it has id, subject"
+    ]
+    assert result.stderr.count("no field 'subjet'") == 1
+
+
+def test_input_that_fits_gives_no_warning(tmp_path: Path, db: Path) -> None:
+    """The warning is for fields the state lacks, not for every run."""
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps({"items": ["a"], "out": str(tmp_path / "o")}))
+    result = cli("run", LINES, "--input", str(path), db=db)
+    assert result.returncode == 0, result.stderr
+    assert warnings_in(result.stderr) == []
+
+
+def test_strict_input_refuses_unknown_fields(tmp_path: Path, db: Path) -> None:
+    """`strict_input=True`: one line naming the field and the fields the class has, exit 2,
+    and no journal."""
+    result = cli("run", f"{tmp_path / 'cards.py'}:strict", "--input", str(typos(tmp_path)), db=db)
+    assert_refused(
+        result,
+        db,
+        "Error: machine 'strict' takes strict input, and the input has fields its state does "
+        "not: $.cards[*].subjet (60 times): Card has no field 'subjet', it has id, subject; "
+        "correct them, or make the machine without strict_input",
+    )
+
+
+def test_resume_does_not_warn_again(tmp_path: Path, db: Path) -> None:
+    """The warning is said when the input is read; a resume reads none, and says nothing."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    target = f"{tmp_path / 'cards.py'}:lenient"
+    first = cli("run", target, "--input", str(typos(tmp_path, str(gate))), db=db)
+    assert first.returncode == 1, first.stderr
+    assert len(warnings_in(first.stderr)) == 1
+    run_id = re.search(r"journal resume (\w+)", first.stderr)
+    assert run_id is not None, first.stderr
+    gate.unlink()
+    resumed = cli("resume", run_id.group(1), db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "done" in resumed.stderr
+    assert "subjet" not in resumed.stderr
+    assert warnings_in(resumed.stderr) == []
