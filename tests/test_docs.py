@@ -76,6 +76,7 @@ def _blocks(title: str) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", _section(title), re.S)
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
     """The worked example's shell blocks, run in order: run, kill, resume, query, replay, ask."""
     main_job = re.search(r"\.venv/bin/(journal run .*)", README)

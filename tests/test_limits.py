@@ -99,6 +99,7 @@ def exposure_from_events(journal: Journal, run_id: str) -> Decimal:
     return total + sum(requested.values(), Decimal(0))
 
 
+@pytest.mark.slow
 def test_random_cost_caps_are_never_exceeded(db: Path) -> None:
     """200 runs against a fake that bills the maximum output every time, with timeouts, dropped
     connections, errors and bad answers: none spends, billed and possibly billed, past its cap;
@@ -410,6 +411,7 @@ def test_a_kill_of_a_run_no_process_executes_is_at_once(tmp_path: Path) -> None:
 WORKER = str(ROOT / "tests" / "pipelines" / "budget_worker.py")
 
 
+@pytest.mark.slow
 def test_processes_sharing_a_journal_never_pass_its_daily_budget(tmp_path: Path) -> None:
     """8 processes run the same machine against one journal with a per-day budget, 20 times
     over: what they spent and may have spent together never passes it, and nearly reaches it."""
@@ -442,6 +444,7 @@ def test_processes_sharing_a_journal_never_pass_its_daily_budget(tmp_path: Path)
             assert verify(journal) == []
 
 
+@pytest.mark.slow
 def test_a_prompt_three_times_longer_shows_by_version_and_as_an_anomaly(tmp_path: Path) -> None:
     """Three runs of the triage pipeline, then one of a copy whose system prompt is three times
     longer: `journal cost --by version` shows the input tokens per step tripled, and the new

@@ -409,6 +409,7 @@ def test_cost_with_cache_writes_and_reads_by_hand() -> None:
     assert round(float(total), 5) == 0.0095
 
 
+@pytest.mark.slow
 def test_sql_total_equals_the_total_journal_show_gives(tmp_path: Path) -> None:
     """`journal sql` over model_calls and `journal show` agree on a chaos run's cost."""
     from conftest import FIXTURES, cli

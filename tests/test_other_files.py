@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, cli, journal_command
+from conftest import FIXTURES, cli, journal_command, small_disk
 
 LINES = str(FIXTURES / "lines.py")
 NOBODY = 65534
@@ -260,21 +260,6 @@ def test_a_read_leaves_the_journal_file_as_it_was(tmp_path: Path) -> None:
 
 
 # A small disk
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str) -> Iterator[Path]:
-    """A file system of `size` mounted at `folder`: a disk that fills up."""
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small disk here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def sizes(db: Path) -> dict[str, int]:

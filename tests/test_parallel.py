@@ -150,6 +150,7 @@ def test_a_failing_item_fails_the_step_and_a_resume_redoes_only_the_rest(
     assert {r.times for r in fake.requests} == {1}
 
 
+@pytest.mark.slow
 def test_random_cost_caps_hold_with_16_in_flight(db: Path) -> None:
     """100 runs of 24 items at concurrency 16 under random caps: billed and possibly billed
     never pass the cap, though many requests were in flight when it was reached."""
@@ -282,6 +283,7 @@ def answered_tickets(db: Path) -> set[str]:
         }
 
 
+@pytest.mark.slow
 def test_sigkill_mid_parallel_step_then_resume(tmp_path: Path) -> None:
     """30 SIGKILLs of a step scoring 300 tickets 16 at a time, each while requests were in
     flight, each resumed: no ticket answered in the journal is asked again, and every ticket

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from conftest import FIXTURES, cli, journal_command
+from conftest import FIXTURES, cli, damage_pages, journal_command, small_disk
 
 from journal import chain, schema
 
@@ -267,15 +267,6 @@ def test_every_read_command_works_on_read_only_media(journal_db: tuple[Path, str
         assert sorted(p.name for p in mounted.iterdir()) == ["journal.db"]
 
 
-def corrupt(db: Path) -> None:
-    """Overwrite bytes in the middle of the file, where the events' pages are."""
-    data = bytearray(db.read_bytes())
-    page = 4096
-    middle = (len(data) // page // 2) * page
-    data[middle : middle + page] = b"\xa5" * page
-    db.write_bytes(bytes(data))
-
-
 def test_a_damaged_journal_is_one_line_and_verify_reports_it(tmp_path: Path) -> None:
     db = tmp_path / "journal.db"
     input_path = tmp_path / "in.json"
@@ -284,7 +275,7 @@ def test_a_damaged_journal_is_one_line_and_verify_reports_it(tmp_path: Path) -> 
     done = cli("run", LINES, "--input", str(input_path), db=db)
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.split()[1]
-    corrupt(db)
+    damage_pages(db)
     verified = cli("verify", db=db)
     assert verified.returncode == 1, verified.stderr
     assert "sqlite:" in verified.stdout and "Traceback" not in verified.stderr
@@ -300,21 +291,6 @@ def test_a_damaged_journal_is_one_line_and_verify_reports_it(tmp_path: Path) -> 
         assert "Traceback" not in result.stderr
         if result.returncode == 7:
             one_line_error(result, 7, "is damaged")
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str) -> Iterator[Path]:
-    """A file system of `size` mounted at `folder`: a disk that fills up."""
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small disk here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_full_disk_stops_the_run_without_blaming_a_step(tmp_path: Path) -> None:

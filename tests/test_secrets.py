@@ -38,6 +38,7 @@ def journal_bytes(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
 
 
+@pytest.mark.slow
 def test_the_key_is_nowhere(tmp_path: Path, monkeypatch: object) -> None:
     db = tmp_path / "journal.db"
     log = tmp_path / "requests.jsonl"
@@ -105,6 +106,7 @@ def read_everything(db: Path, run_id: str) -> list[str]:
     return outputs
 
 
+@pytest.mark.slow
 def test_offline_the_key_and_named_variables_are_nowhere_even_in_the_input(
     tmp_path: Path,
 ) -> None:

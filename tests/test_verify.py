@@ -8,7 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import FIXTURES, cli, digest
+from conftest import FIXTURES, cli, damage_pages, digest
 
 from journal import Holder, Journal, RunDone, RunWriter, kinds, verify
 from machine import Context, Machine, Options, Transition, runner
@@ -226,15 +226,6 @@ def killed_run(folder: Path) -> tuple[Path, str]:
     )
     assert stopped.returncode == 3, stopped.stderr
     return db, stopped.stderr.split()[1]
-
-
-def damage_pages(db: Path) -> None:
-    """Overwrite a page in the middle of the file, where the events are."""
-    data = bytearray(db.read_bytes())
-    page = 4096
-    middle = (len(data) // page // 2) * page
-    data[middle : middle + page] = b"\xa5" * page
-    db.write_bytes(bytes(data))
 
 
 # Damage as verify's tests do it, each as a function of the journal and the damaged run's id.
