@@ -198,8 +198,14 @@ def test_ctrl_c_without_a_stop_request_still_lets_the_lease_go(tmp_path: Path) -
     the lease is in the same try/finally as the run, and is released."""
     db, world = tmp_path / "journal.db", World()
     checkpoint = signal_at("run.lease", signal.SIGINT, 1)
-    with pytest.raises(KeyboardInterrupt):
-        start(db, world, Options(models=offline("none"), checkpoint=checkpoint))
+    # Python's own handler, whatever this process inherited: a shell starting it in the
+    # background without job control has it ignore SIGINT.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start(db, world, Options(models=offline("none"), checkpoint=checkpoint))
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     with Journal.open(db, readonly=True) as journal:
         (run,) = journal.runs()
         assert journal.lease(run.run_id) is None
