@@ -96,10 +96,11 @@ def _equal(a: Any, b: Any, numeric: bool) -> bool:
     return bool(a == b)
 
 
-def diff(old: Any, new: Any) -> list[Op]:
-    """The `add`, `remove` and `replace` operations that turn `old` into `new`, if any."""
+def diff(old: Any, new: Any, path: str = "") -> list[Op]:
+    """The `add`, `remove` and `replace` operations that turn `old` into `new`, if any; with
+    `path`, the values are the members at that pointer of two larger documents."""
     ops: list[Op] = []
-    _diff(old, new, "", ops)
+    _diff(old, new, path, ops)
     return ops
 
 
@@ -110,7 +111,7 @@ def _diff(old: Any, new: Any, path: str, ops: list[Op]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key, value in old.items():
             if key not in new:
-                ops.append({"op": "remove", "path": f"{path}/{_escape(key)}"})
+                ops.append({"op": "remove", "path": f"{path}/{escape(key)}"})
                 continue
             other = new[key]
             if value is other:
@@ -119,12 +120,12 @@ def _diff(old: Any, new: Any, path: str, ops: list[Op]) -> None:
             kind = type(value)
             if kind is type(other) and kind in _PLAIN:
                 if value != other:
-                    ops.append({"op": "replace", "path": f"{path}/{_escape(key)}", "value": other})
+                    ops.append({"op": "replace", "path": f"{path}/{escape(key)}", "value": other})
                 continue
-            _diff(value, other, f"{path}/{_escape(key)}", ops)
+            _diff(value, other, f"{path}/{escape(key)}", ops)
         for key, value in new.items():
             if key not in old:
-                ops.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": value})
+                ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
         return
     if isinstance(old, _SEQUENCES) and isinstance(new, _SEQUENCES):
         _diff_sequence(old, new, path, ops)
@@ -158,7 +159,8 @@ def _diff_sequence(old: Any, new: Any, path: str, ops: list[Op]) -> None:
         ops.append({"op": "remove", "path": f"{path}/{i}"})
 
 
-def _escape(key: Any) -> str:
+def escape(key: Any) -> str:
+    """`key` as a token of a JSON Pointer (RFC 6901: `~` as `~0`, `/` as `~1`)."""
     return str(key).replace("~", "~0").replace("/", "~1")
 
 

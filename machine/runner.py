@@ -41,7 +41,7 @@ from journal import (
 )
 from journal.events import dumps
 from journal.limits import NUSD
-from machine import anomaly, convert
+from machine import anomaly, convert, states
 from machine.context import OPERATIONS, Checkpoint, Context, no_checkpoint
 from machine.definition import Fail, Finish, Goto, Machine
 from machine.errors import (
@@ -506,6 +506,7 @@ class _Live:
         assert step is not None
         state_bytes = len(dumps(state_json))
         since_snapshot = delta_bytes = 0
+        fields = states.layout(machine.converter, state, state_json)
         while True:
             self.step = step
             handler = machine.steps.get(step)
@@ -559,8 +560,9 @@ class _Live:
             if isinstance(result, Fail):
                 return self._fail(live, step, result.reason)
             assert isinstance(result, Goto | Finish)
-            new_json = convert.to_json(machine.converter, result.state)
-            ops = delta.diff(state_json, new_json)
+            new_json, ops = states.change(
+                machine.converter, fields, state, state_json, result.state
+            )
             problem = self._misfit(step, new_json, ops)
             if problem is not None:
                 return self._fail(live, step, problem)  # the last good state stays the run's
@@ -628,11 +630,29 @@ class _Live:
         strictly: the check costs what changed, not the whole state.
         """
         machine = self.machine
-        changed = {_top_field(op["path"]) for op in ops}
+        # A field that only grew (`add` at its end) has only its new items checked.
+        added: dict[str, list[Any]] = {}
+        changed = set()
+        for op in ops:
+            field = _top_field(op["path"])
+            if op["op"] == "add" and op["path"] == f"/{delta.escape(field)}/-":
+                added.setdefault(field, []).append(op["value"])
+            else:
+                changed.add(field)
         if "" in changed:
             checks: list[tuple[str, Any, Any]] = [("", new_json, machine.state)]
         else:
             checks = [(f, new_json.get(f), self.fields.get(f, Any)) for f in sorted(changed)]
+            for field in sorted(added.keys() - changed):
+                type_ = self.fields.get(field, Any)
+                item = states.item_type(type_)
+                if item is None:
+                    checks.append((field, new_json.get(field), type_))
+                    continue
+                first = len(new_json[field]) - len(added[field])
+                checks += (
+                    (f"{field}[{first + i}]", value, item) for i, value in enumerate(added[field])
+                )
         errors = []
         for field, value, type_ in checks:
             try:
