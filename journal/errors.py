@@ -160,6 +160,11 @@ def translate(e: sqlite3.Error, path: Path, *, holders: str = "") -> JournalErro
             f"{path} is busy: another process{who} held its write lock past the busy "
             "timeout; try again once it is done"
         )
+    if primary == sqlite3.SQLITE_CANTOPEN and not path.parent.is_dir():
+        return JournalError(
+            f"{path} cannot be made: its folder {path.parent} does not exist; create it, or "
+            "name a journal in a folder that exists"
+        )
     if primary == sqlite3.SQLITE_READONLY or (
         primary == sqlite3.SQLITE_CANTOPEN and not os.access(path.parent, os.W_OK)
     ):

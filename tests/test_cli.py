@@ -340,3 +340,15 @@ def test_logs_follow_prints_events_until_the_run_ends(tmp_path: Path, db: Path) 
     assert " kind=run.started " in lines[0]
     assert " kind=run.done " in lines[-1]
     assert len(lines) == len({line.split()[2] for line in lines})  # no event twice
+
+
+def test_a_journal_in_a_folder_that_does_not_exist_is_refused_naming_the_folder(
+    tmp_path: Path,
+) -> None:
+    """Not "cannot be written ... the reading commands work on it": the folder is missing."""
+    db = tmp_path / "no" / "such" / "journal.db"
+    result = cli("run", str(FIXTURES / "lines.py"), "--input", str(FIXTURES / "lines.json"), db=db)
+    assert result.returncode == 2, result.stderr
+    assert f"its folder {db.parent} does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "no").exists()
