@@ -448,8 +448,11 @@ class Journal:
                     {"run_id": forked_from[0], "seq": forked_from[1]} if forked_from else None
                 ),
             ).as_json()
-            text = self.redact(dumps(data))
-            started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, json.loads(text))
+            unredacted = dumps(data)
+            text = self.redact(unredacted)
+            # Read back only if a secret was taken out: a big input is not parsed once more.
+            data = data if text is unredacted else json.loads(text)
+            started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, data)
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
             self._insert(conn, run_id, [started], [text])
             projection._apply(conn, run_id, projection.project([started]))
