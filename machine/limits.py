@@ -304,5 +304,8 @@ class Guard:
             self.check(in_flight=True)
         ok, value = outcome[0]
         if not ok:
+            # A kill closes the client under every request in flight: the error that causes is
+            # the kill's, and the request is abandoned, not failed and asked again.
+            self.check(in_flight=True)
             raise value
         return cast(T, value)

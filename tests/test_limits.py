@@ -20,18 +20,19 @@ import attrs
 import pytest
 from conftest import FIXTURES, ROOT, cli, journal_command
 
-from journal import Journal, verify
-from journal.limits import NUSD
+from journal import Heartbeat, Holder, Journal, verify
+from journal.limits import NUSD, KillRequest
 from machine import (
     Context,
     Machine,
     Models,
     Options,
     PriceTable,
+    RunKilled,
     Transition,
     runner,
 )
-from machine.limits import Breaker, Limits, worst_case
+from machine.limits import Breaker, Guard, Limits, worst_case
 from machine.testing import FakeModel, Faults
 from machine.testing.fake import serve
 
@@ -492,3 +493,25 @@ def test_costs_sum_exactly() -> None:
     costs = [0.00123485, 0.0000011, 0.01235385, 0.3]
     assert sum(nusd(c) for c in costs) == 313589800
     assert Decimal(sum(nusd(c) for c in costs)) / NUSD == Decimal("0.3135898")
+
+
+def test_an_error_a_kill_caused_is_reported_as_the_kill(journal: Journal) -> None:
+    """A kill closes the model client under the requests in flight, which then fail with a
+    connection error, maybe before their thread looks at the kill again: that error is the
+    kill's (RunKilled, the request abandoned), not a failure to retry."""
+    heartbeat = Heartbeat(journal, "r", Holder.this_process(), 30)
+    guard = Guard(Limits(), heartbeat)
+
+    def request_cut_by_the_kill() -> None:
+        heartbeat.kill = KillRequest("r", "2026-12-05T00:00:00Z", "ana", "wrong prompt")
+        raise ConnectionError("the client was closed")
+
+    with pytest.raises(RunKilled, match="killed by ana: wrong prompt"):
+        guard.call(request_cut_by_the_kill)
+    heartbeat.kill = None
+    with pytest.raises(ConnectionError):  # with no kill, the error is the request's own
+        guard.call(_fails)
+
+
+def _fails() -> None:
+    raise ConnectionError("reset by peer")

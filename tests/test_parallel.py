@@ -388,7 +388,8 @@ def test_a_kill_stops_16_requests_in_flight(tmp_path: Path) -> None:
         run_ = j.run(found.run_id)
         assert run_.status == "killed"
         failures = list(j.events(found.run_id, kinds=("model.failed",)))
-        assert len(failures) == 16
+        said = [(e.data["call"], e.data["attempt"], e.data["error_type"]) for e in failures]
+        assert len(failures) == 16, said
         assert {e.data["error_type"] for e in failures} == {"abandoned"}
         assert run_.possibly_billed_usd > 0
         assert not list(j.events(found.run_id, kinds=("model.answered",)))
