@@ -91,3 +91,11 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, says: str) -> None:
+    """The command failed with `code` and one line saying `says`, and no traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

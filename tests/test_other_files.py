@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, cli, journal_command, small_disk
+from conftest import FIXTURES, cli, journal_command, one_line_error, small_disk
 
 LINES = str(FIXTURES / "lines.py")
 NOBODY = 65534
@@ -40,13 +40,6 @@ def files_of(db: Path) -> dict[str, tuple[str, int] | None]:
         else:
             found[suffix] = None
     return found
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, says: str) -> None:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert says in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def make_journal(folder: Path, items: int = 2) -> tuple[Path, str]:

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from conftest import FIXTURES, cli, damage_pages, journal_command, small_disk
+from conftest import (
+    FIXTURES,
+    cli,
+    damage_pages,
+    journal_command,
+    one_line_error,
+    small_disk,
+)
 
 from journal import chain, schema
 
@@ -34,13 +41,6 @@ def raw_digest(db: Path) -> dict[str, str | None]:
         path = Path(f"{db}{suffix}")
         found[suffix] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
     return found
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, says: str) -> None:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert says in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.fixture
