@@ -99,3 +99,21 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, says: st
     assert says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def reading_commands(run_id: str) -> list[tuple[str, ...]]:
+    """Every reading command, as arguments of `journal`, on the run `run_id`."""
+    return [
+        ("runs",),
+        ("runs", "--json"),
+        ("show", run_id),
+        ("show", run_id, "--json"),
+        ("logs", run_id),
+        ("replay", run_id),
+        ("replay", run_id, "--at", "3"),
+        ("sql", "select kind, count(*) from events group by kind"),
+        ("cost", "--by", "run"),
+        ("actions",),
+        ("verify",),
+        ("verify", run_id, "--json"),
+    ]

@@ -20,7 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, cli, journal_command, one_line_error, small_disk
+from conftest import (
+    FIXTURES,
+    cli,
+    journal_command,
+    one_line_error,
+    reading_commands,
+    small_disk,
+)
 
 LINES = str(FIXTURES / "lines.py")
 NOBODY = 65534
@@ -53,22 +60,6 @@ def make_journal(folder: Path, items: int = 2) -> tuple[Path, str]:
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["j.db"]  # the writer folded its log
     return db, done.stdout.split()[1]
-
-
-def reading_commands(run_id: str) -> list[tuple[str, ...]]:
-    return [
-        ("runs",),
-        ("runs", "--json"),
-        ("show", run_id),
-        ("logs", run_id),
-        ("replay", run_id),
-        ("replay", run_id, "--at", "3"),
-        ("sql", "select count(*) from runs"),
-        ("cost", "--by", "run"),
-        ("actions",),
-        ("verify",),
-        ("verify", run_id, "--json"),
-    ]
 
 
 # Another user

@@ -26,6 +26,7 @@ from conftest import (
     damage_pages,
     journal_command,
     one_line_error,
+    reading_commands,
     small_disk,
 )
 
@@ -52,23 +53,6 @@ def journal_db(tmp_path: Path) -> tuple[Path, str]:
     done = cli("run", LINES, "--input", str(input_path), db=db)
     assert done.returncode == 0, done.stderr
     return db, done.stdout.split()[1]
-
-
-def reading_commands(run_id: str) -> list[tuple[str, ...]]:
-    return [
-        ("runs",),
-        ("runs", "--json"),
-        ("show", run_id),
-        ("show", run_id, "--json"),
-        ("logs", run_id),
-        ("replay", run_id),
-        ("replay", run_id, "--at", "3"),
-        ("sql", "select kind, count(*) from events group by kind"),
-        ("cost", "--by", "run"),
-        ("actions",),
-        ("verify",),
-        ("verify", run_id, "--json"),
-    ]
 
 
 # Files that are not journals, each made by `make(path)`.
