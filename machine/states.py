@@ -32,9 +32,10 @@ import cattrs
 
 from journal import delta
 
-Layout = tuple[tuple[str, Any, bool], ...]
-"""Each field's name, type, and whether a value of that type cannot change in place; in the
-order the converter writes them."""
+Layout = tuple[tuple[str, Any, Any], ...]
+"""Each field's name, its type, and, if a value of that type cannot change in place, the type
+of its items when it is a `tuple[X, ...]` (else `Any`); None for a type that can change in
+place. In the order the converter writes the fields."""
 
 
 def layout(converter: cattrs.Converter, state: Any, state_json: Any) -> Layout | None:
@@ -54,7 +55,10 @@ def layout(converter: cattrs.Converter, state: Any, state_json: Any) -> Layout |
         value = converter.unstructure(getattr(state, name), unstructure_as=type_)
         if not delta.same(value, state_json[name]):
             return None
-    return tuple((name, type_, _immutable(type_, set())) for name, type_ in fields)
+    return tuple(
+        (name, type_, (item_type(type_) or Any) if _immutable(type_, set()) else None)
+        for name, type_ in fields
+    )
 
 
 def change(
@@ -66,15 +70,14 @@ def change(
         return whole, delta.diff(old_json, whole)
     new_json: dict[str, Any] = {}
     ops: list[delta.Op] = []
-    for name, type_, immutable in fields:
+    for name, type_, items in fields:
         value, before = getattr(new, name), getattr(old, name)
-        if immutable and value is before:
+        if items is not None and value is before:
             new_json[name] = old_json[name]
             continue
         path = f"/{delta.escape(name)}"
-        of = item_type(type_)
-        if immutable and of is not None and _grown(before, value):
-            tail = [converter.unstructure(v, unstructure_as=of) for v in value[len(before) :]]
+        if items is not None and items is not Any and _grown(before, value):
+            tail = [converter.unstructure(v, unstructure_as=items) for v in value[len(before) :]]
             new_json[name] = [*old_json[name], *tail]
             ops += ({"op": "add", "path": f"{path}/-", "value": item} for item in tail)
             continue
