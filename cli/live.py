@@ -28,7 +28,7 @@ import click
 
 from cli.main import F, one_line
 from cli.output import brief_line, event_json, event_line, plural, printable
-from journal import Event, Run, Store, delta, state_at
+from journal import Event, Run, Store, delta, parts, state_at
 from journal import events as k
 from journal.kinds import to_step
 from machine import Machine, convert
@@ -391,7 +391,9 @@ class Progress:
         started = next((e for e in held if e.kind == k.RUN_STARTED), None)
         try:
             if started is not None:
-                self.state = copy.deepcopy(started.data["state"])
+                data = started.data
+                state = parts.join(data["state"], data.get("state_parts"), self.journal.blob)
+                self.state = copy.deepcopy(state)
             else:  # a resume: the fold it began with, again (cheap: snapshots bound it)
                 self.state = state_at(self.journal, run.run_id).state
         except Exception:

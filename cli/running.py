@@ -11,9 +11,10 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import click
 
@@ -50,39 +51,68 @@ _BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 def read_input(path: Path | None) -> Any:
     """The run's input: a JSON document, or JSON Lines as a list; `-` reads standard input.
 
-    A UTF-8 byte order mark at the start is skipped (Windows editors write one). Refused, as
-    an input error naming the line and the field: what is not strict JSON (NaN, Infinity),
-    what Python cannot hold (an integer of more than 4,300 digits, a number beyond a float,
-    nesting deeper than 200) and what the journal cannot store (a lone surrogate, `"\\ud800"`).
+    JSON Lines (a `.jsonl` or `.ndjson` file) are read a line at a time, so that a big input is
+    held once, as its values, and never also as its text. A UTF-8 byte order mark at the start
+    is skipped (Windows editors write one). Refused, as an input error naming the line and the
+    field: what is not strict JSON (NaN, Infinity), what Python cannot hold (an integer of more
+    than 4,300 digits, a number beyond a float, nesting deeper than 200) and what the journal
+    cannot store (a lone surrogate, `"\\ud800"`).
     """
     if path is None:
         return {}
     name = str(path)
     try:
-        data = sys.stdin.buffer.read() if name == "-" else path.read_bytes()
+        if name == "-":
+            return _read(sys.stdin.buffer, name)
+        with path.open("rb") as stream:
+            return _read(stream, name)
     except FileNotFoundError as e:
         raise InputError(f"no input file {name}") from e
     except OSError as e:
         raise InputError(f"cannot read {name}: {e.strerror}") from e
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        msg = f"{name} is not UTF-8 text: byte {data[e.start]:#04x} on line {line}"
-        raise InputError(msg) from e
-    if not text.strip():
-        raise InputError(f"{name} is empty: give a JSON document or JSON Lines")
-    if not name.endswith(_LINES_SUFFIXES):
+
+
+def _read(stream: BinaryIO, name: str) -> Any:
+    if name.endswith(_LINES_SUFFIXES):
+        values = _lines(name, enumerate(stream, 1), bom=True)
+    else:
+        data = stream.read()
+        text = _decoded(data.removeprefix(_BOM), name, 1)
+        del data  # a big document is held as its text and then its values, not also as bytes
+        if not text.strip():
+            raise InputError(f"{name} is empty: give a JSON document or JSON Lines")
         try:
             return _parse(text, f"{name}: ", lines=False)
         except _ExtraData:
             pass  # more than one document: JSON Lines
-    # Only "\n" ends a line: str.splitlines() would also split at a U+2028 inside a string.
-    return [
-        _parse(line, f"{name}: line {n}: ", lines=True)
-        for n, line in enumerate(text.split("\n"), 1)
-        if line.strip()
-    ]
+        # Only "\n" ends a line: str.splitlines() would also split at a U+2028 inside a string.
+        values = _lines(name, enumerate(text.split("\n"), 1), bom=False)
+    if not values:
+        raise InputError(f"{name} is empty: give a JSON document or JSON Lines")
+    return values
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _lines(name: str, lines: Iterable[tuple[int, bytes | str]], *, bom: bool) -> list[Any]:
+    """The values of the JSON Lines `lines` (numbered), blank lines skipped."""
+    values = []
+    for n, line in lines:
+        if isinstance(line, bytes):
+            line = _decoded(line.removeprefix(_BOM) if bom and n == 1 else line, name, n)
+        if line.strip():
+            values.append(_parse(line, f"{name}: line {n}: ", lines=True))
+    return values
+
+
+def _decoded(data: bytes, name: str, first_line: int) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        msg = f"{name} is not UTF-8 text: byte {data[e.start]:#04x} on line {line}"
+        raise InputError(msg) from e
 
 
 class _ExtraData(Exception):

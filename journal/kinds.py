@@ -47,12 +47,14 @@ class RunStarted(Data):
     code_hash: str = _doc("a hash of that code, to notice a resume under changed code")
     run_key: str | None = _doc("the run key: a second start with it finds this run", None)
     to_step: str = _doc("the step the run begins with")
-    input: str = _doc("the input, a blob hash")
-    state: Any = _doc("the first state")
+    input: str = _doc("the input, a blob hash; null in place of each member in `input_parts`")
+    state: Any = _doc("the first state; null in place of each member in `state_parts`")
     ordinal: int = _doc("the run's number in the order runs were created", 0)
     limits: dict[str, Any] | None = _doc("the limits in force", None)
     limit_overrides: dict[str, Any] | None = _doc("the limits given for this run alone", None)
     forked_from: dict[str, Any] | None = _doc("{run_id, seq} of the run forked from", None)
+    input_parts: dict[str, str] | None = _doc("the input's big members: blob hash by name", None)
+    state_parts: dict[str, str] | None = _doc("the state's big members: blob hash by name", None)
 
 
 @attrs.frozen(kw_only=True)
@@ -81,9 +83,10 @@ class Transition(Data):
 class Snapshot(Data):
     KIND = "snapshot"
     SUMMARY = "the whole state, so that a fold need not start from the beginning"
-    state: Any = _doc("the whole state")
+    state: Any = _doc("the whole state; null in place of each member in `state_parts`")
     to_step: str | None = _doc("the step the run goes on with")
     transitions: int = _doc("transitions before it")
+    state_parts: dict[str, str] | None = _doc("the state's big members: blob hash by name", None)
 
 
 @attrs.frozen(kw_only=True)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import attrs
 
-from journal import chain, kinds, leases, limits, opening, projection, schema
+from journal import chain, kinds, leases, limits, opening, parts, projection, schema
 from journal import events as k
 from journal.errors import (
     ActionBusy,
@@ -421,7 +421,6 @@ class Journal:
         if forked_from is not None:  # a fork never starts from a damaged record
             self.check_run(forked_from[0], upto=forked_from[1])
         now = self.clock()
-        input_text = self.redact(dumps(input))
         with self._write() as conn:
             if run_key is not None:
                 row = conn.execute(
@@ -433,13 +432,20 @@ class Journal:
             # Creation order, counted in the same transaction: runs are listed by it, never by
             # a clock that may step back.
             (ordinal,) = conn.execute("SELECT coalesce(max(ordinal), 0) + 1 FROM runs").fetchone()
+
+            def keep(text: str) -> str:
+                return _put_blob(conn, self.redact(text))
+
+            # Big members stored once, as blobs: the first state's tickets are the input's.
+            input, input_parts, _ = parts.split(input, keep)
+            state, state_parts, _ = parts.split(state, keep)
             data = kinds.RunStarted(
                 machine=machine,
                 target=target,
                 code_hash=code_hash,
                 run_key=run_key,
                 to_step=step,
-                input=_put_blob(conn, input_text),
+                input=keep(dumps(input)),
                 state=state,
                 ordinal=ordinal,
                 limits=limits,
@@ -447,10 +453,12 @@ class Journal:
                 forked_from=(
                     {"run_id": forked_from[0], "seq": forked_from[1]} if forked_from else None
                 ),
+                input_parts=input_parts,
+                state_parts=state_parts,
             ).as_json()
             unredacted = dumps(data)
             text = self.redact(unredacted)
-            # Read back only if a secret was taken out: a big input is not parsed once more.
+            # Read back only if a secret was taken out: a big first state is not parsed again.
             data = data if text is unredacted else json.loads(text)
             started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, data)
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
@@ -564,7 +572,9 @@ class Journal:
         if row is None:
             msg = f"run {run_id} has no recorded state at or before seq {upto}"
             raise RunNotFound(msg)
-        return Event(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+        data = json.loads(row[5])
+        data["state"] = parts.join(data["state"], data.get("state_parts"), self.blob)
+        return Event(row[0], row[1], row[2], row[3], row[4], data)
 
     def blob(self, ref: str) -> str:
         row = self.conn.execute("SELECT data FROM blobs WHERE hash = ?", (ref,)).fetchone()
@@ -744,34 +754,46 @@ def _claim(conn: sqlite3.Connection, run_id: str, name: str, key: str) -> None:
 
 
 def _input_problem(conn: sqlite3.Connection, run_id: str) -> str | None:
-    """What is wrong with the input blob the run's `run.started` refers to, if anything."""
+    """What is wrong with a blob the run's `run.started` refers to (its input and the parts of
+    its input and first state), if anything."""
     row = conn.execute(
-        "SELECT json_extract(e.data, '$.input'), b.size, b.data FROM events e "
-        "LEFT JOIN blobs b ON b.hash = json_extract(e.data, '$.input') "
-        "WHERE e.run_id = ? AND e.seq = 1",
+        "SELECT json_extract(data, '$.input'), json_extract(data, '$.input_parts'), "
+        "json_extract(data, '$.state_parts') "
+        "FROM events WHERE run_id = ? AND seq = 1",
         (run_id,),
     ).fetchone()
     if row is None or row[0] is None:
         return None
-    ref, size, data = row
-    if data is None:
-        return f"the blob {ref} that seq 1 refers to is gone"
-    if size != len(data) or blob_ref(data) != ref:
-        return f"the blob {ref} that seq 1 refers to was changed: it fails its hash"
+    refs = [row[0], *(ref for held in row[1:] if held for ref in json.loads(held).values())]
+    for ref in refs:
+        found = conn.execute("SELECT size, data FROM blobs WHERE hash = ?", (ref,)).fetchone()
+        if found is None:
+            return f"the blob {ref} that seq 1 refers to is gone"
+        size, data = found
+        if size != len(data) or blob_ref(data) != ref:
+            return f"the blob {ref} that seq 1 refers to was changed: it fails its hash"
     return None
 
 
 def blob_ref(text: str) -> str:
     """The name a payload is stored under: `sha256:` and the hex digest of its UTF-8 bytes."""
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256()
+    for start in range(0, len(text), _HASHED_AT_ONCE):  # never a second copy of a big text
+        digest.update(text[start : start + _HASHED_AT_ONCE].encode())
+    return "sha256:" + digest.hexdigest()
+
+
+_HASHED_AT_ONCE = 1 << 20
 
 
 def _put_blob(conn: sqlite3.Connection, text: str) -> str:
     """Store `text` once under its content hash and return the hash."""
     ref = blob_ref(text)
-    conn.execute(
-        "INSERT OR IGNORE INTO blobs (hash, size, data) VALUES (?, ?, ?)", (ref, len(text), text)
-    )
+    # Looked up first: a big text already stored is not handed to SQLite to be ignored.
+    if conn.execute("SELECT 1 FROM blobs WHERE hash = ?", (ref,)).fetchone() is None:
+        conn.execute(
+            "INSERT INTO blobs (hash, size, data) VALUES (?, ?, ?)", (ref, len(text), text)
+        )
     return ref
 
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from journal import chain, delta, fold, projection
+from journal import chain, delta, fold, parts, projection
 from journal import events as k
+from journal.errors import BlobMissing
 
 if TYPE_CHECKING:  # the store checks runs with `verify_part`: it imports this module
     from journal.store import Journal
@@ -180,6 +181,12 @@ def _blob_refs(journal: Journal, run_id: str | None) -> Iterator[tuple[str, int,
             f"WHERE kind = ? AND {where}",
             [kind, *params],
         )
+    for field in ("input_parts", "state_parts"):  # big members, stored once (journal/parts.py)
+        yield from journal.conn.execute(
+            f"SELECT run_id, seq, p.value FROM events, json_each(data, '$.{field}') p "
+            f"WHERE kind IN (?, ?) AND p.type = 'text' AND {where}",
+            [k.RUN_STARTED, k.SNAPSHOT, *params],
+        )
 
 
 def _blobs(journal: Journal, run_id: str | None) -> list[Problem]:
@@ -294,8 +301,13 @@ def _snapshots(journal: Journal, run_id: str | None) -> list[Problem]:
         [k.SNAPSHOT, *params],
     )
     for run, seq, data in rows.fetchall():
-        folded = fold.state_at(journal, run, seq - 1).state
-        if not delta.same(json.loads(data)["state"], folded):
+        held = json.loads(data)
+        try:
+            folded = fold.state_at(journal, run, seq - 1).state
+            state = parts.join(held["state"], held.get("state_parts"), journal.blob)
+        except BlobMissing:
+            continue  # named by the check of blobs
+        if not delta.same(state, folded):
             problems.append(
                 Problem(run, f"the snapshot at seq {seq} differs from the fold before it", seq)
             )

@@ -38,6 +38,7 @@ from journal import (
     delta,
     fold,
     kinds,
+    parts,
 )
 from journal.events import dumps
 from journal.limits import NUSD
@@ -303,8 +304,10 @@ def fork(
         state = convert.structure(machine.converter, state_json, machine.state, "the state")
     except ConversionError as e:
         raise InputMismatch(str(e)) from e
-    started = journal.events(run_id, upto=1)
-    first_input = json.loads(journal.blob(next(started).data["input"]))
+    started = next(journal.events(run_id, upto=1)).data
+    first_input = parts.join(
+        json.loads(journal.blob(started["input"])), started.get("input_parts"), journal.blob
+    )
     if options.stop is not None:
         options.stop.check()
     live = _Live(journal, machine, options)
@@ -581,8 +584,12 @@ class _Live:
             # A snapshot costs the size of the state: take one only once the changes since the
             # last have cost as much, so snapshots never more than double the journal.
             if since_snapshot >= machine.snapshot_every and delta_bytes >= state_bytes:
-                state_bytes = len(dumps(new_json))
-                writer.record(step, kinds.Snapshot(state=new_json, to_step=to, transitions=visit))
+                # Its big members are blobs, stored once however many snapshots hold them.
+                held, held_parts, state_bytes = parts.split(new_json, writer.blob)
+                snapshot = kinds.Snapshot(
+                    state=held, to_step=to, transitions=visit, state_parts=held_parts
+                )
+                writer.record(step, snapshot)
                 since_snapshot = delta_bytes = 0
             if to is None:
                 return self._end(live, step, kinds.RunDone(steps=visit))

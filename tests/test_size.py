@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+import sqlite3
+import subprocess
 from pathlib import Path
 
 import attrs
+from conftest import cli, one_line_error
 
-from journal import Journal, state_at
+from journal import Journal, state_at, verify
+from journal.events import dumps
 from machine import Context, Machine, Transition, runner
 
 
@@ -48,3 +54,145 @@ def test_a_thousand_steps_over_a_500_kb_state_write_under_2_mb(db: Path) -> None
     # The first state alone is 0.5 MB (and the input, stored once, as much again); a copy of
     # the state per step would be 500 MB.
     assert size < 2_000_000, f"{size} bytes"
+
+
+# Big inputs: stored once, however many events hold them (journal/parts.py).
+
+
+@attrs.frozen
+class Lines:
+    items: tuple[str, ...]
+    next: int = 0
+    note: str = ""
+
+
+lines = Machine("lines", state=Lines, start="step", snapshot_every=5)
+
+
+@lines.step
+def step(ctx: Context, s: Lines) -> Transition:
+    if s.next == 40:
+        return ctx.finish(s)
+    # 10 KB of note a step: snapshots come every dozen or so steps.
+    return ctx.goto("step", attrs.evolve(s, next=s.next + 1, note=f"{s.next:04d}" * 2500))
+
+
+BIG = {"items": [f"line {i:05d} of a big input, long enough to count" for i in range(3000)]}
+
+
+def stored(journal: Journal) -> tuple[int, int]:
+    """The blobs' rows and their characters in all."""
+    count, size = journal.conn.execute("SELECT count(*), sum(size) FROM blobs").fetchone()
+    return count, size
+
+
+def test_an_input_the_state_holds_is_stored_once_and_snapshots_share_it(db: Path) -> None:
+    text = dumps(BIG["items"])
+    assert len(text) > 64 * 1024  # big enough to be a part
+    with Journal.open(db, create=True) as journal:
+        outcome = runner.start(journal, runner.prepare(lines, BIG), target="t:lines", code_hash="")
+        run_id = outcome.run.run_id
+        held = [
+            json.loads(data)
+            for (data,) in journal.conn.execute(
+                "SELECT data FROM events WHERE run_id = ? AND kind IN ('run.started', 'snapshot')",
+                (run_id,),
+            )
+        ]
+        assert len(held) >= 3  # run.started and two snapshots at least
+        (ref,) = {h["state_parts"]["items"] for h in held}  # one blob for them all
+        assert held[0]["input_parts"] == {"items": ref}
+        assert all(h["state"]["items"] is None for h in held)
+        count, size = stored(journal)
+        assert count == 2  # the items, and the input without them
+        assert size < len(text) + 100
+        assert journal.blob(ref) == text
+        # Every reader sees the whole state.
+        assert state_at(journal, run_id, 1).state["items"] == BIG["items"]
+        final = state_at(journal, run_id).state
+        assert (final["next"], final["items"]) == (40, BIG["items"])
+        assert journal.latest_snapshot(run_id).data["state"]["items"] == BIG["items"]
+        assert verify(journal) == []
+
+
+@attrs.frozen
+class Ticket:
+    id: str
+    body: str
+
+
+@attrs.frozen
+class Tickets:
+    tickets: tuple[Ticket, ...]
+    next: int = 0
+
+
+tickets = Machine("tickets", state=Tickets, start="count")
+
+
+@tickets.input
+def from_tickets(rows: list[Ticket]) -> Tickets:
+    return Tickets(tuple(rows))
+
+
+@tickets.step
+def count(ctx: Context, s: Tickets) -> Transition:
+    return ctx.finish(attrs.evolve(s, next=len(s.tickets)))
+
+
+def test_json_lines_kept_whole_by_the_state_are_stored_once(db: Path) -> None:
+    rows = [{"id": f"T-{i:05d}", "body": "the dashboard is down " * 4} for i in range(1000)]
+    with Journal.open(db, create=True) as journal:
+        outcome = runner.start(
+            journal, runner.prepare(tickets, rows), target="t:tickets", code_hash=""
+        )
+        started = next(journal.events(outcome.run.run_id, upto=1)).data
+        assert started["state_parts"] == {"tickets": started["input"]}
+        count, size = stored(journal)
+        assert (count, size) == (1, len(dumps(rows)))
+        assert verify(journal) == []
+
+
+def run_of(result: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(r"run ([0-9a-f]{12}) ", result.stdout + result.stderr)
+    assert found is not None, result.stderr
+    return found[1]
+
+
+def test_a_fork_and_a_resume_read_a_big_input_back_whole(tmp_path: Path) -> None:
+    db, source = tmp_path / "journal.db", tmp_path / "input.json"
+    source.write_text(json.dumps(BIG))
+    target = f"{Path(__file__)}:lines"
+    first = cli("run", target, "--input", str(source), "--max-steps", "5", db=db)
+    assert first.returncode == 3, first.stderr  # stopped by its step limit
+    run_id = run_of(first)
+    resumed = cli("resume", run_id, "--max-steps", "100", db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    forked = cli("fork", run_id, "--at", "3", db=db)
+    assert forked.returncode == 0, forked.stderr
+    with Journal.open(db) as journal:
+        new = run_of(forked)
+        assert state_at(journal, new).state["items"] == BIG["items"]
+        count, _ = stored(journal)
+        assert count == 2  # the fork's input and first state are the same blobs again
+    assert cli("verify", db=db).returncode == 0
+
+
+def test_a_part_gone_is_named_and_nothing_builds_on_it(tmp_path: Path) -> None:
+    db, source = tmp_path / "journal.db", tmp_path / "input.json"
+    source.write_text(json.dumps(BIG))
+    target = f"{Path(__file__)}:lines"
+    first = cli("run", target, "--input", str(source), "--max-steps", "5", db=db)
+    run_id = run_of(first)
+    with Journal.open(db) as journal:
+        ref = next(journal.events(run_id, upto=1)).data["state_parts"]["items"]
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM blobs WHERE hash = ?", (ref,))
+    conn.close()
+    checked = cli("verify", db=db)
+    assert checked.returncode != 0
+    assert f"the blob {ref} that seq 1 refers to is gone" in checked.stdout + checked.stderr
+    one_line_error(cli("replay", run_id, "--at", "1", db=db), 7, f"the blob {ref} is gone")
+    resumed = cli("resume", run_id, db=db)
+    assert resumed.returncode != 0 and "Traceback" not in resumed.stderr
+    assert f"the blob {ref} that seq 1 refers to is gone" in resumed.stderr
