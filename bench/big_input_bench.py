@@ -63,7 +63,7 @@ def measure(case: str, size: int, folder: Path) -> tuple[int, int, int]:
     journal = str(Path(sys.executable).parent / "journal")
     args = [journal, "run", str(target), "--input", str(source), "--db", str(db), "--quiet"]
     args += ["--max-steps", "2", "--fake-model", "none"]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(args, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     _, err = process.communicate()
     if os.waitstatus_to_exitcode(status) != 3:  # killed by its step limit, as asked
