@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -172,27 +172,45 @@ _Crumb = tuple["_Crumb", "str | int"] | None
 def _check(value: Any, text: str, *, lines: bool) -> str | None:
     """The first thing in `value`, read from `text`, that the journal cannot take, and where.
 
-    Walked with a stack of its own: input may nest deeper than Python's stack.
+    Walked depth first with a stack of its own (input may nest deeper than Python's stack) that
+    holds one iterator per open container, so that a list of a million items is not copied to
+    be walked.
     """
-    stack: list[tuple[Any, _Crumb, int]] = [(value, None, 0)]
+    if (flaw := _flaw(value)) is not None:
+        return f"{flaw} @ $"
+    stack: list[tuple[Iterator[tuple[str | int, Any]], _Crumb, int]] = []
+    if isinstance(value, dict | list):
+        stack.append((_entries(value), None, 1))
     while stack:
-        item, crumb, depth = stack.pop()
-        if isinstance(item, str):
-            if (found := _SURROGATE.search(item)) is not None:
-                return f"{_surrogate(found, 'a string')} @ {_path(crumb)}"
-        elif isinstance(item, dict | list):
-            if depth == _MAX_DEPTH:
-                return _too_deep(text, lines=lines)
-            entries = item.items() if isinstance(item, dict) else enumerate(item)
-            for key, child in reversed(list(entries)):
-                here: _Crumb = (crumb, key)
-                if isinstance(key, str) and (found := _SURROGATE.search(key)) is not None:
-                    return f"{_surrogate(found, 'a key')} @ {_path(here)}"
-                stack.append((child, here, depth + 1))
-        elif isinstance(item, float) and not math.isfinite(item):
-            return f"a number too large for a float @ {_path(crumb)}"
-        elif isinstance(item, _Refused):
-            return f"{item.what} @ {_path(crumb)}"
+        entries, crumb, depth = stack[-1]
+        for key, child in entries:
+            if isinstance(key, str) and (found := _SURROGATE.search(key)) is not None:
+                return f"{_surrogate(found, 'a key')} @ {_path((crumb, key))}"
+            if (flaw := _flaw(child)) is not None:
+                return f"{flaw} @ {_path((crumb, key))}"
+            if isinstance(child, dict | list):
+                if depth == _MAX_DEPTH:
+                    return _too_deep(text, lines=lines)
+                stack.append((_entries(child), (crumb, key), depth + 1))
+                break
+        else:
+            stack.pop()
+    return None
+
+
+def _entries(container: dict[str, Any] | list[Any]) -> Iterator[tuple[str | int, Any]]:
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
+
+
+def _flaw(item: Any) -> str | None:
+    """What is wrong with `item` itself, not counting what it holds."""
+    if isinstance(item, str):
+        found = _SURROGATE.search(item)
+        return None if found is None else _surrogate(found, "a string")
+    if isinstance(item, float) and not math.isfinite(item):
+        return "a number too large for a float"
+    if isinstance(item, _Refused):
+        return item.what
     return None
 
 

@@ -16,39 +16,83 @@ and a member of the first state that equals it is that blob again.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from journal import blobs
 from journal.events import dumps
 
 SMALLEST = 64 * 1024
 """Characters of JSON from which a member is stored as a part: small members stay inline, where
 `journal show` and SQL's `json_extract` read them."""
 
-Keep = Callable[[str], str]
-"""Stores a part's JSON text (or holds it to be stored with the event) and returns its blob hash."""
-
 Load = Callable[[str], str]
 """The text of the blob a hash names."""
 
+_ITEMS_AT_ONCE = 1000
+"""Items of a big list encoded at a time: encoded whole, a list of 100 MB takes twice that
+while json builds it."""
 
-def split(value: Any, keep: Keep) -> tuple[Any, dict[str, str] | None, int]:
-    """`value` with its big members taken out, the parts `{member: blob hash}` that hold them
-    (None if none), and the characters of JSON that `value` takes in all."""
+
+def split(
+    value: Any, redact: Callable[[str], str], secrets: Sequence[str]
+) -> tuple[Any, dict[str, str] | None, list[blobs.Payload], int]:
+    """`value` with its big members taken out; the parts `{member: blob hash}` that hold them
+    (None if none); the payloads to store, secrets redacted; and the characters of JSON that
+    its members take in all. A value that is no JSON object has no members: it is given back
+    as it is, with 0 characters.
+
+    A member is encoded, redacted and hashed by pieces (`whole`), and encoded again as it is
+    stored: a big one is never whole in memory as text.
+    """
     if not isinstance(value, dict):
-        return value, None, len(dumps(value))
+        return value, None, [], 0
     skeleton: dict[str, Any] = {}
     parts: dict[str, str] = {}
+    payloads: list[blobs.Payload] = []
     size = 2 + 4 * len(value)  # braces, and each member's quotes, colon and comma, roughly
     for name, member in value.items():
-        text = dumps(member)
-        size += len(name) + len(text)
-        if len(text) >= SMALLEST:
+        held = whole(member, redact, secrets)
+        size += len(name) + held.size
+        if held.size >= SMALLEST:
             skeleton[name] = None
-            parts[name] = keep(text)
+            parts[name] = held.name
+            payloads.append(held)
         else:
-            skeleton[name] = member
-    return skeleton, parts or None, size
+            skeleton[name] = member  # redacted with the event that holds it
+    return skeleton, parts or None, payloads, size
+
+
+def size(value: Any) -> int:
+    """The characters of JSON `value` takes, counted by pieces: a big state is never whole in
+    memory as text to be measured."""
+    if isinstance(value, dict):
+        # Braces, commas between members, and each member's quoted name and colon.
+        sizes = (len(dumps(name)) + 1 + size(member) for name, member in value.items())
+        return 1 + max(len(value), 1) + sum(sizes)
+    return sum(map(len, _pieces(value, str, by_pieces=True)()))
+
+
+def whole(value: Any, redact: Callable[[str], str], secrets: Sequence[str]) -> blobs.Payload:
+    """The JSON text of `value`, redacted, as a payload: a big list a thousand items at a time
+    unless a secret could span two pieces (one holds the comma between them)."""
+    by_pieces = not any("," in secret for secret in secrets)
+    return blobs.payload(_pieces(value, redact, by_pieces=by_pieces))
+
+
+def _pieces(value: Any, redact: Callable[[str], str], *, by_pieces: bool) -> blobs.Pieces:
+    if not (by_pieces and isinstance(value, list) and len(value) > _ITEMS_AT_ONCE):
+        return lambda: (redact(dumps(value)),)
+
+    def pieces() -> Iterator[str]:
+        yield "["
+        for start in range(0, len(value), _ITEMS_AT_ONCE):
+            if start:
+                yield ","
+            yield redact(dumps(value[start : start + _ITEMS_AT_ONCE])[1:-1])
+        yield "]"
+
+    return pieces
 
 
 def join(skeleton: Any, parts: Mapping[str, str] | None, load: Load) -> Any:

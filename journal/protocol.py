@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
+from journal.blobs import Payload
 from journal.events import Clock, Event
 from journal.leases import Holder, Lease
 from journal.limits import Budget, KillRequest, Reserve
@@ -68,7 +69,7 @@ class Store(Querying, Protocol):
         events: Sequence[Event],
         *,
         texts: Sequence[str] | None = None,
-        blobs: Sequence[str] = (),
+        blobs: Sequence[str | Payload] = (),
         sync: bool = False,
         claim: tuple[str, str] | None = None,
         reserve: Reserve | None = None,
@@ -231,6 +232,11 @@ class Store(Querying, Protocol):
 
     def redact(self, text: str) -> str:
         """`text` with every secret kept out replaced, as it would be written."""
+        ...
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What `redact` replaces: each secret kept out, and its form escaped in JSON."""
         ...
 
     # Lifecycle

@@ -8,7 +8,6 @@ already taken makes the whole batch fail (`ConcurrentAppend`), so two writers ne
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -23,6 +22,10 @@ import attrs
 
 from journal import chain, kinds, leases, limits, opening, parts, projection, schema
 from journal import events as k
+from journal.blobs import Payload
+from journal.blobs import holds as blob_holds
+from journal.blobs import put as put_blob
+from journal.blobs import text as blob_text
 from journal.errors import (
     ActionBusy,
     ActionDone,
@@ -300,7 +303,7 @@ class Journal:
         events: Sequence[Event],
         *,
         texts: Sequence[str] | None = None,
-        blobs: Sequence[str] = (),
+        blobs: Sequence[str | Payload] = (),
         sync: bool = False,
         claim: tuple[str, str] | None = None,
         reserve: limits.Reserve | None = None,
@@ -312,7 +315,7 @@ class Journal:
         transaction: a process whose lease was taken over writes nothing (LeaseLost), however
         late it noticed.
         `texts` are the events' data already encoded as JSON, when the caller has them;
-        `blobs` are payloads the events refer to by `blob_ref`, stored in the same transaction.
+        `blobs` are payloads the events refer to by their hash, stored in the same transaction.
         `claim` (action name, key) first checks, in the same transaction, that no run has done
         that action key (ActionDone) and no other run is acting on it (ActionBusy).
         `reserve` (with a model request) first checks, in the same transaction, that the request
@@ -329,7 +332,8 @@ class Journal:
             texts = [dumps(e.data) for e in events]
         if self.secrets:
             events, texts = self._redacted(events, texts)
-            blobs = [self.redact(b) for b in blobs]
+            # Payloads come measured, so redacted already (journal/parts.py).
+            blobs = [self.redact(b) if isinstance(b, str) else b for b in blobs]
         with self._write(sync=sync) as conn:
             if owner is not None:
                 _check_owner(conn, run_id, owner)
@@ -338,7 +342,7 @@ class Journal:
             if reserve is not None:
                 limits._reserve(conn, run_id, reserve, events[-1].at[:10])
             for blob in blobs:
-                _put_blob(conn, blob)
+                put_blob(conn, blob)
             self._insert(conn, run_id, events, texts)
             projection._apply(conn, run_id, projection.project(events))
             if any(e.kind == k.RUN_KILLED for e in events):
@@ -433,19 +437,18 @@ class Journal:
             # a clock that may step back.
             (ordinal,) = conn.execute("SELECT coalesce(max(ordinal), 0) + 1 FROM runs").fetchone()
 
-            def keep(text: str) -> str:
-                return _put_blob(conn, self.redact(text))
-
             # Big members stored once, as blobs: the first state's tickets are the input's.
-            input, input_parts, _ = parts.split(input, keep)
-            state, state_parts, _ = parts.split(state, keep)
+            input, input_parts, held, _ = parts.split(input, self.redact, self.secrets)
+            state, state_parts, more, _ = parts.split(state, self.redact, self.secrets)
+            for payload in [*held, *more]:
+                put_blob(conn, payload)
             data = kinds.RunStarted(
                 machine=machine,
                 target=target,
                 code_hash=code_hash,
                 run_key=run_key,
                 to_step=step,
-                input=keep(dumps(input)),
+                input=put_blob(conn, parts.whole(input, self.redact, self.secrets)),
                 state=state,
                 ordinal=ordinal,
                 limits=limits,
@@ -577,14 +580,21 @@ class Journal:
         return Event(row[0], row[1], row[2], row[3], row[4], data)
 
     def blob(self, ref: str) -> str:
-        row = self.conn.execute("SELECT data FROM blobs WHERE hash = ?", (ref,)).fetchone()
-        if row is None:
+        try:
+            text = blob_text(self.conn, ref)
+        except UnicodeDecodeError as e:
+            msg = (
+                f"{self.path} is damaged: the blob {ref} is not UTF-8 text; "
+                f"`journal verify --db {self.path}` names all that is wrong"
+            )
+            raise JournalCorrupt(msg) from e
+        if text is None:
             msg = (
                 f"{self.path} is damaged: the blob {ref} is gone; "
                 f"`journal verify --db {self.path}` names all that is wrong"
             )
             raise BlobMissing(msg)
-        return str(row[0])
+        return text
 
     def run(self, run_id: str) -> Run:
         return self._run(self.conn, run_id)
@@ -769,32 +779,9 @@ def _input_problem(conn: sqlite3.Connection, run_id: str) -> str | None:
         found = conn.execute("SELECT size, data FROM blobs WHERE hash = ?", (ref,)).fetchone()
         if found is None:
             return f"the blob {ref} that seq 1 refers to is gone"
-        size, data = found
-        if size != len(data) or blob_ref(data) != ref:
+        if not blob_holds(ref, *found):
             return f"the blob {ref} that seq 1 refers to was changed: it fails its hash"
     return None
-
-
-def blob_ref(text: str) -> str:
-    """The name a payload is stored under: `sha256:` and the hex digest of its UTF-8 bytes."""
-    digest = hashlib.sha256()
-    for start in range(0, len(text), _HASHED_AT_ONCE):  # never a second copy of a big text
-        digest.update(text[start : start + _HASHED_AT_ONCE].encode())
-    return "sha256:" + digest.hexdigest()
-
-
-_HASHED_AT_ONCE = 1 << 20
-
-
-def _put_blob(conn: sqlite3.Connection, text: str) -> str:
-    """Store `text` once under its content hash and return the hash."""
-    ref = blob_ref(text)
-    # Looked up first: a big text already stored is not handed to SQLite to be ignored.
-    if conn.execute("SELECT 1 FROM blobs WHERE hash = ?", (ref,)).fetchone() is None:
-        conn.execute(
-            "INSERT INTO blobs (hash, size, data) VALUES (?, ?, ?)", (ref, len(text), text)
-        )
-    return ref
 
 
 def _new_run_id(conn: sqlite3.Connection) -> str:

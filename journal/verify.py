@@ -9,7 +9,6 @@ stored, and each snapshot is compared with the fold of the changes before it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from journal import chain, delta, fold, parts, projection
+from journal import blobs, chain, delta, fold, parts, projection
 from journal import events as k
 from journal.errors import BlobMissing
 
@@ -199,7 +198,7 @@ def _blobs(journal: Journal, run_id: str | None) -> list[Problem]:
             row = journal.conn.execute(
                 "SELECT size, data FROM blobs WHERE hash = ?", (ref,)
             ).fetchone()
-            sound[ref] = None if row is None else _holds(ref, *row)
+            sound[ref] = None if row is None else blobs.holds(ref, *row)
         if sound[ref] is None:
             problems.append(Problem(run, f"the blob {ref} that seq {seq} refers to is gone", seq))
         elif not sound[ref]:
@@ -207,14 +206,9 @@ def _blobs(journal: Journal, run_id: str | None) -> list[Problem]:
             problems.append(Problem(run, what, seq))
     if run_id is None:
         for ref, size, data in journal.conn.execute("SELECT hash, size, data FROM blobs"):
-            if ref not in sound and not _holds(ref, size, data):
+            if ref not in sound and not blobs.holds(ref, size, data):
                 problems.append(Problem(None, f"the blob {ref} was changed: it fails its hash"))
     return problems
-
-
-def _holds(ref: str, size: int, data: str) -> bool:
-    text = str(data)
-    return size == len(text) and ref == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _projections(journal: Journal, run_id: str | None) -> list[Problem]:

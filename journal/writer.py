@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from journal import blobs
 from journal.errors import JournalError, LeaseLost
 from journal.events import Event, dumps, timestamp
 from journal.kinds import Data
 from journal.leases import Holder
 from journal.limits import KillRequest, Reserve
 from journal.protocol import Store
-from journal.store import blob_ref
 
 
 class RunWriter:
@@ -58,7 +58,7 @@ class RunWriter:
         """Told each batch of events once it is committed, as written: the live log."""
         self._events: list[Event] = []
         self._texts: list[str] = []
-        self._blobs: list[str] = []
+        self._blobs: list[str | blobs.Payload] = []
         self._pending_since = 0.0
         self._sync = False
         """Whether an event held asked to be on disk when its commit returns."""
@@ -80,12 +80,15 @@ class RunWriter:
         self.bytes_written += len(text)
         return event
 
-    def blob(self, text: str) -> str:
-        """Keep `text` to be stored once, by content hash, with the next write; return its ref."""
-        text = self.journal.redact(text)  # the ref names what is stored, secrets redacted
+    def blob(self, text: str | blobs.Payload) -> str:
+        """Keep `text` to be stored once, by content hash, with the next write; return its ref.
+
+        A payload (journal/parts.py) comes redacted and named already."""
+        if isinstance(text, str):
+            text = self.journal.redact(text)  # the ref names what is stored, secrets redacted
         with self._lock:
             self._blobs.append(text)
-        return blob_ref(text)
+        return text.name if isinstance(text, blobs.Payload) else blobs.ref(text)
 
     def record(self, step: str | None, data: Data) -> Event:
         """Hold an event that can be computed again, to be written with the next commit."""
@@ -190,7 +193,7 @@ class RunWriter:
         self,
         events: list[Event],
         texts: list[str],
-        blobs: list[str],
+        blobs: list[str | blobs.Payload],
         sync: bool,
         claim: tuple[str, str] | None,
         reserve: Reserve | None,

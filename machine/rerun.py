@@ -27,12 +27,11 @@ from typing import IO, Any, Literal, NoReturn
 
 import attrs
 
-from journal import Event, Run, RunWriter, Store, delta, kinds
+from journal import Event, Run, RunWriter, Store, blobs, delta, kinds
 from journal import events as k
 from journal.events import dumps, timestamp
 from journal.kinds import to_step
 from journal.limits import Reserve
-from journal.store import blob_ref
 from machine import convert
 from machine.context import OPERATIONS, Context
 from machine.definition import Fail, Finish, Goto, Handler, Machine
@@ -600,8 +599,10 @@ class _Unwritten(RunWriter):
     def flush(self) -> None:
         return None
 
-    def blob(self, text: str) -> str:
-        return blob_ref(self.journal.redact(text))
+    def blob(self, text: str | blobs.Payload) -> str:
+        if isinstance(text, blobs.Payload):
+            return text.name
+        return blobs.ref(self.journal.redact(text))
 
     def _hold(self, kind: str, step: str | None, data: dict[str, Any]) -> Event:
         text = self.journal.redact(dumps(data))  # NotJSON, as the real writer raises it

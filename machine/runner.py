@@ -40,7 +40,6 @@ from journal import (
     kinds,
     parts,
 )
-from journal.events import dumps
 from journal.limits import NUSD
 from machine import anomaly, convert, states
 from machine.context import OPERATIONS, Checkpoint, Context, no_checkpoint
@@ -146,7 +145,32 @@ def prepare(machine: Machine[Any], input: Any) -> Prepared:
         raise StateNotJSON(msg)
     if ignored:
         warnings.warn(IgnoredInput(ignored), stacklevel=2)
-    return Prepared(machine, input, state, convert.to_json(machine.converter, state), ignored)
+    state_json = convert.to_json(machine.converter, state)
+    return Prepared(machine, _held_once(input, state_json), state, state_json, ignored)
+
+
+def _held_once(input: Any, state_json: Any) -> Any:
+    """`input`, with what the first state holds equal to it (the whole input, or an input's
+    member, as the tickets the state works through) made the state's own JSON: a big input is
+    then held in memory once, not as two equal trees, until it is written."""
+    if not isinstance(state_json, dict):
+        return input
+    if isinstance(input, list):
+        for member in state_json.values():
+            if isinstance(member, list) and len(member) == len(input) and delta.same(member, input):
+                return member
+        return input
+    if isinstance(input, dict):
+        return {
+            name: state_json[name]
+            if isinstance(value, list | dict)
+            and type(state_json.get(name)) is type(value)
+            and len(value) == len(state_json[name])
+            and delta.same(value, state_json[name])
+            else value
+            for name, value in input.items()
+        }
+    return input
 
 
 def start(
@@ -507,7 +531,7 @@ class _Live:
         self.state = state
         recorded = begun.recorded
         assert step is not None
-        state_bytes = len(dumps(state_json))
+        state_bytes = parts.size(state_json)
         since_snapshot = delta_bytes = 0
         fields = states.layout(machine.converter, state, state_json)
         while True:
@@ -585,7 +609,11 @@ class _Live:
             # last have cost as much, so snapshots never more than double the journal.
             if since_snapshot >= machine.snapshot_every and delta_bytes >= state_bytes:
                 # Its big members are blobs, stored once however many snapshots hold them.
-                held, held_parts, state_bytes = parts.split(new_json, writer.blob)
+                held, held_parts, payloads, state_bytes = parts.split(
+                    new_json, self.journal.redact, self.journal.secrets
+                )
+                for payload in payloads:
+                    writer.blob(payload)
                 snapshot = kinds.Snapshot(
                     state=held, to_step=to, transitions=visit, state_parts=held_parts
                 )

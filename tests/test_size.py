@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 from conftest import cli, one_line_error
 
-from journal import Journal, state_at, verify
+from journal import Journal, blobs, parts, state_at, verify
 from journal.events import dumps
 from machine import Context, Machine, Transition, runner
 
@@ -196,3 +196,25 @@ def test_a_part_gone_is_named_and_nothing_builds_on_it(tmp_path: Path) -> None:
     resumed = cli("resume", run_id, db=db)
     assert resumed.returncode != 0 and "Traceback" not in resumed.stderr
     assert f"the blob {ref} that seq 1 refers to is gone" in resumed.stderr
+
+
+def test_a_big_member_in_pieces_is_the_text_of_it_whole_and_its_secrets_are_redacted() -> None:
+    secret = "sk-ant-0123456789"
+    member = [
+        {"n": i, "text": f"item {i} é", "key": secret if i % 997 == 0 else ""} for i in range(5000)
+    ]
+    redact = lambda text: text.replace(secret, "[redacted]")  # noqa: E731
+    for secrets in ([secret], ["a secret, with a comma"]):  # by pieces, then whole
+        _, found, payloads, size = parts.split({"items": member, "n": 1}, redact, secrets)
+        (payload,) = payloads
+        whole = redact(dumps(member))
+        assert "".join(payload.pieces()) == whole and secret not in whole
+        assert found == {"items": payload.name} and payload.name == blobs.ref(whole)
+        assert (payload.size, payload.length) == (len(whole), len(whole.encode()))
+        assert size >= len(whole)
+
+
+def test_the_size_of_a_state_counted_by_pieces_is_its_size() -> None:
+    odd = {"items": BIG["items"], 'é"': [1, 2.5, None]}
+    for value in ({}, {"a": 1}, odd, BIG["items"], 7):
+        assert parts.size(value) == len(dumps(value))
