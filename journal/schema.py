@@ -482,6 +482,12 @@ _M0005 = (
 _M0006 = ("DROP VIEW model_calls", _kind_view("model_calls", "model.answered"))
 
 
+# No table changes: `run.started` and `snapshot` may now hold a state's or an input's big members
+# as blobs (journal/parts.py). Counted as a migration so that an older runjournal, which would
+# read null in their place, refuses the journal instead.
+_M0007: tuple[str, ...] = ()
+
+
 def _m0005(db: sqlite_utils.Database) -> None:
     _statements(_M0005)(db)
     projection._rebuild(db.conn, lambda run_id: projection.read_events(db.conn, run_id))
@@ -508,6 +514,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0004_hash_chain_done_order", _m0004),
     ("0005_limits_exact_costs", _m0005),
     ("0006_model_calls_mechanism_thinking", _statements(_M0006)),
+    ("0007_big_members_as_blobs", _statements(_M0007)),
 ]
 
 
