@@ -218,3 +218,33 @@ def test_the_size_of_a_state_counted_by_pieces_is_its_size() -> None:
     odd = {"items": BIG["items"], 'é"': [1, 2.5, None]}
     for value in ({}, {"a": 1}, odd, BIG["items"], 7):
         assert parts.size(value) == len(dumps(value))
+
+
+def test_a_blob_of_a_megabyte_is_written_in_pieces_read_back_and_checked(tmp_path: Path) -> None:
+    db, source = tmp_path / "journal.db", tmp_path / "input.json"
+    items = [f"line {i:06d} of an input of more than a megabyte, é" for i in range(24_000)]
+    source.write_text(json.dumps({"items": items}, ensure_ascii=False))
+    first = cli("run", f"{Path(__file__)}:lines", "--input", str(source), "--max-steps", "2", db=db)
+    run_id = run_of(first)
+    with Journal.open(db) as journal:
+        ref = next(journal.events(run_id, upto=1)).data["state_parts"]["items"]
+        assert journal.blob(ref) == dumps(items)
+        assert state_at(journal, run_id, 1).state["items"] == items
+    sql = (
+        "SELECT typeof(data) AS kind, length(CAST(data AS TEXT)) AS chars, "
+        f"substr(CAST(data AS TEXT), -40) AS tail FROM blobs WHERE hash = '{ref}'"
+    )
+    read = cli("sql", sql, "--json", db=db)
+    assert read.returncode == 0, read.stderr
+    text = dumps(items)
+    assert json.loads(read.stdout) == {"kind": "blob", "chars": len(text), "tail": text[-40:]}
+    assert cli("verify", db=db).returncode == 0
+    with sqlite3.connect(db) as conn:  # one byte changed, in the middle of the blob
+        (rowid,) = conn.execute("SELECT rowid FROM blobs WHERE hash = ?", (ref,)).fetchone()
+        with conn.blobopen("blobs", "data", rowid) as blob:
+            blob.seek(600_000)
+            blob.write(b"X")
+    conn.close()
+    checked = cli("verify", db=db)
+    assert checked.returncode != 0
+    assert f"the blob {ref} that seq 1 refers to was changed" in checked.stdout + checked.stderr
