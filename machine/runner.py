@@ -161,15 +161,17 @@ def _held_once(input: Any, state_json: Any) -> Any:
                 return member
         return input
     if isinstance(input, dict):
-        return {
-            name: state_json[name]
-            if isinstance(value, list | dict)
-            and type(state_json.get(name)) is type(value)
-            and len(value) == len(state_json[name])
-            and delta.same(value, state_json[name])
-            else value
-            for name, value in input.items()
-        }
+        held = dict(input)
+        for name, value in input.items():
+            mine = state_json.get(name)
+            if (
+                isinstance(value, list | dict)
+                and isinstance(mine, list | dict)
+                and len(mine) == len(value)
+                and delta.same(mine, value)
+            ):
+                held[name] = mine
+        return held
     return input
 
 
