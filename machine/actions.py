@@ -25,7 +25,14 @@ import attrs
 from journal import Action, ActionBusy, ActionDone, Event, Holder, RunWriter, Store, kinds
 from journal import events as k
 from machine import convert
-from machine.errors import ActionFailed, CallFailed, NeedsAttention, NothingToResolve, Retryable
+from machine.errors import (
+    ActionFailed,
+    CallFailed,
+    Failure,
+    NeedsAttention,
+    NothingToResolve,
+    Retryable,
+)
 from machine.model import retry
 
 if TYPE_CHECKING:
@@ -93,7 +100,7 @@ def act(
     if state == "in_doubt" and not idempotent:
         _stop(ctx, base, "its outcome is unknown (the process stopped while it ran)")
     attempts_before = sum(e.kind == k.ACTION_INTENDED for e in events)
-    doubt: list[retry.Failure] = []
+    doubt: list[Failure] = []
     busy: list[str] = []
     writer, step = ctx.writer, ctx.step
 
@@ -121,7 +128,7 @@ def act(
         ctx.checkpoint("action.done")
         return value
 
-    def classify(exc: BaseException, *, now: float) -> retry.Failure:
+    def classify(exc: BaseException, *, now: float) -> Failure:
         failure = retry.classify(exc, now=now)
         # Not idempotent and maybe done (a timeout, a dropped connection, a 5xx): doing it
         # again could do it twice, so it is not retried; a person decides.
@@ -135,7 +142,7 @@ def act(
             return attrs.evolve(failure, retryable=False)
         return failure
 
-    def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
+    def failed(n: int, failure: Failure, wait: float | None) -> None:
         writer.commit(
             step,
             kinds.ActionFailed(

@@ -40,7 +40,7 @@ from cattrs.errors import AttributeValidationNote
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import make_converter
 
-from machine.errors import ConversionError
+from machine.errors import ConversionError, Ignored
 
 T = TypeVar("T")
 
@@ -434,26 +434,6 @@ def _as_read(value: Any) -> bool:
         elif kind not in _PLAIN_ATOMS or (kind is float and not math.isfinite(item)):
             return False
     return True
-
-
-@attrs.frozen
-class Ignored:
-    """A key of an input that no field took, at every place alike but for list indices and
-    dict keys: `$.tickets[*].subjet`, found `count` times, first at `$.tickets[0].subjet`."""
-
-    pattern: str
-    first: str
-    count: int
-    key: str
-    owner: str
-    """The class that has no field `key`."""
-    fields: tuple[str, ...]
-    """The fields `owner` has."""
-
-    def describe(self) -> str:
-        has = ", ".join(self.fields) if self.fields else "no fields"
-        where = self.first if self.count == 1 else f"{self.pattern} ({self.count} times)"
-        return f"{where}: {self.owner} has no field {self.key!r}, it has {has}"
 
 
 def ignored(raw: Any, value: Any) -> tuple[Ignored, ...]:

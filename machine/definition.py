@@ -16,7 +16,13 @@ import attrs
 import cattrs
 
 from machine import convert
-from machine.errors import ConversionError, DefinitionError, InputMismatch, UnknownInputField
+from machine.errors import (
+    ConversionError,
+    DefinitionError,
+    Ignored,
+    InputMismatch,
+    UnknownInputField,
+)
 from machine.limits import Limits
 
 if TYPE_CHECKING:
@@ -235,7 +241,7 @@ class Machine(Generic[S]):
         """The first state of a run whose input is `raw` (JSON values)."""
         return self.structure_input(raw)[0]
 
-    def structure_input(self, raw: Any) -> tuple[S, tuple[convert.Ignored, ...]]:
+    def structure_input(self, raw: Any) -> tuple[S, tuple[Ignored, ...]]:
         """The first state of a run whose input is `raw` (JSON values), and the fields of the
         input no class has, which were left out; with `strict_input`, refused."""
         try:
@@ -266,7 +272,7 @@ class Machine(Generic[S]):
             raise DefinitionError(msg)
         return state, ignored
 
-    def _check_ignored(self, raw: Any, value: Any) -> tuple[convert.Ignored, ...]:
+    def _check_ignored(self, raw: Any, value: Any) -> tuple[Ignored, ...]:
         ignored = convert.ignored(raw, value)
         if ignored and self.strict_input:
             raise UnknownInputField(self.name, ignored)

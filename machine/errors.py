@@ -6,12 +6,57 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import attrs
+
 if TYPE_CHECKING:
     # Not imported when run: `machine/__init__` imports this module to say that a file of the
     # user's shadows `journal`, before it may import anything from it.
     from journal import kinds
-    from machine.convert import Ignored
-    from machine.model.retry import Failure
+
+
+@attrs.frozen
+class Ignored:
+    """A key of an input that no field took, at every place alike but for list indices and
+    dict keys: `$.tickets[*].subjet`, found `count` times, first at `$.tickets[0].subjet`."""
+
+    pattern: str
+    first: str
+    count: int
+    key: str
+    owner: str
+    """The class that has no field `key`."""
+    fields: tuple[str, ...]
+    """The fields `owner` has."""
+
+    def describe(self) -> str:
+        has = ", ".join(self.fields) if self.fields else "no fields"
+        where = self.first if self.count == 1 else f"{self.pattern} ({self.count} times)"
+        return f"{where}: {self.owner} has no field {self.key!r}, it has {has}"
+
+
+@attrs.frozen
+class Failure:
+    """One failed attempt, as the journal records it."""
+
+    retryable: bool
+    status: int | None
+    """HTTP status; None for connection errors and exceptions that are not HTTP."""
+    error_type: str
+    """The API's error.type when known, else "connection_error", "timeout" or the class name."""
+    message: str
+    """One line, without headers or request bodies."""
+    request_id: str | None
+    retry_after: float | None
+    """Seconds the server asked us to wait, if it said."""
+
+    def describe(self) -> str:
+        """E.g. "529 overloaded_error: Overloaded (request req_123)"."""
+        text = self.error_type if self.status is None else f"{self.status} {self.error_type}"
+        if self.message:
+            text += f": {self.message}"
+        if self.request_id:
+            text += f" (request {self.request_id})"
+        return text
 
 
 class MachineError(Exception):

@@ -46,6 +46,7 @@ from machine.context import OPERATIONS, Checkpoint, Context, no_checkpoint
 from machine.definition import Fail, Finish, Goto, Machine
 from machine.errors import (
     ConversionError,
+    Ignored,
     IgnoredInput,
     InputMismatch,
     Interrupted,
@@ -123,7 +124,7 @@ class Prepared:
     input: Any
     state: Any
     state_json: Any
-    ignored: tuple[convert.Ignored, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
     """Fields of the input that no class of the state has, left out of it (an `IgnoredInput`
     warning said so)."""
 

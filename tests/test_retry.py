@@ -18,12 +18,10 @@ import attrs
 import httpx2
 import pytest
 
+from machine.errors import CallFailed, Failure, Retryable
 from machine.model.retry import (
     FATAL_STATUS,
     RETRYABLE_STATUS,
-    CallFailed,
-    Failure,
-    Retryable,
     RetryPolicy,
     call,
     classify,

@@ -31,6 +31,7 @@ from machine import convert
 from machine.errors import (
     AnswerCut,
     CallFailed,
+    Failure,
     ModelCallFailed,
     ModelRefused,
     ModelUnavailable,
@@ -407,9 +408,7 @@ class _Ask:
             except RunKilled:
                 pace.failed(ticket, throttled=False, retry_after=None)
                 # Given up on: it may still be billed, at worst its worst case.
-                abandoned = retry.Failure(
-                    False, None, "abandoned", "the run was killed", None, None
-                )
+                abandoned = Failure(False, None, "abandoned", "the run was killed", None, None)
                 failed(n, abandoned, None)
                 session.abandon()
                 raise
@@ -440,7 +439,7 @@ class _Ask:
                 "worst_case_tokens": worst_tokens,
             }
 
-        def failed(n: int, failure: retry.Failure, wait: float | None) -> None:
+        def failed(n: int, failure: Failure, wait: float | None) -> None:
             if n not in counted_already:
                 guard.record(False)
             writer.commit(

@@ -23,7 +23,7 @@ from typing import TypeAlias, TypeVar
 import attrs
 
 from journal import JournalError
-from machine.errors import CallFailed, Retryable
+from machine.errors import CallFailed, Failure, Retryable
 
 T = TypeVar("T")
 
@@ -55,31 +55,6 @@ class RetryPolicy:
     cap: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
     max_retry_after: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
     """A server's retry-after longer than this is cut to this."""
-
-
-@attrs.frozen
-class Failure:
-    """One failed attempt, as the journal records it."""
-
-    retryable: bool
-    status: int | None
-    """HTTP status; None for connection errors and exceptions that are not HTTP."""
-    error_type: str
-    """The API's error.type when known, else "connection_error", "timeout" or the class name."""
-    message: str
-    """One line, without headers or request bodies."""
-    request_id: str | None
-    retry_after: float | None
-    """Seconds the server asked us to wait, if it said."""
-
-    def describe(self) -> str:
-        """E.g. "529 overloaded_error: Overloaded (request req_123)"."""
-        text = self.error_type if self.status is None else f"{self.status} {self.error_type}"
-        if self.message:
-            text += f": {self.message}"
-        if self.request_id:
-            text += f" (request {self.request_id})"
-        return text
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
