@@ -12,16 +12,24 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
 from journal import blobs, chain, delta, fold, parts, projection
 from journal import events as k
 from journal.errors import BlobMissing
+from journal.protocol import Store
 
-if TYPE_CHECKING:  # the store checks runs with `verify_part`: it imports this module
-    from journal.store import Journal
+
+class SQLStore(Store, Protocol):
+    """A journal in SQLite as the checks read it: a store, and its connection for their SQL.
+
+    A protocol, not the store's class: the store checks runs with `verify_part`, so it imports
+    this module, and this module does not import it back."""
+
+    @property
+    def conn(self) -> sqlite3.Connection: ...
 
 
 @attrs.frozen
@@ -33,7 +41,7 @@ class Problem:
     seq: int | None = None
 
 
-def verify(journal: Journal, run_id: str | None = None) -> list[Problem]:
+def verify(journal: SQLStore, run_id: str | None = None) -> list[Problem]:
     """Every problem found, in the whole journal or in one run; empty means it is sound."""
     problems = [Problem(None, f"sqlite: {row[0]}") for row in file_problems(journal.conn)]
     if problems:
@@ -43,7 +51,7 @@ def verify(journal: Journal, run_id: str | None = None) -> list[Problem]:
     return problems
 
 
-def record(journal: Journal) -> list[Problem]:
+def record(journal: SQLStore) -> list[Problem]:
     """The problems of the record alone: the file (SQLite's quick check), each run's seqs and
     hash chain, and the blobs; not the tables derived from the events. What a command that
     rewrites the journal (`journal migrate`) checks before saying it is sound."""
@@ -90,7 +98,7 @@ def verify_part(
     return None
 
 
-def heads(journal: Journal, run_id: str | None = None) -> dict[str, tuple[int, str]]:
+def heads(journal: SQLStore, run_id: str | None = None) -> dict[str, tuple[int, str]]:
     """The last seq and hash of each run (or of one): what to keep elsewhere to catch a forger."""
     where, params = _runs(journal, run_id)
     rows = journal.conn.execute(
@@ -110,12 +118,12 @@ def file_problems(conn: sqlite3.Connection, how: str = "integrity") -> list[tupl
         return [(str(e),)]
 
 
-def _runs(journal: Journal, run_id: str | None) -> tuple[str, list[Any]]:
+def _runs(journal: SQLStore, run_id: str | None) -> tuple[str, list[Any]]:
     """A WHERE clause and its parameters that pick the events of one run, or of all."""
     return ("run_id = ?", [run_id]) if run_id is not None else ("1", [])
 
 
-def _gaps(journal: Journal, run_id: str | None) -> list[Problem]:
+def _gaps(journal: SQLStore, run_id: str | None) -> list[Problem]:
     where, params = _runs(journal, run_id)
     rows = journal.conn.execute(
         f"SELECT run_id, count(*), min(seq), max(seq) FROM events WHERE {where} GROUP BY run_id",
@@ -128,7 +136,7 @@ def _gaps(journal: Journal, run_id: str | None) -> list[Problem]:
     ]
 
 
-def _chains(journal: Journal, run_id: str | None) -> list[Problem]:
+def _chains(journal: SQLStore, run_id: str | None) -> list[Problem]:
     """The first event of each run whose stored hash is not the one its content chains to."""
     where, params = _runs(journal, run_id)
     rows = journal.conn.execute(
@@ -157,7 +165,7 @@ def _chains(journal: Journal, run_id: str | None) -> list[Problem]:
     return problems
 
 
-def _after_done(journal: Journal, run_id: str | None) -> list[Problem]:
+def _after_done(journal: SQLStore, run_id: str | None) -> list[Problem]:
     where, params = _runs(journal, run_id)
     rows = journal.conn.execute(
         f"SELECT e.run_id, min(e.seq), count(*) FROM events e JOIN ("
@@ -171,7 +179,7 @@ def _after_done(journal: Journal, run_id: str | None) -> list[Problem]:
     ]
 
 
-def _blob_refs(journal: Journal, run_id: str | None) -> Iterator[tuple[str, int, str]]:
+def _blob_refs(journal: SQLStore, run_id: str | None) -> Iterator[tuple[str, int, str]]:
     """(run_id, seq, blob hash) of every reference from an event to a blob."""
     where, params = _runs(journal, run_id)
     for field, kind in (("input", k.RUN_STARTED), ("request", k.MODEL_REQUESTED)):
@@ -188,7 +196,7 @@ def _blob_refs(journal: Journal, run_id: str | None) -> Iterator[tuple[str, int,
         )
 
 
-def _blobs(journal: Journal, run_id: str | None) -> list[Problem]:
+def _blobs(journal: SQLStore, run_id: str | None) -> list[Problem]:
     """Every blob an event refers to is there and holds what its hash says; and, for the whole
     journal, every blob no event refers to holds what its hash says too."""
     problems = []
@@ -211,7 +219,7 @@ def _blobs(journal: Journal, run_id: str | None) -> list[Problem]:
     return problems
 
 
-def _projections(journal: Journal, run_id: str | None) -> list[Problem]:
+def _projections(journal: SQLStore, run_id: str | None) -> list[Problem]:
     conn = journal.conn
     stored = {
         table: _rows(conn, f"main.{table}", order) for table, order in projection.TABLES.items()
@@ -234,7 +242,7 @@ def _projections(journal: Journal, run_id: str | None) -> list[Problem]:
     return problems
 
 
-def _rebuilt(journal: Journal) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+def _rebuilt(journal: SQLStore) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
     """The projections as the events give them, built in memory; the file is not written.
 
     Temporary tables of the same names hide the stored ones from the projection's own SQL, so
@@ -287,7 +295,7 @@ def _changed(stored: dict[str, Any] | None, derived: dict[str, Any] | None) -> s
     )
 
 
-def _snapshots(journal: Journal, run_id: str | None) -> list[Problem]:
+def _snapshots(journal: SQLStore, run_id: str | None) -> list[Problem]:
     problems = []
     where, params = _runs(journal, run_id)
     rows = journal.conn.execute(

@@ -13,18 +13,15 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import attrs
 
 from machine.testing._fake_values import digest, tool_named
-
-if TYPE_CHECKING:
-    from machine.testing.fake import FakeModel
 
 
 @attrs.frozen
@@ -42,6 +39,18 @@ class Hangup:
 
     kind: Literal["reset", "timeout"]
     request_id: str
+
+
+class Served(Protocol):
+    """What the server asks of the model it puts before other processes (`fake.FakeModel`): a
+    protocol, so that this module need not import the one that imports it."""
+
+    @property
+    def timeout_seconds(self) -> float: ...
+
+    def _handle(
+        self, raw: bytes, headers: Mapping[str, str], wait: Callable[[float], bool]
+    ) -> tuple[attrs.AttrsInstance, Reply | Hangup]: ...
 
 
 def error(status: int, kind: str, message: str, request_id: str, **headers: str) -> Reply:
@@ -90,7 +99,7 @@ def _invalid(body: Any) -> str | None:
 class _Httpd(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], model: FakeModel, log: IO[str] | None) -> None:
+    def __init__(self, address: tuple[str, int], model: Served, log: IO[str] | None) -> None:
         super().__init__(address, _Handler)
         self.model = model
         self.log = log
@@ -177,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeServer:
     """The fake on a loopback HTTP server, in a daemon thread; a context manager."""
 
-    def __init__(self, model: FakeModel, *, host: str, port: int, log: Path | None) -> None:
+    def __init__(self, model: Served, *, host: str, port: int, log: Path | None) -> None:
         self._log = log.open("a", encoding="utf-8") if log is not None else None
         self._httpd = _Httpd((host, port), model, self._log)
         self.url = f"http://{host}:{self._httpd.server_address[1]}"
@@ -210,7 +219,7 @@ class FakeServer:
 
 
 def serve(
-    model: FakeModel, *, host: str = "127.0.0.1", port: int = 0, log: Path | None = None
+    model: Served, *, host: str = "127.0.0.1", port: int = 0, log: Path | None = None
 ) -> FakeServer:
     """Serve `model` at http://HOST:PORT (port 0: any free one), appending to `log` if given."""
     return FakeServer(model, host=host, port=port, log=log)
