@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -500,9 +499,9 @@ def verify_command(run_id: str | None, as_json: bool, db: Path | None) -> None:
         problems = verify(journal, run)
         damaged = any(p.what.startswith("sqlite:") for p in problems)
         last = {} if damaged else heads(journal, run)
-    except (JournalCorrupt, sqlite3.DatabaseError) as e:
+    except JournalCorrupt as e:
         # The command that reports damage reports it, even where the file cannot be read.
-        problems, last = [Problem(None, f"sqlite: {e}")], {}
+        problems, last = [Problem(None, f"sqlite: {e.__cause__ or e}")], {}
     if as_json:
         report = {
             "ok": not problems,

@@ -17,7 +17,6 @@ line, with secrets redacted and control characters escaped.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,8 @@ import click
 
 from cli.output import printable
 from journal import (
+    MIN_SECRET,
+    REDACTED,
     ConcurrentAppend,
     DiskFailed,
     DiskFull,
@@ -38,8 +39,6 @@ from journal import (
     LeaseLost,
     ReadOnlyJournal,
 )
-from journal.errors import translate
-from journal.store import MIN_SECRET, REDACTED
 from machine import MachineError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,10 +91,6 @@ class JournalGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except sqlite3.Error as e:
-            # What the journal did not translate itself (a read deep in a fold): said the same.
-            error = translate(e, db_path(ctx.meta.get(_DB)))
-            raise _exit_for(error)(one_line(str(error))) from e
         except (JournalError, MachineError) as e:
             raise _exit_for(e)(one_line(str(e))) from e
         except click.UsageError as e:

@@ -53,11 +53,13 @@ from journal.leases import Holder, Lease
 from journal.protocol import Querying, Store
 from journal.query import Rows, query
 from journal.rows import Action, Run
-from journal.store import Durability, Journal
+from journal.store import MIN_SECRET, REDACTED, Durability, Journal
 from journal.verify import Problem, heads, verify
 from journal.writer import Heartbeat, RunWriter
 
 __all__ = [
+    "MIN_SECRET",
+    "REDACTED",
     "Action",
     "ActionBusy",
     "ActionDone",

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import attrs
 
+from journal.errors import translated
 from journal.events import timestamp
 from journal.limits import NUSD
 from journal.store import Journal
@@ -84,12 +85,13 @@ def spent_today(journal: Journal) -> dict[str, Spent]:
     """What each machine spent today (UTC, by the day each request was sent): what its budget
     is checked against. A machine with no request today is absent."""
     day = timestamp(journal.clock())[:10]
-    rows = journal.conn.execute(
-        "SELECT machine, sum(cost_nusd), sum(exposure_nusd) FROM spend WHERE day = ? "
-        "GROUP BY machine",
-        (day,),
-    )
-    return {machine: Spent.of(billed, exposure) for machine, billed, exposure in rows}
+    with translated(journal.path):
+        rows = journal.conn.execute(
+            "SELECT machine, sum(cost_nusd), sum(exposure_nusd) FROM spend WHERE day = ? "
+            "GROUP BY machine",
+            (day,),
+        )
+        return {machine: Spent.of(billed, exposure) for machine, billed, exposure in rows}
 
 
 @attrs.frozen
@@ -125,7 +127,9 @@ def report(
         f"GROUP BY {group_by} ORDER BY {order}"
     )
     rows = []
-    for row in journal.conn.execute(sql, params):
+    with translated(journal.path):
+        found = journal.conn.execute(sql, params).fetchall()
+    for row in found:
         shown = row[: len(keys)]
         calls, requests, *tokens, billed, exposure, steps, decisions = row[len(keys) :]
         spent = Spent.of(billed, exposure)

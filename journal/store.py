@@ -8,6 +8,7 @@ already taken makes the whole batch fail (`ConcurrentAppend`), so two writers ne
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from secrets import token_hex
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
 
 import attrs
 
@@ -46,6 +47,10 @@ from journal.query import Rows, query
 from journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
 from journal.verify import file_problems, verify_part
 
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
 Durability = Literal["normal", "full"]
 Tracer = Callable[[str], None]
 
@@ -58,6 +63,30 @@ MIN_SECRET = 8
 """Shorter strings are not redacted: replacing them would garble the journal, and no API key
 is that short."""
 _SELECT_EVENTS = "SELECT run_id, seq, at, kind, step, data FROM events WHERE run_id = ?"
+
+
+def _reading(method: Callable[Concatenate[Journal, P], R]) -> Callable[Concatenate[Journal, P], R]:
+    """A read whose SQLite errors are raised as the journal's own (JournalError), rows read as
+    they are iterated included: nothing above `journal/` sees `sqlite3`."""
+
+    @functools.wraps(method)
+    def read(journal: Journal, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            result = method(journal, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise journal._translate(e) from e
+        if isinstance(result, Iterator):
+            return cast(R, _translated(journal, result))
+        return result
+
+    return read
+
+
+def _translated(journal: Journal, rows: Iterator[T]) -> Iterator[T]:
+    try:
+        yield from rows
+    except sqlite3.Error as e:
+        raise journal._translate(e) from e
 
 
 class Journal:
@@ -235,6 +264,7 @@ class Journal:
             return not blocked
         return False
 
+    @_reading
     def check_run(self, run_id: str, *, upto: int | None = None) -> None:
         """Raise JournalCorrupt if the part of the run a writer builds on is damaged.
 
@@ -508,6 +538,7 @@ class Journal:
             at = timestamp(self.clock())
             limits._set_budget(conn, machine, per_day_nusd, per_run_nusd, at, by)
 
+    @_reading
     def budgets(self, machine: str | None = None) -> list[limits.Budget]:
         """The budgets set, each with what its machine spent today (UTC)."""
         return limits._budgets(self.conn, timestamp(self.clock())[:10], machine)
@@ -517,18 +548,22 @@ class Journal:
         with self._write() as conn:
             limits._request_kill(conn, run_id, timestamp(self.clock()), by, reason)
 
+    @_reading
     def kill_request(self, run_id: str) -> limits.KillRequest | None:
         return limits._kill_request(self.conn, run_id)
 
+    @_reading
     def lease(self, run_id: str) -> Lease | None:
         return leases._lease(self.conn, run_id)
 
+    @_reading
     def leases(self) -> dict[str, Lease]:
         """Every lease held or left behind, by run id."""
         return leases._leases(self.conn)
 
     # Reading
 
+    @_reading
     def events(
         self,
         run_id: str,
@@ -550,6 +585,7 @@ class Journal:
         for run, seq, at, kind, step, data in self.conn.execute(sql + " ORDER BY seq", params):
             yield Event(run, seq, at, kind, step, loads(data))
 
+    @_reading
     def transitions(
         self, run_id: str, *, after: int = 0, upto: int | None = None
     ) -> Iterator[tuple[int, str, str | None, str]]:
@@ -564,6 +600,7 @@ class Journal:
             params.append(upto)
         return iter(self.conn.execute(sql + " ORDER BY seq", params))
 
+    @_reading
     def latest_snapshot(self, run_id: str, upto: int | None = None) -> Event:
         """The newest event holding a whole state (`run.started`, `snapshot`) up to `upto`."""
         sql = _SELECT_EVENTS + " AND kind IN (?, ?)"
@@ -579,6 +616,7 @@ class Journal:
         data["state"] = parts.join(data["state"], data.get("state_parts"), self.blob)
         return Event(row[0], row[1], row[2], row[3], row[4], data)
 
+    @_reading
     def blob(self, ref: str) -> str:
         try:
             text = blob_text(self.conn, ref)
@@ -596,6 +634,7 @@ class Journal:
             raise BlobMissing(msg)
         return text
 
+    @_reading
     def run(self, run_id: str) -> Run:
         return self._run(self.conn, run_id)
 
@@ -606,6 +645,7 @@ class Journal:
             raise RunNotFound(msg)
         return Run(*row)
 
+    @_reading
     def find_run(self, prefix: str) -> Run:
         """The run whose id is or starts with `prefix`."""
         if not prefix or any(c not in "0123456789abcdef" for c in prefix.lower()):
@@ -624,6 +664,7 @@ class Journal:
             raise AmbiguousRunId(msg)
         return self._run(self.conn, rows[0][0])
 
+    @_reading
     def actions(self, run_id: str | None = None, *, key: str | None = None) -> list[Action]:
         """Actions by run and key, oldest first; only one run's, or one key's, when asked."""
         columns = ", ".join(f"a.{c}" for c in ACTION_COLUMNS.split(", "))
@@ -638,6 +679,7 @@ class Journal:
         rows = self.conn.execute(sql + " ORDER BY r.ordinal, a.seq", params)
         return [Action.from_row(row) for row in rows]
 
+    @_reading
     def runs(
         self,
         *,

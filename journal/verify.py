@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 
 from journal import blobs, chain, delta, fold, parts, projection
 from journal import events as k
-from journal.errors import BlobMissing
+from journal.errors import BlobMissing, translated
 from journal.protocol import Store
 
 
@@ -31,6 +32,9 @@ class SQLStore(Store, Protocol):
     @property
     def conn(self) -> sqlite3.Connection: ...
 
+    @property
+    def path(self) -> Path: ...
+
 
 @attrs.frozen
 class Problem:
@@ -42,25 +46,29 @@ class Problem:
 
 
 def verify(journal: SQLStore, run_id: str | None = None) -> list[Problem]:
-    """Every problem found, in the whole journal or in one run; empty means it is sound."""
-    problems = [Problem(None, f"sqlite: {row[0]}") for row in file_problems(journal.conn)]
-    if problems:
-        return problems  # a damaged file: the checks below would only repeat it
-    for check in (_gaps, _chains, _after_done, _blobs, _projections, _snapshots):
-        problems += check(journal, run_id)
-    return problems
+    """Every problem found, in the whole journal or in one run; empty means it is sound. What
+    SQLite cannot read is a problem too, reported, not raised."""
+    return _checked(journal, run_id, "integrity", everything=True)
+
+
+def _checked(journal: SQLStore, run_id: str | None, how: str, *, everything: bool) -> list[Problem]:
+    try:
+        problems = [Problem(None, f"sqlite: {row[0]}") for row in file_problems(journal.conn, how)]
+        if problems:
+            return problems  # a damaged file: the checks below would only repeat it
+        checks = (_gaps, _chains, _after_done, _blobs, _projections, _snapshots)
+        for check in checks if everything else (_gaps, _chains, _blobs):
+            problems += check(journal, run_id)
+        return problems
+    except sqlite3.DatabaseError as e:
+        return [Problem(None, f"sqlite: {e}")]
 
 
 def record(journal: SQLStore) -> list[Problem]:
     """The problems of the record alone: the file (SQLite's quick check), each run's seqs and
     hash chain, and the blobs; not the tables derived from the events. What a command that
     rewrites the journal (`journal migrate`) checks before saying it is sound."""
-    problems = [Problem(None, f"sqlite: {row[0]}") for row in file_problems(journal.conn, "quick")]
-    if problems:
-        return problems
-    for check in (_gaps, _chains, _blobs):
-        problems += check(journal, None)
-    return problems
+    return _checked(journal, None, "quick", everything=False)
 
 
 def verify_part(
@@ -101,12 +109,13 @@ def verify_part(
 def heads(journal: SQLStore, run_id: str | None = None) -> dict[str, tuple[int, str]]:
     """The last seq and hash of each run (or of one): what to keep elsewhere to catch a forger."""
     where, params = _runs(journal, run_id)
-    rows = journal.conn.execute(
-        f"SELECT run_id, seq, hash FROM events WHERE (run_id, seq) IN "
-        f"(SELECT run_id, max(seq) FROM events WHERE {where} GROUP BY run_id) ORDER BY run_id",
-        params,
-    )
-    return {run: (seq, hash_) for run, seq, hash_ in rows}
+    with translated(journal.path):
+        rows = journal.conn.execute(
+            f"SELECT run_id, seq, hash FROM events WHERE (run_id, seq) IN "
+            f"(SELECT run_id, max(seq) FROM events WHERE {where} GROUP BY run_id) ORDER BY run_id",
+            params,
+        )
+        return {run: (seq, hash_) for run, seq, hash_ in rows}
 
 
 def file_problems(conn: sqlite3.Connection, how: str = "integrity") -> list[tuple[Any, ...]]:

@@ -1,0 +1,166 @@
+"""The layers' rules, read from the code's imports: every import counts, those inside functions
+and under `TYPE_CHECKING` too, since each is a dependency a reader must follow."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+LAYERS = ("journal", "machine", "cli")
+
+# What is left of one circle inside machine/: the context the pipeline author sees is also
+# what its operations (actions, the model session, map, rerun) are handed. Each module listed
+# here is on it today; the test fails if a new module joins, or a new circle appears.
+KNOWN_CIRCLE = frozenset(
+    {
+        "machine.actions",
+        "machine.context",
+        "machine.definition",
+        "machine.model",
+        "machine.model.ask",
+        "machine.parallel",
+        "machine.rerun",
+    }
+)
+
+
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    found = {}
+    for layer in LAYERS:
+        for path in (root / layer).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """Each module of the layers, and the modules of the layers it imports."""
+    known = modules(root)
+
+    def owner(name: str) -> str | None:
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(owner(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                found.update(owner(f"{base}.{alias.name}") or owner(base) for alias in node.names)
+        graph[name] = {dep for dep in found if dep is not None and dep != name}
+    return graph
+
+
+def external(path: Path) -> set[str]:
+    """The top-level names of the modules `path` imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(component)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    below = {"journal": set(), "machine": {"journal"}, "cli": {"journal", "machine"}}
+    wrong = [
+        f"{name} imports {dep}"
+        for name, deps in imports().items()
+        for dep in deps
+        if (layer := name.split(".")[0]) != dep.split(".")[0]
+        and dep.split(".")[0] not in below[layer]
+    ]
+    assert wrong == []
+
+
+def test_no_module_imports_the_sqlite_store_or_sqlite3_outside_the_journal() -> None:
+    wrong = [
+        f"{name} imports {dep}"
+        for name, deps in imports().items()
+        for dep in deps
+        if not name.startswith("journal") and dep == "journal.store"
+    ]
+    wrong += [
+        f"{name} imports sqlite3"
+        for name, path in modules().items()
+        if not name.startswith("journal") and "sqlite3" in external(path)
+    ]
+    assert wrong == []
+
+
+def test_no_import_circle_but_the_one_being_taken_apart() -> None:
+    found = circles(imports())
+    assert [c for c in found if c != KNOWN_CIRCLE] == []
+    assert all(c <= KNOWN_CIRCLE for c in found)
+
+
+def test_the_graph_sees_imports_inside_functions_and_under_type_checking(tmp_path: Path) -> None:
+    """The check itself: circles closed only by a TYPE_CHECKING import, a function-level
+    import or a relative one are found; a tree without them has none."""
+    files = {
+        "machine/__init__.py": "",
+        "machine/context.py": "from machine import actions\n",
+        "machine/actions.py": (
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n    from machine.context import Context\n"
+        ),
+        "machine/model/__init__.py": "from .ask import ask\n",
+        "machine/model/ask.py": "def ask():\n    from machine.model import retry\n",
+        "machine/model/retry.py": "import journal.store\nimport sqlite3\n",
+        "journal/__init__.py": "",
+        "journal/store.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = imports(tmp_path)
+    assert graph["machine.model"] == {"machine.model.ask"}
+    assert graph["machine.model.ask"] == {"machine.model.retry"}
+    assert graph["machine.model.retry"] == {"journal.store"}
+    assert circles(graph) == [{"machine.context", "machine.actions"}]
+    assert "sqlite3" in external(tmp_path / "machine/model/retry.py")
+    (tmp_path / "machine/actions.py").write_text("")
+    assert circles(imports(tmp_path)) == []
