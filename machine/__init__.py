@@ -42,8 +42,8 @@ else:
 
 from machine.actions import resolve
 from machine.api import resume, run
-from machine.context import Checkpoint, Context
-from machine.definition import Fail, Finish, Goto, Machine, Transition
+from machine.context import Context
+from machine.definition import Machine
 from machine.errors import (
     ActionFailed,
     AnswerCut,
@@ -73,8 +73,10 @@ from machine.model.capabilities import Capabilities
 from machine.model.pricing import PriceTable, Usage
 from machine.model.retry import RetryPolicy
 from machine.pacing import RateLimits
+from machine.ports import Checkpoint
 from machine.runner import Options, Outcome
 from machine.signals import StopRequest, stop_on_signals
+from machine.transitions import Fail, Finish, Goto, Transition
 
 __all__ = [
     "ActionFailed",

@@ -18,7 +18,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import attrs
 
@@ -34,9 +34,7 @@ from machine.errors import (
     Retryable,
 )
 from machine.model import retry
-
-if TYPE_CHECKING:
-    from machine.context import Context
+from machine.ports import Step
 
 
 @attrs.frozen
@@ -69,7 +67,7 @@ def _outcome(events: list[Event]) -> tuple[str | None, Any]:
 
 
 def act(
-    ctx: Context,
+    ctx: Step,
     name: str,
     key: str,
     fn: Callable[[str], Any],
@@ -174,7 +172,7 @@ def act(
     return done
 
 
-def _stop(ctx: Context, base: dict[str, Any], why: str) -> NoReturn:
+def _stop(ctx: Step, base: dict[str, Any], why: str) -> NoReturn:
     name, key, call = base["name"], base["key"], base["call"]
     run, quoted = ctx.run_id, shlex.quote(key)
     message = (

@@ -19,9 +19,10 @@ from journal import Event, RunWriter, kinds
 from journal import events as k
 from journal.events import dumps
 from machine import actions, convert
-from machine.definition import Fail, Finish, Goto
 from machine.errors import DefinitionError, ReplayMismatch
 from machine.parallel import map_items
+from machine.ports import Checkpoint, Rerun
+from machine.transitions import Fail, Finish, Goto
 
 if TYPE_CHECKING:
     from machine.errors import NeedsAttention
@@ -30,23 +31,11 @@ if TYPE_CHECKING:
     from machine.model.capabilities import Effort
     from machine.model.request import ThinkingOption
     from machine.model.retry import Retrying
-    from machine.rerun import Replay
 
 T = TypeVar("T")
 S = TypeVar("S")
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
-
-Checkpoint = Callable[[str], None]
-"""Called with the name of each point a run passes: `effect.before` (the effect is about to
-run), `effect.after` (it ran, its outcome is not journaled yet), `effect.done` (journaled);
-`model.before` (a request is about to be sent), `model.answered` (its answer is journaled);
-`action.before`, `action.intended` (the intent is on disk), `action.ran` (the action ran, its
-outcome is not journaled yet), `action.done`.
-
-Tests pass one that stops or kills the process at a chosen point; by default it does nothing.
-"""
-
 
 _SCALARS = frozenset({str, int, bool, type(None)})
 
@@ -113,7 +102,7 @@ class Context:
         models: ModelSession | None = None,
         retrying: Retrying | None = None,
         guard: Guard | None = None,
-        replaying: Replay | None = None,
+        replaying: Rerun | None = None,
         model: str | None = None,
         max_tokens: int = 1024,
         thinking: ThinkingOption = None,

@@ -24,6 +24,7 @@ from machine.errors import (
     UnknownInputField,
 )
 from machine.limits import Limits
+from machine.transitions import Transition
 
 if TYPE_CHECKING:
     from machine.context import Context
@@ -33,29 +34,6 @@ if TYPE_CHECKING:
 S = TypeVar("S")
 
 
-@attrs.frozen
-class Goto(Generic[S]):
-    """Go on with `step` and `state`."""
-
-    step: str
-    state: S
-
-
-@attrs.frozen
-class Finish(Generic[S]):
-    """The run is done; `state` is its final state."""
-
-    state: S
-
-
-@attrs.frozen
-class Fail:
-    """The run fails for `reason`; the state stays as it was before the step."""
-
-    reason: str
-
-
-Transition = Goto[Any] | Finish[Any] | Fail
 Handler = Callable[["Context", Any], Transition]
 H = TypeVar("H", bound=Handler)
 

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from machine.errors import DefinitionError, Interrupted, NeedsAttention, RunKilled
+from machine.ports import Step
 
-if TYPE_CHECKING:
-    from machine.context import Context
-
+C = TypeVar("C", bound=Step)  # the step's context: each item gets one of its own kind
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
 
 def map_items(
-    ctx: Context,
-    fn: Callable[[Context, I], R],
+    ctx: C,
+    fn: Callable[[C, I], R],
     items: Iterable[I],
     *,
     key: Callable[[I], str],
@@ -74,7 +73,7 @@ def map_items(
     return results
 
 
-def _check_keys(ctx: Context, keys: list[str]) -> None:
+def _check_keys(ctx: Step, keys: list[str]) -> None:
     seen: set[str] = set()
     for k in keys:
         if not isinstance(k, str) or not k or "/" in k:
@@ -89,7 +88,7 @@ def _check_keys(ctx: Context, keys: list[str]) -> None:
         seen.add(k)
 
 
-def _gather(ctx: Context, contexts: list[Context]) -> None:
+def _gather(ctx: Step, contexts: list[C]) -> None:
     """What the items' contexts learnt (a code change, an action to resolve) is the step's."""
     for c in contexts:
         if ctx.mismatch is None and c.mismatch is not None:

@@ -34,12 +34,14 @@ from journal.kinds import to_step
 from journal.limits import Reserve
 from machine import convert
 from machine.context import OPERATIONS, Context
-from machine.definition import Fail, Finish, Goto, Handler, Machine
+from machine.definition import Handler, Machine
 from machine.errors import ActionFailed, ConversionError, ModelCallFailed, WrongMachine
 from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession
 from machine.model.pricing import Price, PriceTable
 from machine.model.retry import Retrying, RetryPolicy
+from machine.ports import Step
+from machine.transitions import Fail, Finish, Goto
 
 Kind = Literal[
     "start", "step", "request", "answer", "decision", "call", "new call", "missing call",
@@ -402,25 +404,25 @@ class Replay:
             self.found = error
         return error
 
-    def placed(self, ctx: Context, call: str) -> None:
+    def placed(self, ctx: Step, call: str) -> None:
         """A call is made at `call`."""
         self._check_retry()
         self.placed_calls.add(call)
 
-    def mismatch(self, ctx: Context, call: str, had: str, now: str) -> NoReturn:
+    def mismatch(self, ctx: Step, call: str, had: str, now: str) -> NoReturn:
         """At `call` the journal holds `had`, but the code makes `now`."""
         what = f"the run made {had.strip()!r} here, the code now makes {now.strip()!r}"
         if call.startswith("#") and had.split()[:1] != now.split()[:1]:
             what += " (a call added or removed before this one moves the places after it)"
         raise self.diverged("call", what, call)
 
-    def unrecorded(self, ctx: Context, call: str, what: str, events: list[Event]) -> NoReturn:
+    def unrecorded(self, ctx: Step, call: str, what: str, events: list[Event]) -> NoReturn:
         """The code makes `what` at `call`, where the journal holds no outcome: never run it."""
         self._unrecorded(call, what, events)
 
     def decided(
         self,
-        ctx: Context,
+        ctx: Step,
         call: str,
         events: list[Event],
         item: Any,
@@ -447,7 +449,7 @@ class Replay:
 
     def asked(
         self,
-        ctx: Context,
+        ctx: Step,
         call: str,
         name: str,
         round_: int,

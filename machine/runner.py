@@ -42,8 +42,8 @@ from journal import (
 )
 from journal.limits import NUSD
 from machine import anomaly, convert, states
-from machine.context import OPERATIONS, Checkpoint, Context, no_checkpoint
-from machine.definition import Fail, Finish, Goto, Machine
+from machine.context import OPERATIONS, Context, no_checkpoint
+from machine.definition import Machine
 from machine.errors import (
     ConversionError,
     Ignored,
@@ -60,7 +60,9 @@ from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession, anthropic_api
 from machine.model.retry import Retrying, RetryPolicy
 from machine.pacing import Pace, RateLimits
+from machine.ports import Checkpoint
 from machine.signals import StopRequest
+from machine.transitions import Fail, Finish, Goto
 
 
 @attrs.frozen

@@ -45,11 +45,11 @@ from machine.model.jsonschema import tool_for
 from machine.model.pricing import Price, PriceTable, Usage, cost
 from machine.model.request import ThinkingOption
 from machine.pacing import Pace
+from machine.ports import Step
 
 if TYPE_CHECKING:
     import anthropic
 
-    from machine.context import Context
 
 T = TypeVar("T")
 
@@ -206,7 +206,7 @@ class ModelSession:
 
     def ask(
         self,
-        ctx: Context,
+        ctx: Step,
         schema: type[T],
         *,
         prompt: str,
@@ -313,7 +313,7 @@ class _Ask:
     def __init__(
         self,
         session: ModelSession,
-        ctx: Context,
+        ctx: Step,
         call: str,
         name: str,
         price: Price,
