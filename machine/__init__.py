@@ -71,9 +71,9 @@ from machine.limits import Breaker, Limits
 from machine.model import Models, anthropic_api, offline
 from machine.model.capabilities import Capabilities
 from machine.model.pricing import PriceTable, Usage
-from machine.model.retry import RetryPolicy
 from machine.pacing import RateLimits
 from machine.ports import Checkpoint
+from machine.retry import RetryPolicy
 from machine.runner import Options, Outcome
 from machine.signals import StopRequest, stop_on_signals
 from machine.transitions import Fail, Finish, Goto, Transition

@@ -24,7 +24,7 @@ import attrs
 
 from journal import Action, ActionBusy, ActionDone, Event, Holder, RunWriter, Store, kinds
 from journal import events as k
-from machine import convert
+from machine import convert, retry
 from machine.errors import (
     ActionFailed,
     CallFailed,
@@ -33,7 +33,6 @@ from machine.errors import (
     NothingToResolve,
     Retryable,
 )
-from machine.model import retry
 from machine.ports import Step
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from machine.model import ModelSession
     from machine.model.capabilities import Effort
     from machine.model.request import ThinkingOption
-    from machine.model.retry import Retrying
+    from machine.retry import Retrying
 
 T = TypeVar("T")
 S = TypeVar("S")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from machine.errors import NeedsAttention, ReplayMismatch
     from machine.limits import Guard
-    from machine.model.retry import Retrying
+    from machine.retry import Retrying
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each point a run passes: `effect.before` (the effect is about to

@@ -39,8 +39,8 @@ from machine.errors import ActionFailed, ConversionError, ModelCallFailed, Wrong
 from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession
 from machine.model.pricing import Price, PriceTable
-from machine.model.retry import Retrying, RetryPolicy
 from machine.ports import Step
+from machine.retry import Retrying, RetryPolicy
 from machine.transitions import Fail, Finish, Goto
 
 Kind = Literal[

@@ -58,9 +58,9 @@ from machine.errors import (
 )
 from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession, anthropic_api
-from machine.model.retry import Retrying, RetryPolicy
 from machine.pacing import Pace, RateLimits
 from machine.ports import Checkpoint
+from machine.retry import Retrying, RetryPolicy
 from machine.signals import StopRequest
 from machine.transitions import Fail, Finish, Goto
 

@@ -1,4 +1,4 @@
-"""Tests for `machine.model.retry`: classifying failures, parsing retry-after, and the retry loop.
+"""Tests for `machine.retry`: classifying failures, parsing retry-after, and the retry loop.
 
 SDK exceptions are real: a real client, whose transport answers with the status and headers a
 test asks for, raises them. Time and randomness are fakes: nothing here really sleeps.
@@ -19,7 +19,7 @@ import httpx2
 import pytest
 
 from machine.errors import CallFailed, Failure, Retryable
-from machine.model.retry import (
+from machine.retry import (
     FATAL_STATUS,
     RETRYABLE_STATUS,
     RetryPolicy,
@@ -434,7 +434,7 @@ def test_policy_rejects_nonsense() -> None:
 def test_a_journal_error_during_an_attempt_is_never_retried_or_recorded() -> None:
     """The journal's trouble is not the call's: it propagates as it is, before any failure."""
     from journal import ConcurrentAppend
-    from machine.model.retry import Retrying
+    from machine.retry import Retrying
 
     failures: list[object] = []
 

@@ -1,6 +1,6 @@
 """Model calls: `ctx.ask` through the anthropic SDK, journaled, retried, validated and priced.
 
-Two loops that never mix. The transport loop (`machine.model.retry`) sends one request until the API
+Two loops that never mix. The transport loop (`machine.retry`) sends one request until the API
 answers, journaling every attempt (`model.requested`, `model.failed`, `model.answered`); the
 SDK's own retries are off. The validation loop reads the answer (`machine.model.output`); an answer
 that does not fit is journaled (`output.rejected`) and the model is asked again with the errors
@@ -27,7 +27,7 @@ import cattrs
 
 from journal import Event, LimitReached, kinds
 from journal import events as k
-from machine import convert
+from machine import convert, retry
 from machine.errors import (
     AnswerCut,
     CallFailed,
@@ -39,7 +39,7 @@ from machine.errors import (
     RunKilled,
 )
 from machine.limits import Guard, worst_case
-from machine.model import output, request, retry
+from machine.model import output, request
 from machine.model.capabilities import Capabilities, Effort, Mechanism, ModelCapabilities
 from machine.model.jsonschema import tool_for
 from machine.model.pricing import Price, PriceTable, Usage, cost
