@@ -35,9 +35,10 @@ from journal import Durability, JournalError, Run, Store
 from journal.costs import Spent
 from machine import MachineError, Options, Outcome, RateLimits, loader, runner, signals
 from machine.errors import IgnoredInput, Interrupted, TargetNotFound
-from machine.model import Models, anthropic_api, offline
+from machine.model import Models, anthropic_api
 from machine.model.capabilities import Capabilities
 from machine.model.pricing import PriceTable
+from machine.offline import offline
 
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
 # Deeper input is refused: converting it, folding it and writing it as JSON all recurse, and

@@ -68,9 +68,10 @@ from machine.errors import (
 )
 from machine.files import atomic_write
 from machine.limits import Breaker, Limits
-from machine.model import Models, anthropic_api, offline
+from machine.model import Models, anthropic_api
 from machine.model.capabilities import Capabilities
 from machine.model.pricing import PriceTable, Usage
+from machine.offline import offline
 from machine.pacing import RateLimits
 from machine.ports import Checkpoint
 from machine.retry import RetryPolicy

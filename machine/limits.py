@@ -9,7 +9,6 @@ request can cost (`worst_case`). A limit reached ends the run as `killed`, recor
 from __future__ import annotations
 
 import collections
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -21,16 +20,9 @@ import attrs
 from journal import Heartbeat, LimitReached, kinds
 from journal.limits import NUSD, Reserve
 from machine.errors import RunKilled
-from machine.model.pricing import Price
 from machine.signals import StopRequest
 
 T = TypeVar("T")
-
-TOOL_OVERHEAD_TOKENS = 500
-"""Tokens the API adds to a request with tools (its tool-use system prompt: 313 to 346 tokens
-for current models, by Anthropic's pricing page), with a margin: added in the worst case."""
-TOKENS_PER_MESSAGE = 10
-"""Tokens the API may add per turn (its role markers), in the worst case."""
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -97,35 +89,6 @@ class Limits:
 
 OVERRIDABLE = ("max_cost_usd", "max_tokens", "max_steps", "max_model_calls")
 """The fields a run's limits may be overridden on from the command line."""
-
-
-def worst_case(request: dict[str, Any], price: Price) -> tuple[int, Decimal]:
-    """An upper bound on the tokens a request can be billed for, and on what it can cost.
-
-    Every token stands for at least one byte of the text it encodes, so the request's size in
-    UTF-8 bytes (its JSON, which holds more than the text) bounds its input tokens, with the
-    tool-use overhead on top. All input is priced at the dearest rate that could apply to it
-    (a cache write, when the request marks a prefix for caching), and `max_tokens` of output
-    at the output rate, both in the dearest band a prompt of that bound could fall in.
-    """
-    text = json.dumps(request, ensure_ascii=False, separators=(",", ":"))
-    messages = len(request.get("messages", ()))
-    input_bound = len(text.encode()) + TOKENS_PER_MESSAGE * messages
-    output = request.get("output_config") or {}
-    if request.get("tools") or output.get("format"):
-        # JSON outputs constrain the answer as a tool does; the same margin covers what the
-        # API adds for them.
-        input_bound += TOOL_OVERHEAD_TOKENS
-    output_bound = int(request["max_tokens"])
-    # The prompt (input, cache writes and reads) is at most input_bound, and the band it falls
-    # in prices the output too: so both are priced at the dearest band up to that size.
-    price = price.dearest(input_bound)
-    # A prefix marked for caching may be written to the cache, at its TTL's rate.
-    rate = price.input
-    if '"cache_control"' in text:
-        rate = max(rate, price.cache_write_1h if '"1h"' in text else price.cache_write_5m)
-    usd = (input_bound * rate + output_bound * price.output) / Decimal(1_000_000)
-    return input_bound + output_bound, usd
 
 
 class BreakerState:

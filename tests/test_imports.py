@@ -42,8 +42,24 @@ def imports(root: Path = ROOT) -> dict[str, set[str]]:
                     parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*parts, *([node.module] if node.module else [])])
                 found.update(owner(f"{base}.{alias.name}") or owner(base) for alias in node.names)
-        graph[name] = {dep for dep in found if dep is not None and dep != name}
+        deps = {dep for dep in found if dep is not None and dep != name}
+        # Importing `machine.model.pricing` runs `machine/model/__init__` first: a dependency
+        # too, unless the importer is inside that package (whose `__init__` runs before it).
+        deps |= {
+            parent
+            for dep in deps
+            for parent in _parents(dep)
+            if parent in known and not name.startswith(parent + ".")
+        }
+        graph[name] = deps - {name}
     return graph
+
+
+def _parents(name: str) -> list[str]:
+    """The packages `name` is in, but the layer itself (whose `__init__` is the face, already
+    being imported by whoever imports any part of it)."""
+    parts = name.split(".")
+    return [".".join(parts[:n]) for n in range(2, len(parts))]
 
 
 def external(path: Path) -> set[str]:
@@ -147,3 +163,19 @@ def test_the_graph_sees_imports_inside_functions_and_under_type_checking(tmp_pat
     assert "sqlite3" in external(tmp_path / "machine/model/retry.py")
     (tmp_path / "machine/actions.py").write_text("")
     assert circles(imports(tmp_path)) == []
+
+
+def test_importing_a_module_of_a_package_runs_the_package_first(tmp_path: Path) -> None:
+    """`limits` importing `model.pricing` runs `model/__init__`, which imports `ask`, which
+    imports `limits`: a circle, though no file names it whole."""
+    files = {
+        "machine/__init__.py": "",
+        "machine/limits.py": "from machine.model.pricing import Price\n",
+        "machine/model/__init__.py": "from machine.model.ask import ask\n",
+        "machine/model/ask.py": "from machine.limits import Guard\n",
+        "machine/model/pricing.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert circles(imports(tmp_path)) == [{"machine.limits", "machine.model", "machine.model.ask"}]

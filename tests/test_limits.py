@@ -32,7 +32,8 @@ from machine import (
     Transition,
     runner,
 )
-from machine.limits import Breaker, Guard, Limits, worst_case
+from machine.limits import Breaker, Guard, Limits
+from machine.model.pricing import worst_case
 from machine.testing import FakeModel, Faults
 from machine.testing.fake import serve
 

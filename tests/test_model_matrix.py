@@ -18,8 +18,8 @@ from journal import Journal
 from journal import events as k
 from machine import Context, Machine, Options, PriceTable, Transition, runner
 from machine.errors import RequestRefused
-from machine.model import offline
 from machine.model.capabilities import Capabilities
+from machine.offline import offline
 
 CAPS = Capabilities.load()
 NO_FORCED_TOOL = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-fable-5-1")

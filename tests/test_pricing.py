@@ -18,8 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machine.errors import PriceFileError, UnknownModel
-from machine.limits import worst_case
-from machine.model.pricing import AMOUNTS, Band, Price, PriceTable, Usage, cost
+from machine.model.pricing import AMOUNTS, Band, Price, PriceTable, Usage, cost, worst_case
 
 SHIPPED = Path(__file__).resolve().parent.parent / "machine" / "model" / "prices.json"
 

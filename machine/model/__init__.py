@@ -4,9 +4,10 @@
 round, built from `capabilities`: what the API documents per model), `constrained` (a schema cut
 down to what constrained decoding accepts), `output` (reading an answer, or why it does not
 fit), `jsonschema` (the JSON Schema of an attrs class), `pricing` (the dated price table and
-exact costs) and `retry` (the one retry loop, which actions use too).
+exact costs). The retry loop, which actions use too, is `machine.retry`; the fake in place of
+the API, `machine.offline`.
 """
 
-from machine.model.ask import Models, ModelSession, anthropic_api, offline
+from machine.model.ask import Models, ModelSession, anthropic_api
 
-__all__ = ["ModelSession", "Models", "anthropic_api", "offline"]
+__all__ = ["ModelSession", "Models", "anthropic_api"]

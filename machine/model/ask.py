@@ -38,11 +38,11 @@ from machine.errors import (
     OutputRejected,
     RunKilled,
 )
-from machine.limits import Guard, worst_case
+from machine.limits import Guard
 from machine.model import output, request
 from machine.model.capabilities import Capabilities, Effort, Mechanism, ModelCapabilities
 from machine.model.jsonschema import tool_for
-from machine.model.pricing import Price, PriceTable, Usage, cost
+from machine.model.pricing import Price, PriceTable, Usage, cost, worst_case
 from machine.model.request import ThinkingOption
 from machine.pacing import Pace
 from machine.ports import Step
@@ -75,7 +75,7 @@ class Models:
     before its run starts, rather than failing at its first ask."""
 
 
-def _env_key() -> tuple[str, ...]:
+def env_secrets() -> tuple[str, ...]:
     key = os.environ.get("ANTHROPIC_API_KEY", "")
     return (key,) if key else ()
 
@@ -97,7 +97,7 @@ def anthropic_api(
     return Models(
         connect,
         prices or PriceTable.load(),
-        secrets=_env_key(),
+        secrets=env_secrets(),
         capabilities=capabilities or Capabilities.load(),
         unavailable=unavailable,
     )
@@ -107,24 +107,6 @@ _NO_KEY = (
     "ANTHROPIC_API_KEY is not set: set it to call the Anthropic API, "
     "or run offline with --fake-model (e.g. --fake-model none)"
 )
-
-
-def offline(
-    spec: str = "none",
-    *,
-    prices: PriceTable | None = None,
-    capabilities: Capabilities | None = None,
-) -> Models:
-    """The fake Messages API of `machine.testing.fake`, in this process, with the faults of `spec`.
-
-    The fake needs no key, but a key in the environment is still kept out of the journal: a
-    pipeline may read it, and a leak offline is a leak.
-    """
-    from machine.testing.fake import FakeModel, parse_spec
-
-    capabilities = capabilities or Capabilities.load()
-    fake = FakeModel(faults=parse_spec(spec), retry_after=0.2, capabilities=capabilities)
-    return Models(fake.client, prices or PriceTable.load(), _env_key(), capabilities)
 
 
 class ModelSession:
