@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from journal import Durability, Journal
-from machine import convert, loader, runner
+from machine import convert, inputs, loader, runner
 from machine.definition import Machine
 from machine.runner import Options, Outcome
 from machine.signals import StopRequest, exit_code, stop_on_signals
@@ -37,16 +37,23 @@ def run(
 ) -> Outcome[S]:
     """Start a run of `machine` on `input` and execute it to its end; the journal is `db`.
 
-    `input` is what `journal run --input` would read (JSON values), or Python values of the
-    machine's input type. `key` is the run key: a second call with the same key starts nothing
-    new, it resumes the run the first one left unfinished or reports it done. Everything about
-    the input and the machine is checked before the journal is opened.
+    `input` is a file `journal run --input` would read (a `Path`: a JSON document, or JSON Lines
+    as a list), what it would read from one (JSON values), or Python values of the machine's
+    input type; read and checked by the same rules as `journal run`'s (`machine.inputs`).
+    `key` is the run key: a second call with the same key starts nothing new, it resumes the
+    run the first one left unfinished or reports it done. Everything about the input and the
+    machine is checked before the journal is opened.
 
     >>> outcome = machine.run(triage, tickets, db="journal.db")
     >>> outcome.run.status, outcome.state
     """
     target = loader.locate(machine)
-    prepared = runner.prepare(machine, convert.to_json(machine.converter, input))
+    if isinstance(input, Path):
+        values = inputs.read(input)
+    else:
+        values = convert.to_json(machine.converter, input)
+        inputs.check(values)
+    prepared = runner.prepare(machine, values)
     with _signals(options) as used, Journal.open(db, create=True, durability=durability) as j:
         outcome = runner.start(
             j,

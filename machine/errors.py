@@ -79,6 +79,11 @@ class InputMismatch(MachineError, ValueError):
     """A run's input does not fit the machine's state type."""
 
 
+class InputUnreadable(MachineError, ValueError):
+    """A run's input cannot be read (no file, not UTF-8, not JSON), or holds what the journal
+    cannot take (NaN, a lone surrogate, nesting deeper than 200), said with the line and field."""
+
+
 class UnknownInputField(InputMismatch):
     """A machine made with `strict_input=True` got input fields its state types do not have."""
 

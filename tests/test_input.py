@@ -10,9 +10,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 from conftest import FIXTURES, cli
+
+import machine
+from machine import Context, InputUnreadable, Machine, Transition
 
 LINES = str(FIXTURES / "lines.py")
 BIG = "9" * 5000
@@ -211,3 +216,55 @@ def test_resume_does_not_warn_again(tmp_path: Path, db: Path) -> None:
     assert "done" in resumed.stderr
     assert "subjet" not in resumed.stderr
     assert warnings_in(resumed.stderr) == []
+
+
+# `machine.run` goes by the same rules (machine/inputs.py).
+
+
+@attrs.frozen
+class Holder:
+    items: tuple[str, ...] = ()
+    data: Any = None
+
+
+holding = Machine("holding", state=Holder, start="end")
+
+
+@holding.step
+def end(ctx: Context, s: Holder) -> Transition:
+    return ctx.finish(s)
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (float("nan"), "input: NaN is not JSON @ $.data"),
+        (float("inf"), "input: a number too large for a float @ $.data"),
+        ("a\ud800", "input: a string holds a lone surrogate (\\ud800), which is not text @ $.data"),
+        ({"deep": nested(205)}, "input: nested deeper than 200 levels @ $.data.deep"),
+    ],
+)
+def test_machine_run_refuses_what_journal_run_refuses(db: Path, data: Any, says: str) -> None:
+    with pytest.raises(InputUnreadable) as refused:
+        machine.run(holding, {"data": data}, db=db)
+    assert str(refused.value).startswith(says)
+    assert not db.exists()  # refused before the journal was opened
+
+
+def test_machine_run_reads_a_file_as_journal_run_does(db: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.json"
+    source.write_bytes(b'\xef\xbb\xbf{"items": ["a", "b"]}')  # a byte order mark, skipped
+    assert machine.run(holding, source, db=db).state == Holder(items=("a", "b"))
+    source.write_text('{"items": ["a", NaN]}')
+    with pytest.raises(InputUnreadable, match=re.escape("in.json: NaN is not JSON @ $.items[1]")):
+        machine.run(holding, source, db=tmp_path / "other.db")
+    refused = cli("run", f"{Path(__file__)}:holding", "--input", str(source), db=db)
+    assert refused.returncode == 2
+    assert "in.json: NaN is not JSON @ $.items[1]" in refused.stderr
