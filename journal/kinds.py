@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from journal import events as k
 from journal.errors import BadEvent
 
 
@@ -40,7 +41,7 @@ class Data:
 
 @attrs.frozen(kw_only=True)
 class RunStarted(Data):
-    KIND = "run.started"
+    KIND = k.RUN_STARTED
     SUMMARY = "a run began: its machine, code, input and first state"
     machine: str = _doc("the machine's name")
     target: str = _doc("where its code is: `path.py:name` or `module:name`")
@@ -59,7 +60,7 @@ class RunStarted(Data):
 
 @attrs.frozen(kw_only=True)
 class RunResumed(Data):
-    KIND = "run.resumed"
+    KIND = k.RUN_RESUMED
     SUMMARY = "a process took up the run again"
     status_before: str = _doc("the run's status before")
     code_hash_before: str = _doc("the code hash it had")
@@ -73,7 +74,7 @@ class RunResumed(Data):
 
 @attrs.frozen(kw_only=True)
 class Transition(Data):
-    KIND = "transition"
+    KIND = k.TRANSITION
     SUMMARY = "a step ended: where the run goes, and the change to its state"
     to_step: str | None = _doc("the next step; null when the run is done")
     delta: list[dict[str, Any]] = _doc("the change to the state, RFC 6902 JSON Patch")
@@ -81,7 +82,7 @@ class Transition(Data):
 
 @attrs.frozen(kw_only=True)
 class Snapshot(Data):
-    KIND = "snapshot"
+    KIND = k.SNAPSHOT
     SUMMARY = "the whole state, so that a fold need not start from the beginning"
     state: Any = _doc("the whole state; null in place of each member in `state_parts`")
     to_step: str | None = _doc("the step the run goes on with")
@@ -91,14 +92,14 @@ class Snapshot(Data):
 
 @attrs.frozen(kw_only=True)
 class RunDone(Data):
-    KIND = "run.done"
+    KIND = k.RUN_DONE
     SUMMARY = "the run ended done: final"
     steps: int = _doc("the steps it took")
 
 
 @attrs.frozen(kw_only=True)
 class RunFailed(Data):
-    KIND = "run.failed"
+    KIND = k.RUN_FAILED
     SUMMARY = "the run ended failed; a resume enters the step again"
     error: str = _doc("what went wrong, on one line")
     traceback: str | None = _doc("where, for an exception", None)
@@ -106,7 +107,7 @@ class RunFailed(Data):
 
 @attrs.frozen(kw_only=True)
 class RunNeedsAttention(Data):
-    KIND = "run.needs_attention"
+    KIND = k.RUN_NEEDS_ATTENTION
     SUMMARY = "the run stopped for a person: an action whose outcome is unknown"
     call: str = _doc("the place of the action in its step")
     name: str = _doc("the action's name")
@@ -116,7 +117,7 @@ class RunNeedsAttention(Data):
 
 @attrs.frozen(kw_only=True)
 class RunKilled(Data):
-    KIND = "run.killed"
+    KIND = k.RUN_KILLED
     SUMMARY = "the run was stopped: a limit was reached, or a person killed it"
     killed_by: str = _doc("`limit` or `person`")
     message: str = _doc("why, on one line")
@@ -131,7 +132,7 @@ class RunKilled(Data):
 
 @attrs.frozen(kw_only=True)
 class RunInterrupted(Data):
-    KIND = "run.interrupted"
+    KIND = k.RUN_INTERRUPTED
     SUMMARY = "the process executing the run was asked to stop (SIGTERM, Ctrl-C) and let it go"
     signal: str = _doc("the signal: SIGTERM or SIGINT")
     at_once: bool = _doc("true after a second signal: the step was cut where it was")
@@ -140,7 +141,7 @@ class RunInterrupted(Data):
 
 @attrs.frozen(kw_only=True)
 class CostAnomaly(Data):
-    KIND = "cost.anomaly"
+    KIND = k.COST_ANOMALY
     SUMMARY = "the run used far more tokens per step than its machine's usual"
     metric: str = _doc("input_tokens_per_step or output_tokens_per_step")
     value: float = _doc("this run's figure")
@@ -157,7 +158,7 @@ class CostAnomaly(Data):
 
 @attrs.frozen(kw_only=True)
 class EffectDone(Data):
-    KIND = "effect.done"
+    KIND = k.EFFECT_DONE
     SUMMARY = "a call to the outside world returned; never run again"
     name: str = _doc("the effect's name")
     call: str = _doc("its place in the step: its call key, or #index")
@@ -166,7 +167,7 @@ class EffectDone(Data):
 
 @attrs.frozen(kw_only=True)
 class Decision(Data):
-    KIND = "decision"
+    KIND = k.DECISION
     SUMMARY = "a judgment: about what, the outcome, why, on what inputs"
     call: str = _doc("its place in the step")
     item: Any = _doc("what was judged")
@@ -189,7 +190,7 @@ class _Attempt(Data):
 
 @attrs.frozen(kw_only=True)
 class ModelRequested(_Attempt):
-    KIND = "model.requested"
+    KIND = k.MODEL_REQUESTED
     SUMMARY = "a request is about to be sent; its worst case is reserved against the limits"
     request_hash: str = _doc("a hash of the request, to recognise it on resume")
     request: str = _doc("the request, a blob hash")
@@ -212,7 +213,7 @@ class _Outcome(_Attempt):
 
 @attrs.frozen(kw_only=True)
 class ModelFailed(_Outcome):
-    KIND = "model.failed"
+    KIND = k.MODEL_FAILED
     SUMMARY = "an attempt failed: retried after delay_s, or not"
     status: int | None = _doc("the HTTP status; null for a timeout or a lost connection")
     error_type: str = _doc("the API's error type, or timeout, connection_error, abandoned")
@@ -223,7 +224,7 @@ class ModelFailed(_Outcome):
 
 @attrs.frozen(kw_only=True)
 class ModelAnswered(_Outcome):
-    KIND = "model.answered"
+    KIND = k.MODEL_ANSWERED
     SUMMARY = "the model answered: what it said, its usage and cost"
     request_hash: str = _doc("a hash of the request")
     mechanism: str | None = _doc("how its request asked for the answer's shape", None)
@@ -239,7 +240,7 @@ class ModelAnswered(_Outcome):
 
 @attrs.frozen(kw_only=True)
 class OutputRejected(Data):
-    KIND = "output.rejected"
+    KIND = k.OUTPUT_REJECTED
     SUMMARY = "an answer was not accepted: it did not fit its schema, was cut off or refused"
     call: str = _doc("the ask's place in its step")
     name: str = _doc("the schema asked for")
@@ -266,7 +267,7 @@ class _Acting(_Action):
 
 @attrs.frozen(kw_only=True)
 class ActionIntended(_Acting):
-    KIND = "action.intended"
+    KIND = k.ACTION_INTENDED
     SUMMARY = "an action is about to run: on disk (synced) first"
     attempt: int = _doc("1, 2, ...")
     intent: str = _doc("a hash of what it does")
@@ -274,7 +275,7 @@ class ActionIntended(_Acting):
 
 @attrs.frozen(kw_only=True)
 class ActionDone(_Acting):
-    KIND = "action.done"
+    KIND = k.ACTION_DONE
     SUMMARY = "the action ran: never again"
     attempt: int = _doc("the attempt that did it")
     result: Any = _doc("what it returned")
@@ -282,7 +283,7 @@ class ActionDone(_Acting):
 
 @attrs.frozen(kw_only=True)
 class ActionFailed(_Acting):
-    KIND = "action.failed"
+    KIND = k.ACTION_FAILED
     SUMMARY = "an attempt failed: for sure, or with its outcome unknown (in doubt)"
     attempt: int = _doc("the attempt")
     status: int | None = _doc("the HTTP status, if any")
@@ -295,7 +296,7 @@ class ActionFailed(_Acting):
 
 @attrs.frozen(kw_only=True)
 class ActionSkipped(_Acting):
-    KIND = "action.skipped"
+    KIND = k.ACTION_SKIPPED
     SUMMARY = "the action key was done by another run: not done again"
     done_in_run: str = _doc("the run that did it")
     result: Any = _doc("its result")
@@ -303,7 +304,7 @@ class ActionSkipped(_Acting):
 
 @attrs.frozen(kw_only=True)
 class ActionResolved(_Action):
-    KIND = "action.resolved"
+    KIND = k.ACTION_RESOLVED
     SUMMARY = "a person said what happened to an action in doubt"
     outcome: str = _doc("done or not_done")
     result: Any = _doc("with done: what the action returned")

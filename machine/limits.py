@@ -3,7 +3,7 @@
 Limits are declared on the machine and overridden for one run from the command line; the
 limits in force are recorded with `run.started` and `run.resumed`. Each is checked *before*
 what it limits: a step before it runs, a model request before it is sent, against the worst the
-request can cost (`worst_case`). A limit reached ends the run as `killed`, recorded.
+request can cost (`model.pricing.worst_case`). A limit reached ends the run as `killed`, recorded.
 """
 
 from __future__ import annotations
