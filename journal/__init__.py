@@ -23,7 +23,7 @@ else:
 from journal import events, kinds
 from journal.errors import (
     ActionBusy,
-    ActionDone,
+    ActionKeyDone,
     AmbiguousRunId,
     BadPatch,
     ConcurrentAppend,
@@ -44,7 +44,7 @@ from journal.errors import (
     QueryRefused,
     QueryStopped,
     ReadOnlyJournal,
-    RunDone,
+    RunIsDone,
     RunNotFound,
 )
 from journal.events import Clock, Event
@@ -62,7 +62,7 @@ __all__ = [
     "REDACTED",
     "Action",
     "ActionBusy",
-    "ActionDone",
+    "ActionKeyDone",
     "AmbiguousRunId",
     "BadPatch",
     "Change",
@@ -95,7 +95,7 @@ __all__ = [
     "ReadOnlyJournal",
     "Rows",
     "Run",
-    "RunDone",
+    "RunIsDone",
     "RunNotFound",
     "RunWriter",
     "StateAt",

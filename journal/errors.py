@@ -38,7 +38,7 @@ class ConcurrentAppend(JournalError):
     """Another writer appended to the run first: the seq this writer expected is taken."""
 
 
-class RunDone(JournalError):
+class RunIsDone(JournalError):
     """The run is done: `done` is final, and nothing may be appended to it or take its lease."""
 
 
@@ -58,7 +58,7 @@ class QueryFailed(JournalError, ValueError):
     """A read-only query is not valid SQL or fails in SQLite."""
 
 
-class ActionDone(JournalError):
+class ActionKeyDone(JournalError):
     """An action key claimed for an intent is done already, by this run or another."""
 
     def __init__(self, name: str, key: str, run_id: str, seq: int, result: object) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from journal import events as k
-from journal.errors import RunDone
+from journal.errors import RunIsDone
 from journal.events import Event, dumps
 from journal.kinds import to_step
 
@@ -318,7 +318,7 @@ def _apply(conn: sqlite3.Connection, run_id: str, changes: Changes) -> None:
     sql = _update_sql(tuple(sets), tuple(adds))
     if conn.execute(sql, (*sets.values(), *adds.values(), run_id)).rowcount != 1:
         msg = f"run {run_id} is done (or missing from the runs table): nothing more can be added"
-        raise RunDone(msg)
+        raise RunIsDone(msg)
     for (name, key), entry in keys.items():
         row = {"name": name, "key": key, "intended_at": None, **entry}
         if row["seen"]:

@@ -81,11 +81,11 @@ class Store(Querying, Protocol):
 
         `texts` is each event's data as JSON text, when the caller has encoded it; `blobs`
         are payloads stored by content hash with the batch; `sync`: durable on return.
-        `claim` (action name, key) is checked first in the same transaction: ActionDone when a
+        `claim` (action name, key) is checked first in the same transaction: ActionKeyDone when a
         run has done the key, ActionBusy when another run is acting on it. `reserve` checks the
         request's worst case against the run's caps and its machine's budget for the day:
         LimitReached. A seq already taken fails the whole batch (ConcurrentAppend); a done run
-        takes nothing (RunDone); with `owner`, a run whose lease another owner holds (or none
+        takes nothing (RunIsDone); with `owner`, a run whose lease another owner holds (or none
         does) takes nothing either (LeaseLost), checked in the same transaction; a batch
         whose first seq does not follow the run's last is refused (ConcurrentAppend); BadEvent,
         NotJSON for data not of its kind. Appending `run.killed` clears the kill request.
@@ -143,7 +143,7 @@ class Store(Querying, Protocol):
         """Give `holder` the run's lease for `ttl` seconds, in one transaction that also reads
         the run's status; return the lease taken over, if it was another's.
 
-        LeaseHeld while another live process holds it; RunDone for a done run; RunNotFound.
+        LeaseHeld while another live process holds it; RunIsDone for a done run; RunNotFound.
         """
         ...
 

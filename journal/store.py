@@ -29,7 +29,7 @@ from journal.blobs import put as put_blob
 from journal.blobs import text as blob_text
 from journal.errors import (
     ActionBusy,
-    ActionDone,
+    ActionKeyDone,
     AmbiguousRunId,
     BlobMissing,
     ConcurrentAppend,
@@ -37,7 +37,7 @@ from journal.errors import (
     JournalError,
     LeaseLost,
     ReadOnlyJournal,
-    RunDone,
+    RunIsDone,
     RunNotFound,
     translate,
 )
@@ -347,10 +347,10 @@ class Journal:
         `texts` are the events' data already encoded as JSON, when the caller has them;
         `blobs` are payloads the events refer to by their hash, stored in the same transaction.
         `claim` (action name, key) first checks, in the same transaction, that no run has done
-        that action key (ActionDone) and no other run is acting on it (ActionBusy).
+        that action key (ActionKeyDone) and no other run is acting on it (ActionBusy).
         `reserve` (with a model request) first checks, in the same transaction, that the request
         cannot take the run past its caps or its machine past today's budget (LimitReached).
-        Nothing is appended to a run that is done (RunDone). Secrets are redacted first.
+        Nothing is appended to a run that is done (RunIsDone). Secrets are redacted first.
         Returns the events as written (redacted).
         """
         if not events:
@@ -510,7 +510,7 @@ class Journal:
     def acquire_lease(self, run_id: str, holder: Holder, ttl: float) -> Lease | None:
         """Take the run's lease; return the one taken over, if any.
 
-        Raises LeaseHeld if a live process has it, and RunDone if the run is done: the status
+        Raises LeaseHeld if a live process has it, and RunIsDone if the run is done: the status
         is read in the same transaction, so a run that another process finished a moment ago
         is never taken up again.
         """
@@ -777,8 +777,8 @@ def _build(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("COMMIT")
 
 
-def _done(run_id: str) -> RunDone:
-    return RunDone(f"run {run_id} is done: nothing more can be added to it")
+def _done(run_id: str) -> RunIsDone:
+    return RunIsDone(f"run {run_id} is done: nothing more can be added to it")
 
 
 def _check_owner(conn: sqlite3.Connection, run_id: str, owner: str) -> None:
@@ -800,7 +800,7 @@ def _claim(conn: sqlite3.Connection, run_id: str, name: str, key: str) -> None:
         return
     owner, status, result, seq = row
     if status == "done":
-        raise ActionDone(name, key, owner, seq, json.loads(result) if result else None)
+        raise ActionKeyDone(name, key, owner, seq, json.loads(result) if result else None)
     if status in ("intended", "in_doubt") and owner != run_id:
         raise ActionBusy(name, key, owner)
 

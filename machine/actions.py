@@ -22,11 +22,11 @@ from typing import Any, NoReturn
 
 import attrs
 
-from journal import Action, ActionBusy, ActionDone, Event, Holder, RunWriter, Store, kinds
+from journal import Action, ActionBusy, ActionKeyDone, Event, Holder, RunWriter, Store, kinds
 from journal import events as k
 from machine import convert, retry
 from machine.errors import (
-    ActionFailed,
+    ActionError,
     CallFailed,
     Failure,
     NeedsAttention,
@@ -112,7 +112,7 @@ def act(
                 sync=True,
                 claim=None if repeat else (name, key),
             )
-        except ActionDone as e:
+        except ActionKeyDone as e:
             return _Skipped(e.run_id, e.result)
         except ActionBusy as e:
             busy.append(e.run_id)
@@ -163,7 +163,7 @@ def act(
         if busy and e.exhausted:
             _stop(ctx, base, f"run {busy[-1]} is acting on the same key; resume once it is done")
         msg = f"run {ctx.run_id}, step {step!r}: action {name} {key!r} failed: {e}"
-        raise ActionFailed(msg) from e
+        raise ActionError(msg) from e
     if isinstance(done, _Skipped):
         skipped = kinds.ActionSkipped(**base, done_in_run=done.run_id, result=done.result)
         writer.commit(step, skipped)

@@ -146,7 +146,7 @@ class NeedsAttention(MachineError):
         self.name, self.key, self.call = name, key, call
 
 
-class ActionFailed(MachineError):
+class ActionError(MachineError):
     """An action failed for sure (a fatal error, or retries used up)."""
 
 
@@ -184,7 +184,7 @@ class ModelCallFailed(MachineError):
     """The API did not answer: a fatal error, or retries used up. Names run, step and call."""
 
 
-class OutputRejected(MachineError):
+class NoValidAnswer(MachineError):
     """Every answer the model gave, first and retried, failed validation."""
 
 
@@ -237,7 +237,7 @@ class CallFailed(MachineError):
         self.exhausted = exhausted
 
 
-class RunKilled(BaseException):
+class Killed(BaseException):
     """The run is being stopped: a limit was reached, or a person killed it.
 
     A BaseException, like KeyboardInterrupt, so that a step's own `except Exception` cannot
@@ -253,7 +253,7 @@ class RunKilled(BaseException):
 class Interrupted(BaseException):
     """The process was asked to stop (SIGTERM, Ctrl-C): the run lets go, to be resumed.
 
-    A BaseException, as RunKilled is. Raised at the run's next safe point after a first
+    A BaseException, as Killed is. Raised at the run's next safe point after a first
     signal, or at once after a second (see `machine.signals`); the runner records it as
     `run.interrupted`, releases the run's lease and returns.
     """

@@ -19,7 +19,7 @@ import attrs
 
 from journal import Heartbeat, LimitReached, kinds
 from journal.limits import NUSD, Reserve
-from machine.errors import RunKilled
+from machine.errors import Killed
 from machine.signals import StopRequest
 
 T = TypeVar("T")
@@ -136,7 +136,7 @@ class Guard:
     a signal's stop request.
 
     Every wait of the run goes through it (a backoff, a model request), so that a kill is seen
-    within a second wherever the run is waiting; a check raises `RunKilled` (or `Interrupted`).
+    within a second wherever the run is waiting; a check raises `Killed` (or `Interrupted`).
     """
 
     def __init__(
@@ -153,14 +153,14 @@ class Guard:
         self.stop = stop
 
     def check(self, *, in_flight: bool = False) -> None:
-        """Raise RunKilled if a person asked to kill the run, Interrupted if the process was
+        """Raise Killed if a person asked to kill the run, Interrupted if the process was
         asked to stop (with `in_flight`, a model request on its way, only if asked twice)."""
         if self.stop is not None:
             self.stop.check(in_flight=in_flight)
         kill = self.heartbeat.kill if self.heartbeat is not None else None
         if kill is not None:
             said = f": {kill.reason}" if kill.reason else ""
-            raise RunKilled(
+            raise Killed(
                 kinds.RunKilled(
                     killed_by="person",
                     message=f"killed by {kill.requested_by}{said}",
@@ -175,7 +175,7 @@ class Guard:
         self.check()
         cap = self.limits.max_steps
         if cap is not None and steps >= cap:
-            raise RunKilled(
+            raise Killed(
                 kinds.RunKilled(
                     killed_by="limit",
                     message=f"max_steps reached: {steps} steps taken, the cap is {cap}",
@@ -191,7 +191,7 @@ class Guard:
         why = self.breaker.tripped() if self.breaker is not None else None
         if why is not None:
             assert self.breaker is not None
-            raise RunKilled(
+            raise Killed(
                 kinds.RunKilled(
                     killed_by="limit",
                     message=f"the breaker opened: {why}",
@@ -212,8 +212,8 @@ class Guard:
             max_model_calls=self.limits.max_model_calls,
         )
 
-    def limit_reached(self, e: LimitReached) -> RunKilled:
-        return RunKilled(
+    def limit_reached(self, e: LimitReached) -> Killed:
+        return Killed(
             kinds.RunKilled(
                 killed_by="limit",
                 message=str(e),
@@ -247,7 +247,7 @@ class Guard:
         """`fn()` (a model request), given up on if the run is killed while it waits.
 
         The request runs in a thread of its own while this one watches for a kill; a request
-        given up on is left to end on its own, and RunKilled is raised at once.
+        given up on is left to end on its own, and Killed is raised at once.
         """
         if self.heartbeat is None:
             return fn()

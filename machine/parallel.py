@@ -17,7 +17,7 @@ import concurrent.futures
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from machine.errors import DefinitionError, Interrupted, NeedsAttention, RunKilled
+from machine.errors import DefinitionError, Interrupted, Killed, NeedsAttention
 from machine.ports import Step
 
 C = TypeVar("C", bound=Step)  # the step's context: each item gets one of its own kind
@@ -99,7 +99,7 @@ def _gather(ctx: Step, contexts: list[C]) -> None:
 
 def _first(failures: dict[int, BaseException]) -> BaseException:
     ordered = [failures[i] for i in sorted(failures)]
-    for kind in (Interrupted, RunKilled, NeedsAttention):
+    for kind in (Interrupted, Killed, NeedsAttention):
         for error in ordered:
             if isinstance(error, kind):
                 return error

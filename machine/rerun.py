@@ -35,7 +35,7 @@ from journal.limits import Reserve
 from machine import convert
 from machine.context import OPERATIONS, Context
 from machine.definition import Handler, Machine
-from machine.errors import ActionFailed, ConversionError, ModelCallFailed, WrongMachine
+from machine.errors import ActionError, ConversionError, ModelCallFailed, WrongMachine
 from machine.limits import Guard, Limits
 from machine.model import Models, ModelSession
 from machine.model.pricing import Price, PriceTable
@@ -116,7 +116,7 @@ class Reproduced:
 class Diverged(BaseException):
     """Raised where the code diverges from the run, to stop the step there.
 
-    A BaseException, as RunKilled is: a step's own `except Exception` must not swallow it.
+    A BaseException, as Killed is: a step's own `except Exception` must not swallow it.
     """
 
     def __init__(self, divergence: Divergence) -> None:
@@ -551,7 +551,7 @@ class Replay:
             # The run's call failed for sure and the step went on (it caught the error): the
             # rerun raises the same error, as the run got it.
             said = f"run {self.run_id}, step {self.visit.step!r}, call {call}: {what} failed: "
-            error = ActionFailed if failure.kind == k.ACTION_FAILED else ModelCallFailed
+            error = ActionError if failure.kind == k.ACTION_FAILED else ModelCallFailed
             raise error(said + str(failure.data.get("message")))
         if events:
             said = f"the run has no outcome for {what} here, yet its step went on"

@@ -32,7 +32,7 @@ from journal import (
     LeaseLost,
     NotJSON,
     Run,
-    RunDone,
+    RunIsDone,
     RunWriter,
     Store,
     delta,
@@ -50,9 +50,9 @@ from machine.errors import (
     IgnoredInput,
     InputMismatch,
     Interrupted,
+    Killed,
     ModelUnavailable,
     NeedsAttention,
-    RunKilled,
     StateNotJSON,
     WrongMachine,
 )
@@ -288,7 +288,7 @@ def resume(
 
     try:
         outcome = live.drive(take, begin)
-    except RunDone:
+    except RunIsDone:
         return _found_done(journal, machine, journal.run(run_id))
     assert outcome is not None
     changed = (run.code_hash, code_hash) if run.code_hash != code_hash else None
@@ -565,7 +565,7 @@ class _Live:
             try:
                 live.guard.before_step(visit)
                 result = handler(ctx, state)
-            except RunKilled as e:
+            except Killed as e:
                 return self._end(live, step, e.record)
             except NotJSON as e:
                 return self._fail(live, step, f"step {step!r}: {e}")

@@ -19,7 +19,7 @@ import pytest
 
 from journal import (
     ActionBusy,
-    ActionDone,
+    ActionKeyDone,
     AmbiguousRunId,
     ConcurrentAppend,
     Heartbeat,
@@ -32,7 +32,7 @@ from journal import (
     QueryRefused,
     ReadOnlyJournal,
     Run,
-    RunDone,
+    RunIsDone,
     RunNotFound,
     RunWriter,
     StateAt,
@@ -219,11 +219,11 @@ def test_done_is_final(store: Store) -> None:
     run, _ = start(store)
     w = writer(store, run.run_id, last_seq=1)
     w.commit(None, kinds.RunDone(steps=0))
-    with pytest.raises(RunDone):
+    with pytest.raises(RunIsDone):
         w.commit("a", effect("after"))
-    with pytest.raises(RunDone):
+    with pytest.raises(RunIsDone):
         writer(store, run.run_id, last_seq=2).commit("a", effect("after"))
-    with pytest.raises(RunDone):
+    with pytest.raises(RunIsDone):
         store.acquire_lease(run.run_id, Holder.this_process(), 30)
     assert seqs(store, run.run_id) == [1, 2]
     assert store.run(run.run_id).status == "done"
@@ -393,7 +393,7 @@ def _intent(key: str, attempt: int = 1) -> kinds.ActionIntended:
 
 
 def test_an_action_key_done_by_one_run_is_refused_to_another(store: Store) -> None:
-    """A claim on a key another run did raises ActionDone naming that run and its result."""
+    """A claim on a key another run did raises ActionKeyDone naming that run and its result."""
     a, b = start(store)[0], start(store)[0]
     wa = writer(store, a.run_id, last_seq=1)
     wa.commit("s", _intent("K-1"), sync=True, claim=("send", "K-1"))
@@ -401,7 +401,7 @@ def test_an_action_key_done_by_one_run_is_refused_to_another(store: Store) -> No
         call="#0", name="send", key="K-1", idempotent=False, attempt=1, result={"receipt": 7}
     )
     wa.commit("s", done)
-    with pytest.raises(ActionDone) as refused:
+    with pytest.raises(ActionKeyDone) as refused:
         writer(store, b.run_id, last_seq=1).commit("s", _intent("K-1"), claim=("send", "K-1"))
     assert (refused.value.run_id, refused.value.result) == (a.run_id, {"receipt": 7})
     assert seqs(store, b.run_id) == [1]

@@ -24,11 +24,11 @@ from journal import Heartbeat, Holder, Journal, verify
 from journal.limits import NUSD, KillRequest
 from machine import (
     Context,
+    Killed,
     Machine,
     Models,
     Options,
     PriceTable,
-    RunKilled,
     Transition,
     runner,
 )
@@ -499,7 +499,7 @@ def test_costs_sum_exactly() -> None:
 def test_an_error_a_kill_caused_is_reported_as_the_kill(journal: Journal) -> None:
     """A kill closes the model client under the requests in flight, which then fail with a
     connection error, maybe before their thread looks at the kill again: that error is the
-    kill's (RunKilled, the request abandoned), not a failure to retry."""
+    kill's (Killed, the request abandoned), not a failure to retry."""
     heartbeat = Heartbeat(journal, "r", Holder.this_process(), 30)
     guard = Guard(Limits(), heartbeat)
 
@@ -507,7 +507,7 @@ def test_an_error_a_kill_caused_is_reported_as_the_kill(journal: Journal) -> Non
         heartbeat.kill = KillRequest("r", "2026-12-05T00:00:00Z", "ana", "wrong prompt")
         raise ConnectionError("the client was closed")
 
-    with pytest.raises(RunKilled, match="killed by ana: wrong prompt"):
+    with pytest.raises(Killed, match="killed by ana: wrong prompt"):
         guard.call(request_cut_by_the_kill)
     heartbeat.kill = None
     with pytest.raises(ConnectionError):  # with no kill, the error is the request's own

@@ -274,7 +274,7 @@ def test_answers_that_never_fit_fail_the_step_naming_schema_and_run(journal: Jou
     assert len(fake.bodies) == 3
     assert outcome.run.status == "failed"
     error = outcome.run.error or ""
-    assert "OutputRejected" in error and "did not fit Urgency" in error
+    assert "NoValidAnswer" in error and "did not fit Urgency" in error
     assert outcome.run.run_id in error and "required field missing" in error
     assert len(kinds(journal, outcome.run.run_id, k.OUTPUT_REJECTED)) == 3
 

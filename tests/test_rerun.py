@@ -22,7 +22,7 @@ from conftest import FIXTURES, digest, journal_command
 from journal import Journal
 from journal import events as k
 from machine import (
-    ActionFailed,
+    ActionError,
     Context,
     Machine,
     Models,
@@ -277,7 +277,7 @@ def sender(sent: list[str], *, prefix: str = "k") -> Machine[Sends]:
             return ctx.finish(s)
         try:
             said = ctx.act("send", key=f"{prefix}{s.n}", fn=deliver, idempotent=True)
-        except ActionFailed:
+        except ActionError:
             said = "failed"
         return ctx.goto("send", attrs.evolve(s, n=s.n + 1, sent=(*s.sent, said)))
 

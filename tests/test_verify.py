@@ -10,7 +10,7 @@ import attrs
 import pytest
 from conftest import FIXTURES, cli, damage_pages, digest
 
-from journal import Holder, Journal, RunDone, RunWriter, kinds, verify
+from journal import Holder, Journal, RunIsDone, RunWriter, kinds, verify
 from machine import Context, Machine, Options, Transition, runner
 
 
@@ -198,9 +198,9 @@ def test_an_event_after_done_is_refused_by_the_append_path_and_the_trigger(db: P
         resumed = kinds.RunResumed(
             status_before="done", code_hash_before="0", code_hash="0", target="t", from_seq=1
         )
-        with pytest.raises(RunDone, match="is done"):
+        with pytest.raises(RunIsDone, match="is done"):
             writer.commit("go", resumed)
-        with pytest.raises(RunDone):
+        with pytest.raises(RunIsDone):
             journal.acquire_lease(run_id, Holder.this_process(), 30)
     conn = sqlite3.connect(db)
     with pytest.raises(sqlite3.IntegrityError, match=r"no event may follow run\.done"):

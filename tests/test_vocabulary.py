@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from cli.output import event_line
-from journal import Event, Journal, kinds, projection, schema
+from journal import Event, Journal, events, kinds, projection, schema
 from journal.errors import BadEvent
 from journal.events import timestamp
 
@@ -117,3 +117,20 @@ def test_actions_take_only_the_statuses_of_the_vocabulary(tmp_path: Path) -> Non
         changes = projection.project([Event("r", 2, timestamp(0), "action.resolved", "s", data)])
         found |= {entry["status"] for entry in changes.keys.values()}
     assert found == set(kinds.ACTION_STATUSES)
+
+
+def test_one_word_per_thing_no_event_kind_shares_its_name_with_an_exception() -> None:
+    """`kinds.RunDone` is what a run.done event holds; an error raised is named otherwise."""
+    import journal.errors
+    import machine.errors
+
+    data = {cls.__name__ for cls in kinds.KINDS.values()}
+    raised = {
+        name
+        for module in (journal.errors, machine.errors)
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, BaseException)
+    }
+    assert data & raised == set()
+    spelled = {value for value in vars(events).values() if isinstance(value, str)}
+    assert {cls.KIND for cls in kinds.KINDS.values()} <= spelled

@@ -32,11 +32,11 @@ from machine.errors import (
     AnswerCut,
     CallFailed,
     Failure,
+    Killed,
     ModelCallFailed,
     ModelRefused,
     ModelUnavailable,
-    OutputRejected,
-    RunKilled,
+    NoValidAnswer,
 )
 from machine.limits import Guard
 from machine.model import output, request
@@ -254,7 +254,7 @@ class ModelSession:
             f"run {ctx.run_id}, step {ctx.step!r}, call {call}: {retries + 1} answers in a row "
             f"did not fit {name}; the last: {'; '.join(errors)}"
         )
-        raise OutputRejected(msg)
+        raise NoValidAnswer(msg)
 
 
 def _timeout(max_tokens: int) -> anthropic.Timeout:
@@ -387,7 +387,7 @@ class _Ask:
                     )
                 )
                 message = raw.parse()
-            except RunKilled:
+            except Killed:
                 pace.failed(ticket, throttled=False, retry_after=None)
                 # Given up on: it may still be billed, at worst its worst case.
                 abandoned = Failure(False, None, "abandoned", "the run was killed", None, None)
