@@ -1,87 +1,9 @@
-"""runjournal's face: the `journal` command. Nothing imports this package.
+"""runjournal's face: the `journal` command (`cli.main`). Nothing imports this package.
 
 Each command parses its arguments, calls `journal` or `machine`, and prints; the commands live
-in modules by what they do and are attached here, explicitly.
+in modules by what they do and are attached in `cli.main`, explicitly.
 """
 
-from __future__ import annotations
+from cli.main import main
 
-import os
-import sys
-
-import click
-
-from cli.actions import actions, resolve_command
-from cli.costs import cost
-from cli.fake import fake_model
-from cli.fork import fork
-from cli.graph import graph
-from cli.inspecting import logs, replay_command, runs, show, verify_command
-from cli.limits import budget, kill
-from cli.main import JournalGroup
-from cli.migrate import migrate
-from cli.output import printable
-from cli.running import resume, run
-from cli.sql import sql
-
-
-@click.group(cls=JournalGroup)
-@click.version_option(package_name="runjournal")
-def cli() -> None:
-    """A SQLite journal for LLM pipelines: every step and effect of a run is an event.
-
-    \b
-    Example:
-        journal run fixtures/lines.py --input fixtures/lines.json
-        journal runs
-    """
-
-
-cli.add_command(run)
-cli.add_command(resume)
-cli.add_command(runs)
-cli.add_command(show)
-cli.add_command(logs)
-cli.add_command(replay_command)
-cli.add_command(sql)
-cli.add_command(cost)
-cli.add_command(actions)
-cli.add_command(resolve_command)
-cli.add_command(fake_model)
-cli.add_command(verify_command)
-cli.add_command(migrate)
-cli.add_command(kill)
-cli.add_command(budget)
-cli.add_command(fork)
-cli.add_command(graph)
-
-
-def main() -> None:
-    """The console script: every error is one line, with exit code 2 for usage errors."""
-    try:
-        code = cli.main(standalone_mode=False)
-    except click.UsageError as e:
-        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-        click.echo(f"Error: {e.format_message()}{hint}", err=True)
-        sys.exit(2)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        # click turns Ctrl-C into Abort. `run` and `resume` take Ctrl-C themselves while they
-        # execute a run, and say which (cli.running.stoppable): here none was executing.
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (`journal logs | head`): nothing to say
-        sys.exit(0)
-    except Exception as e:
-        # A bug of ours: still one line, saying so; JOURNAL_DEBUG=1 shows the traceback.
-        if os.environ.get("JOURNAL_DEBUG"):
-            raise
-        said = printable(f"{type(e).__name__}: {e}")
-        click.echo(
-            f"Error: unexpected {said} (a bug in runjournal; JOURNAL_DEBUG=1 shows where)", err=True
-        )
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+__all__ = ["main"]

@@ -12,8 +12,8 @@ import attrs
 import click
 
 from cli.inspecting import status_of
-from cli.main import InputError, db_option, json_option, open_journal
 from cli.output import json_line, printable, table
+from cli.shared import InputError, db_option, json_option, open_journal
 from journal.events import dumps
 from machine.actions import IN_DOUBT, resolve
 

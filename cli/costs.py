@@ -10,8 +10,8 @@ from typing import Any, Final
 
 import click
 
-from cli.main import db_option, json_option, open_journal
 from cli.output import json_line, table
+from cli.shared import db_option, json_option, open_journal
 from journal import costs
 from journal.costs import Spent
 

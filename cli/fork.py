@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from cli.main import InputError, db_option, durability_option, open_journal, redact_env_option
 from cli.running import limit_options, model_options, models_for, rate_limits, report
+from cli.shared import InputError, db_option, durability_option, open_journal, redact_env_option
 from journal import Durability, Run
 from machine import Options, loader, runner
 from machine.errors import TargetNotFound

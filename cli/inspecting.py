@@ -12,7 +12,8 @@ import attrs
 import click
 
 from cli.costs import dollars, spent_json, spent_words
-from cli.main import (
+from cli.output import event_json, event_line, json_line, plural, printable, short, table
+from cli.shared import (
     InputError,
     db_option,
     db_path,
@@ -21,7 +22,6 @@ from cli.main import (
     redact,
     redact_env_option,
 )
-from cli.output import event_json, event_line, json_line, plural, printable, short, table
 from journal import (
     Journal,
     JournalCorrupt,

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from cli.costs import dollars, plain, spent_json
-from cli.main import InputError, db_option, json_option, open_journal
 from cli.output import json_line, printable, table
+from cli.shared import InputError, db_option, json_option, open_journal
 from journal import Run, Store
 from journal.costs import Spent, spent_today
 from journal.limits import NUSD

@@ -26,8 +26,8 @@ from typing import IO, Any, Literal
 import attrs
 import click
 
-from cli.main import F, one_line
 from cli.output import brief_line, event_json, event_line, plural, printable
+from cli.shared import F, one_line
 from journal import Event, Run, Store, delta, parts, state_at
 from journal import events as k
 from journal.kinds import to_step

@@ -1,226 +1,84 @@
-"""The `journal` command group: shared options, and our errors turned into one-line messages.
-
-Exit codes (the README lists them):
-
-    0  the run is done, or the command did what it was asked
-    1  the run failed or stopped, or another process holds it
-    2  a usage or input error, or a file that is not a journal (nothing was written)
-    4  the journal is busy: another process held its write lock past the busy timeout
-    5  the journal cannot be written (a read-only file, folder or medium)
-    6  the disk is full, or failed (nothing was lost: resume once it is mended)
-    7  the journal file is damaged (`journal verify` says where)
-
-Errors are translated here, in one place, and never show a traceback; every message is one
-line, with secrets redacted and control characters escaped.
-"""
+"""The `journal` command: its group, each command attached explicitly, and the console script
+that turns every error into one line and an exit code (`cli/shared.py` lists them)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+import sys
 
 import click
 
+from cli.actions import actions, resolve_command
+from cli.costs import cost
+from cli.fake import fake_model
+from cli.fork import fork
+from cli.graph import graph
+from cli.inspecting import logs, replay_command, runs, show, verify_command
+from cli.limits import budget, kill
+from cli.migrate import migrate
 from cli.output import printable
-from journal import (
-    MIN_SECRET,
-    REDACTED,
-    ConcurrentAppend,
-    DiskFailed,
-    DiskFull,
-    Durability,
-    Journal,
-    JournalBusy,
-    JournalCorrupt,
-    JournalError,
-    LeaseHeld,
-    LeaseLost,
-    ReadOnlyJournal,
-)
-from machine import MachineError
-
-F = TypeVar("F", bound=Callable[..., Any])
+from cli.running import resume, run
+from cli.shared import JournalGroup
+from cli.sql import sql
 
 
-class InputError(click.ClickException):
-    """A bad command line, input file or journal: exit 2, with one line, not the usage text."""
+@click.group(cls=JournalGroup)
+@click.version_option(package_name="runjournal")
+def cli() -> None:
+    """A SQLite journal for LLM pipelines: every step and effect of a run is an event.
 
-    exit_code = 2
-
-
-class Refused(click.ClickException):
-    """Another process holds the run: exit 1."""
-
-    exit_code = 1
-
-
-class Busy(click.ClickException):
-    exit_code = 4
-
-
-class CannotWrite(click.ClickException):
-    exit_code = 5
-
-
-class NoRoom(click.ClickException):
-    exit_code = 6
-
-
-class Damaged(click.ClickException):
-    exit_code = 7
-
-
-_EXITS: tuple[tuple[tuple[type[Exception], ...], type[click.ClickException]], ...] = (
-    ((LeaseHeld, LeaseLost, ConcurrentAppend), Refused),
-    ((JournalBusy,), Busy),
-    ((ReadOnlyJournal,), CannotWrite),
-    ((DiskFull, DiskFailed), NoRoom),
-    ((JournalCorrupt,), Damaged),
-    ((JournalError, MachineError), InputError),
-)
-
-
-def one_line(text: str) -> str:
-    """A message as it may be printed: secrets redacted, controls escaped, on one line."""
-    return printable(redact(text))
-
-
-class JournalGroup(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (JournalError, MachineError) as e:
-            raise _exit_for(e)(one_line(str(e))) from e
-        except click.UsageError as e:
-            raise click.UsageError(one_line(e.format_message()), ctx=e.ctx) from e
-        except click.ClickException as e:
-            if type(e) not in (InputError, Refused, click.ClickException):
-                raise  # click's own (a file it cannot open): its message is click's to word
-            raise type(e)(one_line(e.format_message())) from e
-
-
-def _exit_for(error: Exception) -> type[click.ClickException]:
-    for kinds, exit_class in _EXITS:
-        if isinstance(error, kinds):
-            return exit_class
-    return InputError
-
-
-_SECRETS = "runjournal.secrets"
-_DB = "runjournal.db"
-
-
-def secrets() -> list[str]:
-    """What this command must never write or print: the API key, and each --redact-env value."""
-    key = os.environ.get("ANTHROPIC_API_KEY", "")
-    ctx = click.get_current_context(silent=True)
-    named = ctx.meta.get(_SECRETS, []) if ctx is not None else []
-    return [s for s in (key, *named) if len(s) >= MIN_SECRET]
-
-
-def redact(text: str) -> str:
-    for secret in secrets():
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _redact_env(ctx: click.Context, param: click.Parameter, names: tuple[str, ...]) -> None:
-    values = []
-    for name in names:
-        value = os.environ.get(name)
-        if value is None:
-            raise click.BadParameter(f"{name} is not set in the environment", ctx, param)
-        if len(value) < MIN_SECRET:
-            raise click.BadParameter(
-                f"the value of {name} is shorter than {MIN_SECRET} characters: redacting it "
-                "would garble the journal",
-                ctx,
-                param,
-            )
-        values.append(value)
-    ctx.meta[_SECRETS] = values
-
-
-def redact_env_option(fn: F) -> F:
-    """`--redact-env NAME`, repeatable: the value of each such variable is never written."""
-    return click.option(
-        "--redact-env",
-        metavar="NAME",
-        multiple=True,
-        expose_value=False,
-        callback=_redact_env,
-        help="The value of environment variable NAME is replaced by [redacted] in everything "
-        "written to the journal and printed (repeatable). ANTHROPIC_API_KEY always is.",
-    )(fn)
-
-
-def db_option(fn: F) -> F:
-    """`--db PATH`, with `JOURNAL_DB` and then ./journal.db as the defaults."""
-    return click.option(
-        "--db",
-        "db",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="The journal file. Default: $JOURNAL_DB, else ./journal.db.",
-    )(fn)
-
-
-def db_path(db: Path | None) -> Path:
-    return db or Path(os.environ.get("JOURNAL_DB") or "journal.db")
-
-
-def open_journal(
-    db: Path | None,
-    *,
-    write: bool = False,
-    create: bool = False,
-    durability: Durability = "normal",
-) -> Journal:
-    """Open the journal for this command, for reading unless it writes; closed at its end.
-
-    Reading never writes, never waits for a writer, and works on read-only media. Only `write`
-    upgrades an older journal, and only `create` makes one where no file is.
+    \b
+    Example:
+        journal run fixtures/lines.py --input fixtures/lines.json
+        journal runs
     """
-    path = db_path(db)
-    ctx = click.get_current_context()
-    ctx.meta[_DB] = path
-    journal = Journal.open(
-        path,
-        create=create,
-        readonly=not (write or create),
-        durability=durability,
-        timeout=_busy_timeout(),
-        secrets=secrets(),
-    )
-    ctx.call_on_close(journal.close)
-    return journal
 
 
-def _busy_timeout() -> float:
-    """Seconds a writing command waits for another's write lock: $JOURNAL_BUSY_TIMEOUT, or 30."""
-    text = os.environ.get("JOURNAL_BUSY_TIMEOUT", "30")
+cli.add_command(run)
+cli.add_command(resume)
+cli.add_command(runs)
+cli.add_command(show)
+cli.add_command(logs)
+cli.add_command(replay_command)
+cli.add_command(sql)
+cli.add_command(cost)
+cli.add_command(actions)
+cli.add_command(resolve_command)
+cli.add_command(fake_model)
+cli.add_command(verify_command)
+cli.add_command(migrate)
+cli.add_command(kill)
+cli.add_command(budget)
+cli.add_command(fork)
+cli.add_command(graph)
+
+
+def main() -> None:
+    """The console script: every error is one line, with exit code 2 for usage errors."""
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        msg = f"JOURNAL_BUSY_TIMEOUT must be a number of seconds, not {text!r}"
-        raise click.UsageError(msg)
-    return seconds
-
-
-def durability_option(fn: F) -> F:
-    return click.option(
-        "--durability",
-        type=click.Choice(["normal", "full"]),
-        default="normal",
-        show_default=True,
-        help="normal: every commit survives a crash of the process; full: every commit is "
-        "synced to disk (survives a power loss), at about twice the cost per step.",
-    )(fn)
-
-
-def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(fn)
+        code = cli.main(standalone_mode=False)
+    except click.UsageError as e:
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"Error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort. `run` and `resume` take Ctrl-C themselves while they
+        # execute a run, and say which (cli.running.stoppable): here none was executing.
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (`journal logs | head`): nothing to say
+        sys.exit(0)
+    except Exception as e:
+        # A bug of ours: still one line, saying so; JOURNAL_DEBUG=1 shows the traceback.
+        if os.environ.get("JOURNAL_DEBUG"):
+            raise
+        said = printable(f"{type(e).__name__}: {e}")
+        click.echo(
+            f"Error: unexpected {said} (a bug in runjournal; JOURNAL_DEBUG=1 shows where)", err=True
+        )
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

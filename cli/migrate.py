@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.main import db_option, open_journal
+from cli.shared import db_option, open_journal
 from journal import JournalCorrupt, schema
 from journal.verify import record
 

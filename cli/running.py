@@ -17,7 +17,8 @@ import click
 from cli import live
 from cli.costs import spent_words
 from cli.inspecting import status_of
-from cli.main import (
+from cli.output import plural, printable
+from cli.shared import (
     F,
     InputError,
     db_option,
@@ -26,7 +27,6 @@ from cli.main import (
     open_journal,
     redact_env_option,
 )
-from cli.output import plural, printable
 from journal import Durability, JournalError, Run, Store
 from journal.costs import Spent
 from machine import MachineError, Options, Outcome, RateLimits, loader, runner, signals

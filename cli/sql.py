@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from cli.main import db_option, db_path, open_journal
 from cli.output import json_line, printable, table
+from cli.shared import db_option, db_path, open_journal
 from journal import QueryStopped, query
 from journal.query import Rows
 
