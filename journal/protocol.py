@@ -1,7 +1,11 @@
 """The journal as machine/ and cli/ see it: a protocol any backend (SQLite, PostgreSQL) fulfils.
 
 `journal.Journal` (SQLite) is the first implementation; `tests/test_contract.py` is the
-contract every implementation passes. What the protocol promises, on any backend:
+contract every implementation passes. A store plays roles, each a protocol of its own, so that
+a reader (and a second backend) sees what goes together: `EventLog` (runs, events, blobs),
+`Views` (runs and actions derived from the events, and read-only SQL), `Leases` (who executes
+a run, and kill requests), `Spending` (budgets), `Redacting` (secrets kept out); `Store` is all
+of them and a lifecycle. What the protocol promises, on any backend:
 
 - A run's events are ordered by `(run_id, seq)` alone: seq numbers them from 1 without gaps,
   and the unique `(run_id, seq)` key is the concurrency control. There is no global order of
@@ -59,10 +63,9 @@ class Querying(Protocol):
         ...
 
 
-class Store(Querying, Protocol):
-    """An open journal: appends events to runs, reads them back, and keeps leases and limits."""
-
-    # Appending
+class EventLog(Protocol):
+    """The record itself: runs created with their first event, events appended in order and
+    read back, and the blobs they refer to. What every backend must keep exactly."""
 
     def append(
         self,
@@ -92,8 +95,6 @@ class Store(Querying, Protocol):
         """
         ...
 
-    # Runs
-
     def create_run(
         self,
         *,
@@ -116,53 +117,6 @@ class Store(Querying, Protocol):
         With a `run_key` the machine used before, nothing is written: `(that run, False)`.
         """
         ...
-
-    def run(self, run_id: str) -> Run:
-        """The run's row as its events leave it. RunNotFound."""
-        ...
-
-    def find_run(self, prefix: str) -> Run:
-        """The one run whose id is or starts with `prefix`. RunNotFound, AmbiguousRunId."""
-        ...
-
-    def runs(
-        self,
-        *,
-        limit: int | None = None,
-        machine: str | None = None,
-        statuses: Sequence[str] | None = None,
-        before: int | None = None,
-    ) -> list[Run]:
-        """Runs, last created first (by ordinal, never by time): of a machine, with a status,
-        created before the run of ordinal `before` (the next page), at most `limit`."""
-        ...
-
-    # Leases
-
-    def acquire_lease(self, run_id: str, holder: Holder, ttl: float) -> Lease | None:
-        """Give `holder` the run's lease for `ttl` seconds, in one transaction that also reads
-        the run's status; return the lease taken over, if it was another's.
-
-        LeaseHeld while another live process holds it; RunIsDone for a done run; RunNotFound.
-        """
-        ...
-
-    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
-        """Push the lease's expiry `ttl` seconds on; False (nothing written) when the lease is
-        no longer `owner`'s: it was taken over."""
-        ...
-
-    def release_lease(self, run_id: str | None, owner: str) -> None:
-        """Give the lease up, if it is still `owner`'s; another's is left alone. With no
-        `run_id`, every lease `owner` holds: one whose taking was cut short before its caller
-        learnt the run's id."""
-        ...
-
-    def lease(self, run_id: str) -> Lease | None:
-        """The run's lease, live or left behind by a process that ended; None when released."""
-        ...
-
-    # Reading events
 
     def events(
         self,
@@ -188,20 +142,79 @@ class Store(Querying, Protocol):
         `upto`. RunNotFound when there is none."""
         ...
 
-    # Actions
+    def blob(self, ref: str) -> str:
+        """The payload stored under `ref` (`sha256:` and its hex digest). LookupError."""
+        ...
+
+
+class Views(Querying, Protocol):
+    """What is derived from the events and kept beside them to be read fast: runs, actions."""
+
+    def run(self, run_id: str) -> Run:
+        """The run's row as its events leave it. RunNotFound."""
+        ...
+
+    def find_run(self, prefix: str) -> Run:
+        """The one run whose id is or starts with `prefix`. RunNotFound, AmbiguousRunId."""
+        ...
+
+    def runs(
+        self,
+        *,
+        limit: int | None = None,
+        machine: str | None = None,
+        statuses: Sequence[str] | None = None,
+        before: int | None = None,
+    ) -> list[Run]:
+        """Runs, last created first (by ordinal, never by time): of a machine, with a status,
+        created before the run of ordinal `before` (the next page), at most `limit`."""
+        ...
 
     def actions(self, run_id: str | None = None, *, key: str | None = None) -> list[Action]:
         """Each action key of each run as its latest event leaves it, runs in creation order
         and then by seq; of one run, or one key, when asked."""
         ...
 
-    # Blobs
 
-    def blob(self, ref: str) -> str:
-        """The payload stored under `ref` (`sha256:` and its hex digest). LookupError."""
+class Leases(Protocol):
+    """Who executes a run, and what they are asked: each run's lease, and a person's kill
+    request, which the executing process polls."""
+
+    def acquire_lease(self, run_id: str, holder: Holder, ttl: float) -> Lease | None:
+        """Give `holder` the run's lease for `ttl` seconds, in one transaction that also reads
+        the run's status; return the lease taken over, if it was another's.
+
+        LeaseHeld while another live process holds it; RunIsDone for a done run; RunNotFound.
+        """
         ...
 
-    # Limits and kills
+    def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Push the lease's expiry `ttl` seconds on; False (nothing written) when the lease is
+        no longer `owner`'s: it was taken over."""
+        ...
+
+    def release_lease(self, run_id: str | None, owner: str) -> None:
+        """Give the lease up, if it is still `owner`'s; another's is left alone. With no
+        `run_id`, every lease `owner` holds: one whose taking was cut short before its caller
+        learnt the run's id."""
+        ...
+
+    def lease(self, run_id: str) -> Lease | None:
+        """The run's lease, live or left behind by a process that ended; None when released."""
+        ...
+
+    def request_kill(self, run_id: str, *, by: str, reason: str | None) -> None:
+        """Record a person's request to stop the run, durably, in one transaction (a newer
+        request replaces an older one); the run's process reads it with `kill_request`."""
+        ...
+
+    def kill_request(self, run_id: str) -> KillRequest | None:
+        """The request waiting to kill the run, as committed by any process; None if none."""
+        ...
+
+
+class Spending(Protocol):
+    """Budgets: what each machine may spend a day and a run, shared by the runs of a machine."""
 
     def set_budget(
         self, machine: str, *, per_day_nusd: int | None, per_run_nusd: int | None, by: str
@@ -214,16 +227,9 @@ class Store(Querying, Protocol):
         """The budgets set, by machine, each with what its machine spent today (UTC)."""
         ...
 
-    def request_kill(self, run_id: str, *, by: str, reason: str | None) -> None:
-        """Record a person's request to stop the run, durably, in one transaction (a newer
-        request replaces an older one); the run's process reads it with `kill_request`."""
-        ...
 
-    def kill_request(self, run_id: str) -> KillRequest | None:
-        """The request waiting to kill the run, as committed by any process; None if none."""
-        ...
-
-    # Redaction
+class Redacting(Protocol):
+    """The secrets kept out of everything written."""
 
     def keep_out(self, *secrets: str) -> None:
         """Never write these strings from now on: each becomes `[redacted]` in events, blobs
@@ -239,7 +245,9 @@ class Store(Querying, Protocol):
         """What `redact` replaces: each secret kept out, and its form escaped in JSON."""
         ...
 
-    # Lifecycle
+
+class Store(EventLog, Views, Leases, Spending, Redacting, Protocol):
+    """An open journal: every role a backend plays, and its lifecycle."""
 
     @property
     def clock(self) -> Clock:
