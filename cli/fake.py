@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 _PER_MINUTE = click.IntRange(min=1)
 # `machine.testing.fake.PROMPT_CACHES`, spelled out: attaching this command to `journal` must
-# not import the fake (and httpx2) for every other command. tests/test_startup.py compares.
+# not import the fake (and httpx2) for every other command. tests/cli/test_startup.py compares.
 _PROMPT_CACHES = ("warm", "cold", "instance")
 
 

@@ -1,6 +1,6 @@
 """The journal as machine/ and cli/ see it: a protocol any backend (SQLite, PostgreSQL) fulfils.
 
-`journal.Journal` (SQLite) is the first implementation; `tests/test_contract.py` is the
+`journal.Journal` (SQLite) is the first implementation; `tests/journal/test_contract.py` is the
 contract every implementation passes. A store plays roles, each a protocol of its own, so that
 a reader (and a second backend) sees what goes together: `EventLog` (runs, events, blobs),
 `Views` (runs and actions derived from the events, and read-only SQL), `Leases` (who executes

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,21 @@ def reading_commands(run_id: str) -> list[tuple[str, ...]]:
         ("verify",),
         ("verify", run_id, "--json"),
     ]
+
+
+def exposure_from_events(journal: Journal, run_id: str) -> Decimal:
+    """Billed plus possibly billed, summed from the events themselves (not the projection):
+    each answer's cost, and the worst case of each request with no answer and no HTTP error."""
+    total = Decimal(0)
+    requested: dict[tuple[str, int, int], Decimal] = {}
+    for e in journal.events(run_id, kinds=("model.requested", "model.answered", "model.failed")):
+        place = (e.data["call"], e.data["round"], e.data["attempt"])
+        if e.kind == "model.requested":
+            requested[place] = Decimal(str(e.data["worst_case_usd"]))
+            continue
+        worst = requested.pop(place)
+        if e.kind == "model.answered":
+            total += Decimal(str(e.data["cost_usd"]))
+        elif e.data["status"] is None:
+            total += worst  # a timeout or a dropped connection: it may have been billed
+    return total + sum(requested.values(), Decimal(0))

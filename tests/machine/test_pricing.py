@@ -14,13 +14,14 @@ from typing import Any
 import anthropic.types
 import attrs
 import pytest
+from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machine.errors import PriceFileError, UnknownModel
 from machine.model.pricing import AMOUNTS, Band, Price, PriceTable, Usage, cost, worst_case
 
-SHIPPED = Path(__file__).resolve().parent.parent / "machine" / "model" / "prices.json"
+SHIPPED = ROOT / "machine" / "model" / "prices.json"
 
 SONNET_45 = {
     "input": "3",

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT
 
 from journal import BadPatch
 from journal.delta import apply
 
-DATA = json.loads((Path(__file__).parent / "data" / "json_patch_tests.json").read_text())
+DATA = json.loads((ROOT / "tests" / "data" / "json_patch_tests.json").read_text())
 
 
 def cases(name: str) -> list[Any]:

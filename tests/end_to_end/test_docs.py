@@ -14,7 +14,7 @@ import click
 import pytest
 from conftest import ROOT, cli
 
-from cli import cli as group
+from cli.main import cli as group
 from journal import Journal
 from machine import Options, offline, runner
 

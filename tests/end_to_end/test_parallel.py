@@ -20,8 +20,7 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import ROOT, journal_command
-from test_limits import exposure_from_events
+from conftest import ROOT, exposure_from_events, journal_command
 
 from journal import Holder, Journal, JournalBusy, RunWriter, kinds, state_at, verify
 from journal.limits import NUSD

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, cli, journal_command, spawn
+from conftest import FIXTURES, ROOT, cli, journal_command, spawn
 
 from journal import Journal, state_at
 from machine.testing import FakeModel, Faults, serve
@@ -298,7 +298,7 @@ def rejected(db: Path) -> set[str]:
     return {"cut off" if "cut off" in e else "empty" if "empty" in e else e for e in errors}
 
 
-RESUME_AT = str(Path(__file__).parent / "pipelines" / "resume_at.py")
+RESUME_AT = str(ROOT / "tests" / "pipelines" / "resume_at.py")
 
 
 def test_a_resume_held_before_the_lease_while_another_finishes_the_run_adds_nothing(

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import FIXTURES, ROOT, cli, journal_command
+from conftest import FIXTURES, ROOT, cli, exposure_from_events, journal_command
 
 from journal import Heartbeat, Holder, Journal, verify
 from journal.limits import NUSD, KillRequest
@@ -81,24 +81,6 @@ def asking(
         return ctx.goto("ask", attrs.evolve(s, n=s.n + 1))
 
     return m
-
-
-def exposure_from_events(journal: Journal, run_id: str) -> Decimal:
-    """Billed plus possibly billed, summed from the events themselves (not the projection):
-    each answer's cost, and the worst case of each request with no answer and no HTTP error."""
-    total = Decimal(0)
-    requested: dict[tuple[str, int, int], Decimal] = {}
-    for e in journal.events(run_id, kinds=("model.requested", "model.answered", "model.failed")):
-        place = (e.data["call"], e.data["round"], e.data["attempt"])
-        if e.kind == "model.requested":
-            requested[place] = Decimal(str(e.data["worst_case_usd"]))
-            continue
-        worst = requested.pop(place)
-        if e.kind == "model.answered":
-            total += Decimal(str(e.data["cost_usd"]))
-        elif e.data["status"] is None:
-            total += worst  # a timeout or a dropped connection: it may have been billed
-    return total + sum(requested.values(), Decimal(0))
 
 
 @pytest.mark.slow

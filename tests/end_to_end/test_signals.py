@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import attrs
 import pytest
-from conftest import FIXTURES, cli, journal_command
+from conftest import FIXTURES, ROOT, cli, journal_command
 
 from journal import Journal, JournalError
 from machine import (
@@ -38,7 +38,7 @@ from machine import (
 from machine.testing import FakeModel, Faults
 
 MODEL = "claude-haiku-4-5"
-PIPELINES = Path(__file__).parent / "pipelines"
+PIPELINES = ROOT / "tests" / "pipelines"
 
 
 @attrs.frozen

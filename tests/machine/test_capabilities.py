@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import attrs
 import pytest
+from conftest import ROOT
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
@@ -147,7 +148,7 @@ def current() -> list[str]:
 
 
 def test_the_readme_table_is_the_data() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     indented = "".join(f"  {line}\n" for line in markdown_table(CAPS).splitlines())
     assert indented in readme
 
@@ -216,7 +217,7 @@ def test_a_strict_tool_where_the_data_prefers_one(tmp_path: Path) -> None:
     """A model whose data names strict_tool gets the cut-down schema with strict: true, and
     tool_choice auto."""
     override = tmp_path / "caps.json"
-    row = json.loads((Path(__file__).parent.parent / "machine/model/capabilities.json").read_text())
+    row = json.loads((ROOT / "machine/model/capabilities.json").read_text())
     entry = {**row["models"]["claude-opus-5-5"], "structured_answer": "strict_tool"}
     override.write_text(json.dumps({"models": {"claude-opus-5-5": entry}}))
     caps = Capabilities.load(override)
@@ -379,7 +380,7 @@ def test_a_malformed_capabilities_file_says_what_is_wrong(
 def test_a_malformed_model_entry_names_the_field(
     tmp_path: Path, field: str, value: Any, says: str
 ) -> None:
-    row = json.loads((Path(__file__).parent.parent / "machine/model/capabilities.json").read_text())
+    row = json.loads((ROOT / "machine/model/capabilities.json").read_text())
     entry = {**row["models"]["claude-opus-5-5"], field: value}
     path = tmp_path / "caps.json"
     path.write_text(json.dumps({"models": {"claude-x": entry}}))
@@ -430,9 +431,7 @@ def test_a_new_model_is_added_from_the_command_line(tmp_path: Path) -> None:
     price = {"since": "2026-12-01", "input": "3", "output": "15", "cache_write_5m": "3.75"}
     price |= {"cache_write_1h": "6", "cache_read": "0.30", "source": "https://example.com"}
     prices.write_text(json.dumps({"models": {"claude-opus-6": [price]}}))
-    shipped = json.loads(
-        (Path(__file__).parent.parent / "machine/model/capabilities.json").read_text()
-    )
+    shipped = json.loads((ROOT / "machine/model/capabilities.json").read_text())
     described = tmp_path / "caps.json"
     described.write_text(
         json.dumps({"models": {"claude-opus-6": shipped["models"]["claude-opus-5-5"]}})

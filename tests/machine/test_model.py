@@ -16,6 +16,7 @@ import anthropic
 import attrs
 import httpx2
 import pytest
+from conftest import ROOT
 from sdk_types import problems as sdk_problems
 
 from journal import Event, Journal
@@ -520,9 +521,7 @@ def test_a_changed_mechanism_on_resume_is_reported_like_any_changed_request(
     from machine.model.capabilities import Capabilities
 
     fake = Scripted()
-    shipped = json.loads(
-        (Path(__file__).parent.parent / "machine/model/capabilities.json").read_text()
-    )
+    shipped = json.loads((ROOT / "machine/model/capabilities.json").read_text())
     entry = {**shipped["models"][MODEL], "structured_answer": "forced_tool"}
     override = tmp_path / "caps.json"
     override.write_text(json.dumps({"models": {MODEL: entry}}))

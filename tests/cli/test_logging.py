@@ -375,7 +375,7 @@ def test_each_event_is_a_logging_record(journal: Journal) -> None:
         outcome = runner.start(
             journal,
             runner.prepare(counting, {}),
-            target="tests/test_logging.py:counting",
+            target="tests/cli/test_logging.py:counting",
             code_hash="test",
             options=Options(on_event=log_records),
         )
