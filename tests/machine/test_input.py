@@ -12,12 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
-from conftest import FIXTURES, cli
+from conftest import FIXTURES, ROOT, cli
+from pipelines.holding import Holder, holding
 
 import machine
-from machine import Context, InputUnreadable, Machine, Transition
+from machine import InputUnreadable
 
 LINES = str(FIXTURES / "lines.py")
 BIG = "9" * 5000
@@ -221,20 +221,6 @@ def test_resume_does_not_warn_again(tmp_path: Path, db: Path) -> None:
 # `machine.run` goes by the same rules (machine/inputs.py).
 
 
-@attrs.frozen
-class Holder:
-    items: tuple[str, ...] = ()
-    data: Any = None
-
-
-holding = Machine("holding", state=Holder, start="end")
-
-
-@holding.step
-def end(ctx: Context, s: Holder) -> Transition:
-    return ctx.finish(s)
-
-
 def nested(depth: int) -> Any:
     value: Any = 1
     for _ in range(depth):
@@ -265,6 +251,8 @@ def test_machine_run_reads_a_file_as_journal_run_does(db: Path, tmp_path: Path) 
     source.write_text('{"items": ["a", NaN]}')
     with pytest.raises(InputUnreadable, match=re.escape("in.json: NaN is not JSON @ $.items[1]")):
         machine.run(holding, source, db=tmp_path / "other.db")
-    refused = cli("run", f"{Path(__file__)}:holding", "--input", str(source), db=db)
+    refused = cli(
+        "run", str(ROOT / "tests" / "pipelines" / "holding.py"), "--input", str(source), db=db
+    )
     assert refused.returncode == 2
     assert "in.json: NaN is not JSON @ $.items[1]" in refused.stderr

@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import attrs
-from conftest import cli, one_line_error
+from conftest import ROOT, cli, one_line_error
+from pipelines import big_lines
 
 from journal import Journal, blobs, parts, state_at, verify
 from journal.events import dumps
@@ -59,24 +60,7 @@ def test_a_thousand_steps_over_a_500_kb_state_write_under_2_mb(db: Path) -> None
 # Big inputs: stored once, however many events hold them (journal/parts.py).
 
 
-@attrs.frozen
-class Lines:
-    items: tuple[str, ...]
-    next: int = 0
-    note: str = ""
-
-
-lines = Machine("lines", state=Lines, start="step", snapshot_every=5)
-
-
-@lines.step
-def step(ctx: Context, s: Lines) -> Transition:
-    if s.next == 40:
-        return ctx.finish(s)
-    # 10 KB of note a step: snapshots come every dozen or so steps.
-    return ctx.goto("step", attrs.evolve(s, next=s.next + 1, note=f"{s.next:04d}" * 2500))
-
-
+BIG_LINES = str(ROOT / "tests" / "pipelines" / "big_lines.py")
 BIG = {"items": [f"line {i:05d} of a big input, long enough to count" for i in range(3000)]}
 
 
@@ -90,7 +74,9 @@ def test_an_input_the_state_holds_is_stored_once_and_snapshots_share_it(db: Path
     text = dumps(BIG["items"])
     assert len(text) > 64 * 1024  # big enough to be a part
     with Journal.open(db, create=True) as journal:
-        outcome = runner.start(journal, runner.prepare(lines, BIG), target="t:lines", code_hash="")
+        outcome = runner.start(
+            journal, runner.prepare(big_lines.lines, BIG), target="t:lines", code_hash=""
+        )
         run_id = outcome.run.run_id
         held = [
             json.loads(data)
@@ -162,7 +148,7 @@ def run_of(result: subprocess.CompletedProcess[str]) -> str:
 def test_a_fork_and_a_resume_read_a_big_input_back_whole(tmp_path: Path) -> None:
     db, source = tmp_path / "journal.db", tmp_path / "input.json"
     source.write_text(json.dumps(BIG))
-    target = f"{Path(__file__)}:lines"
+    target = BIG_LINES
     first = cli("run", target, "--input", str(source), "--max-steps", "5", db=db)
     assert first.returncode == 3, first.stderr  # stopped by its step limit
     run_id = run_of(first)
@@ -181,7 +167,7 @@ def test_a_fork_and_a_resume_read_a_big_input_back_whole(tmp_path: Path) -> None
 def test_a_part_gone_is_named_and_nothing_builds_on_it(tmp_path: Path) -> None:
     db, source = tmp_path / "journal.db", tmp_path / "input.json"
     source.write_text(json.dumps(BIG))
-    target = f"{Path(__file__)}:lines"
+    target = BIG_LINES
     first = cli("run", target, "--input", str(source), "--max-steps", "5", db=db)
     run_id = run_of(first)
     with Journal.open(db) as journal:
@@ -224,7 +210,7 @@ def test_a_blob_of_a_megabyte_is_written_in_pieces_read_back_and_checked(tmp_pat
     db, source = tmp_path / "journal.db", tmp_path / "input.json"
     items = [f"line {i:06d} of an input of more than a megabyte, é" for i in range(24_000)]
     source.write_text(json.dumps({"items": items}, ensure_ascii=False))
-    first = cli("run", f"{Path(__file__)}:lines", "--input", str(source), "--max-steps", "2", db=db)
+    first = cli("run", BIG_LINES, "--input", str(source), "--max-steps", "2", db=db)
     run_id = run_of(first)
     with Journal.open(db) as journal:
         ref = next(journal.events(run_id, upto=1)).data["state_parts"]["items"]
