@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import attrs
-from conftest import ROOT, cli, one_line_error
+from conftest import ROOT, cli, one_line_error, spawn
 from pipelines import big_lines
 
 from journal import Journal, blobs, parts, state_at, verify
@@ -234,3 +236,42 @@ def test_a_blob_of_a_megabyte_is_written_in_pieces_read_back_and_checked(tmp_pat
     checked = cli("verify", db=db)
     assert checked.returncode != 0
     assert f"the blob {ref} that seq 1 refers to was changed" in checked.stdout + checked.stderr
+
+
+def test_a_run_over_a_big_input_killed_after_a_snapshot_resumes_to_the_same_end(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL once a snapshot holding the input's blob is on disk, then resume: the fold from
+    that snapshot puts the items back, and the run ends as one never killed."""
+    db, source = tmp_path / "journal.db", tmp_path / "input.json"
+    source.write_text(json.dumps({**BIG, "pause": 0.05}))
+    process = spawn("run", BIG_LINES, "--input", str(source), "--quiet", db=db)
+    deadline = time.monotonic() + 60
+    while snapshots(db) == 0:  # observed progress, never a fixed sleep
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no snapshot in 60 s"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with Journal.open(db, readonly=True) as journal:
+        (run,) = journal.runs()
+        assert run.status != "done"
+    resumed = cli("resume", run.run_id, "--quiet", db=db)
+    assert resumed.returncode == 0, resumed.stderr
+    with Journal.open(db, readonly=True) as journal:
+        final = state_at(journal, run.run_id).state
+    assert (final["next"], final["items"]) == (40, BIG["items"])
+    assert cli("verify", db=db).returncode == 0
+
+
+def snapshots(db: Path) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (n,) = conn.execute("SELECT count(*) FROM events WHERE kind = 'snapshot'").fetchone()
+    except sqlite3.OperationalError:
+        n = 0  # the schema is not there yet
+    finally:
+        conn.close()
+    return int(n)

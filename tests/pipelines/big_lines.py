@@ -4,6 +4,8 @@ snapshots come every dozen steps or so."""
 
 from __future__ import annotations
 
+import time
+
 import attrs
 
 from machine import Context, Machine, Transition
@@ -14,6 +16,7 @@ class Lines:
     items: tuple[str, ...]
     next: int = 0
     note: str = ""
+    pause: float = 0.0  # seconds a step takes, so that a test can kill it midway
 
 
 lines = Machine("lines", state=Lines, start="step", snapshot_every=5)
@@ -23,5 +26,6 @@ lines = Machine("lines", state=Lines, start="step", snapshot_every=5)
 def step(ctx: Context, s: Lines) -> Transition:
     if s.next == 40:
         return ctx.finish(s)
+    time.sleep(s.pause)
     # 10 KB of note a step: snapshots come every dozen or so steps.
     return ctx.goto("step", attrs.evolve(s, next=s.next + 1, note=f"{s.next:04d}" * 2500))
