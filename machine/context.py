@@ -50,22 +50,6 @@ def _returns(fn: Callable[..., Any]) -> Any:
         return None
 
 
-def _plain(value: Any) -> bool:
-    """Whether `value` is plain JSON: what a trip through the journal gives back as it is."""
-    todo = [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, dict):
-            if not all(builtins.type(k) is str for k in item):
-                return False
-            todo.extend(item.values())
-        elif builtins.type(item) is list:
-            todo.extend(item)
-        elif builtins.type(item) not in (str, int, float, bool, type(None)):
-            return False
-    return True
-
-
 def no_checkpoint(name: str) -> None:
     return None
 
@@ -247,7 +231,7 @@ class Context:
         if builtins.type(result) in _SCALARS:
             return result  # the same after a trip through JSON: skip the trip
         value = json.loads(dumps(convert.to_json(self.converter, result)))
-        if wanted is None and not _plain(result):
+        if wanted is None and not convert.is_plain(result):
             kind = builtins.type(result).__name__
             msg = (
                 f"step {self.step!r}: {what} returned a {kind}, which the journal keeps as JSON: "

@@ -408,7 +408,9 @@ def round_trips(converter: cattrs.Converter, value: Any, type_: type[Any]) -> bo
     if not attrs.has(type(value)):
         return True
     unstructured = converter.unstructure(value)
-    if not _as_read(unstructured):  # what JSON would change (a tuple, a key that is no str)
+    if not is_plain(
+        unstructured, finite=True
+    ):  # what JSON would change (a tuple, a key that is no str)
         unstructured = json.loads(json.dumps(unstructured))
     # Plain JSON values come back from JSON as they are: a big state is not written out and
     # read back to learn that.
@@ -418,20 +420,21 @@ def round_trips(converter: cattrs.Converter, value: Any, type_: type[Any]) -> bo
 _PLAIN_ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
-def _as_read(value: Any) -> bool:
-    """Whether `value` is made of dicts with str keys, lists, str, int, float (finite), bool
-    and None alone, each of exactly that type: what reading JSON gives."""
+def is_plain(value: Any, *, finite: bool = False) -> bool:
+    """Whether `value` is made of dicts with str keys, lists, str, int, float, bool and None
+    alone (each but the dicts of exactly that type): what a trip through the journal's JSON
+    gives back as it is. With `finite`, a float must be finite too (JSON has no NaN)."""
     todo = [value]
     while todo:
         item = todo.pop()
         kind = type(item)
         if kind is list:
             todo += item
-        elif kind is dict:
+        elif isinstance(item, dict):
             if not all(type(key) is str for key in item):
                 return False
             todo += item.values()
-        elif kind not in _PLAIN_ATOMS or (kind is float and not math.isfinite(item)):
+        elif kind not in _PLAIN_ATOMS or (finite and kind is float and not math.isfinite(item)):
             return False
     return True
 
