@@ -21,11 +21,20 @@ from pathlib import Path
 
 import attrs
 
-from journal import Journal
-from machine import Capabilities, Context, Machine, Models, Options, PriceTable, Transition, runner
-from machine.model import request
-from machine.model.jsonschema import tool_for
-from machine.testing import FakeModel
+from runjournal.journal import Journal
+from runjournal.machine import (
+    Capabilities,
+    Context,
+    Machine,
+    Models,
+    Options,
+    PriceTable,
+    Transition,
+    runner,
+)
+from runjournal.machine.model import request
+from runjournal.machine.model.jsonschema import tool_for
+from runjournal.machine.testing import FakeModel
 
 
 @attrs.frozen

@@ -31,8 +31,8 @@ JOURNAL = str(Path(sys.executable).parent / "journal")
 
 
 def build(db: Path, runs: int, items: int, folder: Path) -> None:
-    from journal import Journal
-    from machine import Options, loader, offline, runner
+    from runjournal.journal import Journal
+    from runjournal.machine import Options, loader, offline, runner
 
     lines = loader.load(str(FIXTURES / "lines.py")).machine
     triage = loader.load(str(FIXTURES / "triage.py")).machine

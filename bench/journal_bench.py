@@ -27,8 +27,8 @@ from pathlib import Path
 
 import attrs
 
-from journal import Durability, Journal, chain, replay
-from machine import Context, Machine, Options, Transition, runner
+from runjournal.journal import Durability, Journal, chain, replay
+from runjournal.machine import Context, Machine, Options, Transition, runner
 
 
 @attrs.frozen

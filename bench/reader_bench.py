@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from journal import Journal
+from runjournal.journal import Journal
 
 WRITER = """
 import sys, time, attrs
-import machine
-from machine import runner
-from journal import Journal
-from machine import Machine
+from runjournal import machine
+from runjournal.machine import runner
+from runjournal.journal import Journal
+from runjournal.machine import Machine
 
 @attrs.frozen
 class Count:
@@ -55,7 +55,7 @@ with Journal.open(sys.argv[1]) as journal:
 
 def journal_command() -> list[str]:
     script = Path(sys.executable).parent / "journal"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "runjournal.cli"]
 
 
 def timed(fn: Callable[[], bool], reads: int) -> tuple[list[float], int]:

@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from machine import Context, Machine, Transition
+from runjournal.machine import Context, Machine, Transition
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -144,8 +144,8 @@ def measured(args: list[str], folder: Path) -> tuple[float, int]:
 
 def one(pipeline: str, source: Path, folder: Path) -> None:
     """Run `pipeline` in this process over `source`, and print the run's time alone."""
-    from journal import Journal
-    from machine import Options, loader, offline, runner
+    from runjournal.journal import Journal
+    from runjournal.machine import Options, loader, offline, runner
 
     machine = loader.load(TARGETS[pipeline]).machine
     if source.suffix == ".jsonl":

@@ -33,19 +33,19 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from journal import Journal
-from machine.testing.fake import FakeModel, serve
+from runjournal.journal import Journal
+from runjournal.machine.testing.fake import FakeModel, serve
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 READ_TARGET = 0.3
 FIRST_REQUEST_TARGET = 1.0
 # `journal` as the console script runs it.
-JOURNAL = "import cli; cli.main()"
+JOURNAL = "from runjournal import cli; cli.main()"
 
 
 def journal_command() -> list[str]:
     script = Path(sys.executable).parent / "journal"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "runjournal.cli"]
 
 
 def wall(command: Sequence[str], cwd: Path, env: dict[str, str]) -> float:

@@ -26,9 +26,9 @@ from typing import Any
 
 import attrs
 
-from journal import Journal
-from machine import Context, Machine, Models, Options, PriceTable, Transition, runner
-from machine.testing import FakeModel
+from runjournal.journal import Journal
+from runjournal.machine import Context, Machine, Models, Options, PriceTable, Transition, runner
+from runjournal.machine.testing import FakeModel
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))

@@ -4,6 +4,6 @@ Each command parses its arguments, calls `journal` or `machine`, and prints; the
 in modules by what they do and are attached in `cli.main`, explicitly.
 """
 
-from cli.main import main
+from runjournal.cli.main import main
 
 __all__ = ["main"]

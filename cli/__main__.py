@@ -1,5 +1,5 @@
 """`python -m cli` runs the `journal` command."""
 
-from cli import main
+from runjournal.cli import main
 
 main()

@@ -11,11 +11,11 @@ from typing import Any
 import attrs
 import click
 
-from cli.inspecting import status_of
-from cli.output import json_line, printable, table
-from cli.shared import InputError, db_option, json_option, open_journal
-from journal.events import dumps
-from machine.actions import IN_DOUBT, resolve
+from runjournal.cli.inspecting import status_of
+from runjournal.cli.output import json_line, printable, table
+from runjournal.cli.shared import InputError, db_option, json_option, open_journal
+from runjournal.journal.events import dumps
+from runjournal.machine.actions import IN_DOUBT, resolve
 
 
 @click.command()

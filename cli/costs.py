@@ -10,10 +10,10 @@ from typing import Any, Final
 
 import click
 
-from cli.output import json_line, table
-from cli.shared import db_option, json_option, open_journal
-from journal import costs
-from journal.costs import Spent
+from runjournal.cli.output import json_line, table
+from runjournal.cli.shared import db_option, json_option, open_journal
+from runjournal.journal import costs
+from runjournal.journal.costs import Spent
 
 # A report's column as a table heads it: money in the vocabulary's words, tokens in short.
 HEADERS: Final = {

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from machine.testing.fake import PromptCache
+    from runjournal.machine.testing.fake import PromptCache
 
 _PER_MINUTE = click.IntRange(min=1)
 # `machine.testing.fake.PROMPT_CACHES`, spelled out: attaching this command to `journal` must
@@ -109,7 +109,11 @@ def fake_model(
     Example:
         journal fake-model --port 8765 --spec chaos --log requests.jsonl
     """
-    from machine.testing.fake import FakeModel, parse_spec, serve  # only this command needs it
+    from runjournal.machine.testing.fake import (  # only this command needs it
+        FakeModel,
+        parse_spec,
+        serve,
+    )
 
     model = FakeModel(
         faults=parse_spec(spec),

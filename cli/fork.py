@@ -8,11 +8,17 @@ from typing import Any
 
 import click
 
-from cli.running import limit_options, model_options, models_for, rate_limits, report
-from cli.shared import InputError, db_option, durability_option, open_journal, redact_env_option
-from journal import Durability, Run
-from machine import Options, loader, runner
-from machine.errors import TargetNotFound
+from runjournal.cli.running import limit_options, model_options, models_for, rate_limits, report
+from runjournal.cli.shared import (
+    InputError,
+    db_option,
+    durability_option,
+    open_journal,
+    redact_env_option,
+)
+from runjournal.journal import Durability, Run
+from runjournal.machine import Options, loader, runner
+from runjournal.machine.errors import TargetNotFound
 
 
 def _changes(ctx: click.Context, param: click.Parameter, given: tuple[str, ...]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from machine.loader import load
+from runjournal.machine.loader import load
 
 
 @click.command()

@@ -11,9 +11,9 @@ from typing import Any
 import attrs
 import click
 
-from cli.costs import dollars, spent_json, spent_words
-from cli.output import event_json, event_line, json_line, plural, printable, short, table
-from cli.shared import (
+from runjournal.cli.costs import dollars, spent_json, spent_words
+from runjournal.cli.output import event_json, event_line, json_line, plural, printable, short, table
+from runjournal.cli.shared import (
     InputError,
     db_option,
     db_path,
@@ -22,7 +22,7 @@ from cli.shared import (
     redact,
     redact_env_option,
 )
-from journal import (
+from runjournal.journal import (
     Journal,
     JournalCorrupt,
     Problem,
@@ -34,10 +34,10 @@ from journal import (
     state_at,
     verify,
 )
-from journal.costs import Spent
-from machine.errors import TargetNotFound
-from machine.loader import load
-from machine.rerun import Divergence, Reproduced, post_mortem, rerun
+from runjournal.journal.costs import Spent
+from runjournal.machine.errors import TargetNotFound
+from runjournal.machine.loader import load
+from runjournal.machine.rerun import Divergence, Reproduced, post_mortem, rerun
 
 
 def status_of(run: Run, journal: Store) -> str:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import click
 
-from cli.costs import dollars, plain, spent_json
-from cli.output import json_line, printable, table
-from cli.shared import InputError, db_option, json_option, open_journal
-from journal import Run, Store
-from journal.costs import Spent, spent_today
-from journal.limits import NUSD
-from machine.stopping import KILLABLE
-from machine.stopping import kill as kill_run
+from runjournal.cli.costs import dollars, plain, spent_json
+from runjournal.cli.output import json_line, printable, table
+from runjournal.cli.shared import InputError, db_option, json_option, open_journal
+from runjournal.journal import Run, Store
+from runjournal.journal.costs import Spent, spent_today
+from runjournal.journal.limits import NUSD
+from runjournal.machine.stopping import KILLABLE
+from runjournal.machine.stopping import kill as kill_run
 
 _NONE_YET = Spent(0, 0)
 

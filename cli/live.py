@@ -26,12 +26,12 @@ from typing import IO, Any, Literal
 import attrs
 import click
 
-from cli.output import brief_line, event_json, event_line, plural, printable
-from cli.shared import F, one_line
-from journal import Event, Run, Store, delta, parts, state_at
-from journal import events as k
-from journal.kinds import to_step
-from machine import Machine, convert
+from runjournal.cli.output import brief_line, event_json, event_line, plural, printable
+from runjournal.cli.shared import F, one_line
+from runjournal.journal import Event, Run, Store, delta, parts, state_at
+from runjournal.journal import events as k
+from runjournal.journal.kinds import to_step
+from runjournal.machine import Machine, convert
 
 LOGGER = "runjournal"
 """The name of the logger each event is handed to."""

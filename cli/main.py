@@ -8,18 +8,18 @@ import sys
 
 import click
 
-from cli.actions import actions, resolve_command
-from cli.costs import cost
-from cli.fake import fake_model
-from cli.fork import fork
-from cli.graph import graph
-from cli.inspecting import logs, replay_command, runs, show, verify_command
-from cli.limits import budget, kill
-from cli.migrate import migrate
-from cli.output import printable
-from cli.running import resume, run
-from cli.shared import JournalGroup
-from cli.sql import sql
+from runjournal.cli.actions import actions, resolve_command
+from runjournal.cli.costs import cost
+from runjournal.cli.fake import fake_model
+from runjournal.cli.fork import fork
+from runjournal.cli.graph import graph
+from runjournal.cli.inspecting import logs, replay_command, runs, show, verify_command
+from runjournal.cli.limits import budget, kill
+from runjournal.cli.migrate import migrate
+from runjournal.cli.output import printable
+from runjournal.cli.running import resume, run
+from runjournal.cli.shared import JournalGroup
+from runjournal.cli.sql import sql
 
 
 @click.group(cls=JournalGroup)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from cli.shared import db_option, open_journal
-from journal import JournalCorrupt, schema
-from journal.verify import record
+from runjournal.cli.shared import db_option, open_journal
+from runjournal.journal import JournalCorrupt, schema
+from runjournal.journal.verify import record
 
 
 @click.command()

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from journal import Event
+from runjournal.journal import Event
 
 _MAX_VALUE = 80
 

@@ -14,11 +14,11 @@ from typing import Any, cast
 
 import click
 
-from cli import live
-from cli.costs import spent_words
-from cli.inspecting import status_of
-from cli.output import plural, printable
-from cli.shared import (
+from runjournal.cli import live
+from runjournal.cli.costs import spent_words
+from runjournal.cli.inspecting import status_of
+from runjournal.cli.output import plural, printable
+from runjournal.cli.shared import (
     F,
     InputError,
     db_option,
@@ -27,15 +27,15 @@ from cli.shared import (
     open_journal,
     redact_env_option,
 )
-from journal import Durability, JournalError, Run, Store
-from journal.costs import Spent
-from machine import MachineError, Options, Outcome, RateLimits, loader, runner, signals
-from machine.errors import IgnoredInput, Interrupted, TargetNotFound
-from machine.inputs import read as read_input
-from machine.model import Models, anthropic_api
-from machine.model.capabilities import Capabilities
-from machine.model.pricing import PriceTable
-from machine.offline import offline
+from runjournal.journal import Durability, JournalError, Run, Store
+from runjournal.journal.costs import Spent
+from runjournal.machine import MachineError, Options, Outcome, RateLimits, loader, runner, signals
+from runjournal.machine.errors import IgnoredInput, Interrupted, TargetNotFound
+from runjournal.machine.inputs import read as read_input
+from runjournal.machine.model import Models, anthropic_api
+from runjournal.machine.model.capabilities import Capabilities
+from runjournal.machine.model.pricing import PriceTable
+from runjournal.machine.offline import offline
 
 _PER_MINUTE = click.IntRange(min=1)
 

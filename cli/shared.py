@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.output import printable
-from journal import (
+from runjournal.cli.output import printable
+from runjournal.journal import (
     MIN_SECRET,
     REDACTED,
     ConcurrentAppend,
@@ -40,7 +40,7 @@ from journal import (
     LeaseLost,
     ReadOnlyJournal,
 )
-from machine import MachineError
+from runjournal.machine import MachineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import click
 
-from cli.output import json_line, printable, table
-from cli.shared import db_option, db_path, open_journal
-from journal import QueryStopped, query
-from journal.query import Rows
+from runjournal.cli.output import json_line, printable, table
+from runjournal.cli.shared import db_option, db_path, open_journal
+from runjournal.journal import QueryStopped, query
+from runjournal.journal.query import Rows
 
 UNWATCHED_TIMEOUT = 60.0
 

@@ -20,8 +20,8 @@ else:
         return version("runjournal")
 
 
-from journal import events, kinds
-from journal.errors import (
+from runjournal.journal import events, kinds
+from runjournal.journal.errors import (
     ActionBusy,
     ActionKeyDone,
     AmbiguousRunId,
@@ -47,15 +47,15 @@ from journal.errors import (
     RunIsDone,
     RunNotFound,
 )
-from journal.events import Clock, Event
-from journal.fold import Change, StateAt, replay, state_at
-from journal.leases import Holder, Lease
-from journal.protocol import Querying, Store
-from journal.query import Rows, query
-from journal.rows import Action, Run
-from journal.store import MIN_SECRET, REDACTED, Durability, Journal
-from journal.verify import Problem, heads, verify
-from journal.writer import Heartbeat, RunWriter
+from runjournal.journal.events import Clock, Event
+from runjournal.journal.fold import Change, StateAt, replay, state_at
+from runjournal.journal.leases import Holder, Lease
+from runjournal.journal.protocol import Querying, Store
+from runjournal.journal.query import Rows, query
+from runjournal.journal.rows import Action, Run
+from runjournal.journal.store import MIN_SECRET, REDACTED, Durability, Journal
+from runjournal.journal.verify import Problem, heads, verify
+from runjournal.journal.writer import Heartbeat, RunWriter
 
 __all__ = [
     "MIN_SECRET",

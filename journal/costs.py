@@ -20,10 +20,10 @@ from typing import Any, Final
 
 import attrs
 
-from journal.errors import translated
-from journal.events import timestamp
-from journal.limits import NUSD
-from journal.store import Journal
+from runjournal.journal.errors import translated
+from runjournal.journal.events import timestamp
+from runjournal.journal.limits import NUSD
+from runjournal.journal.store import Journal
 
 BY: Final = ("run", "machine", "version", "model", "day")
 

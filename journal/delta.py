@@ -29,7 +29,7 @@ from math import copysign
 from operator import is_
 from typing import Any
 
-from journal.errors import BadPatch
+from runjournal.journal.errors import BadPatch
 
 Op = dict[str, Any]
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import attrs
 
-from journal.errors import NotJSON
+from runjournal.journal.errors import NotJSON
 
 Clock = Callable[[], float]
 """Seconds since the epoch; passed in everywhere so tests control time."""

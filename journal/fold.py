@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from journal import delta
-from journal.kinds import to_step
-from journal.protocol import Store
+from runjournal.journal import delta
+from runjournal.journal.kinds import to_step
+from runjournal.journal.protocol import Store
 
 
 @attrs.frozen

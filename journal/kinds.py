@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from journal import events as k
-from journal.errors import BadEvent
+from runjournal.journal import events as k
+from runjournal.journal.errors import BadEvent
 
 
 def _doc(text: str, default: Any = attrs.NOTHING) -> Any:

@@ -15,8 +15,8 @@ import uuid
 
 import attrs
 
-from journal.errors import LeaseHeld
-from journal.events import timestamp
+from runjournal.journal.errors import LeaseHeld
+from runjournal.journal.events import timestamp
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ import sqlite3
 
 import attrs
 
-from journal.errors import LimitReached
+from runjournal.journal.errors import LimitReached
 
 NUSD = 1_000_000_000
 """Nano-dollars in a dollar."""

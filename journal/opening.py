@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import attrs
 
-from journal.errors import JournalMissing, LogUnreadable, NotAJournal, translate
+from runjournal.journal.errors import JournalMissing, LogUnreadable, NotAJournal, translate
 
 APPLICATION_ID = 0x524A4E4C
 """`PRAGMA application_id` of every journal: "RJNL" in ASCII."""

@@ -19,8 +19,8 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from journal import blobs
-from journal.events import dumps
+from runjournal.journal import blobs
+from runjournal.journal.events import dumps
 
 SMALLEST = 64 * 1024
 """Characters of JSON from which a member is stored as a part: small members stay inline, where

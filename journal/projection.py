@@ -21,10 +21,10 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
-from journal import events as k
-from journal.errors import RunIsDone
-from journal.events import Event, dumps
-from journal.kinds import to_step
+from runjournal.journal import events as k
+from runjournal.journal.errors import RunIsDone
+from runjournal.journal.events import Event, dumps
+from runjournal.journal.kinds import to_step
 
 
 class Changes(NamedTuple):

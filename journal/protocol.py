@@ -33,12 +33,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
-from journal.blobs import Payload
-from journal.events import Clock, Event
-from journal.leases import Holder, Lease
-from journal.limits import Budget, KillRequest, Reserve
-from journal.query import Rows
-from journal.rows import Action, Run
+from runjournal.journal.blobs import Payload
+from runjournal.journal.events import Clock, Event
+from runjournal.journal.leases import Holder, Lease
+from runjournal.journal.limits import Budget, KillRequest, Reserve
+from runjournal.journal.query import Rows
+from runjournal.journal.rows import Action, Run
 
 
 @runtime_checkable

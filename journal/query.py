@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from journal.errors import JournalMissing, QueryFailed, QueryRefused, QueryStopped
-from journal.opening import connect_read
+from runjournal.journal.errors import JournalMissing, QueryFailed, QueryRefused, QueryStopped
+from runjournal.journal.opening import connect_read
 
 _REFUSED = {
     sqlite3.SQLITE_INSERT: "INSERT",

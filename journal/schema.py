@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from journal import chain, kinds, projection
-from journal.errors import JournalTooNew, JournalTooOld
-from journal.opening import APPLICATION_ID
+from runjournal.journal import chain, kinds, projection
+from runjournal.journal.errors import JournalTooNew, JournalTooOld
+from runjournal.journal.opening import APPLICATION_ID
 
 if TYPE_CHECKING:
     import sqlite_utils

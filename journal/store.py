@@ -21,13 +21,13 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
 
 import attrs
 
-from journal import chain, kinds, leases, limits, opening, parts, projection, schema
-from journal import events as k
-from journal.blobs import Payload
-from journal.blobs import holds as blob_holds
-from journal.blobs import put as put_blob
-from journal.blobs import text as blob_text
-from journal.errors import (
+from runjournal.journal import chain, kinds, leases, limits, opening, parts, projection, schema
+from runjournal.journal import events as k
+from runjournal.journal.blobs import Payload
+from runjournal.journal.blobs import holds as blob_holds
+from runjournal.journal.blobs import put as put_blob
+from runjournal.journal.blobs import text as blob_text
+from runjournal.journal.errors import (
     ActionBusy,
     ActionKeyDone,
     AmbiguousRunId,
@@ -41,11 +41,11 @@ from journal.errors import (
     RunNotFound,
     translate,
 )
-from journal.events import Clock, Event, dumps, timestamp
-from journal.leases import Holder, Lease
-from journal.query import Rows, query
-from journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
-from journal.verify import file_problems, verify_part
+from runjournal.journal.events import Clock, Event, dumps, timestamp
+from runjournal.journal.leases import Holder, Lease
+from runjournal.journal.query import Rows, query
+from runjournal.journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
+from runjournal.journal.verify import file_problems, verify_part
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 import attrs
 
-from journal import blobs, chain, delta, fold, parts, projection
-from journal import events as k
-from journal.errors import BlobMissing, translated
-from journal.protocol import Store
+from runjournal.journal import blobs, chain, delta, fold, parts, projection
+from runjournal.journal import events as k
+from runjournal.journal.errors import BlobMissing, translated
+from runjournal.journal.protocol import Store
 
 
 class SQLStore(Store, Protocol):

@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from journal import blobs
-from journal.errors import JournalError, LeaseLost
-from journal.events import Event, dumps, timestamp
-from journal.kinds import Data
-from journal.leases import Holder
-from journal.limits import KillRequest, Reserve
-from journal.protocol import Store
+from runjournal.journal import blobs
+from runjournal.journal.errors import JournalError, LeaseLost
+from runjournal.journal.events import Event, dumps, timestamp
+from runjournal.journal.kinds import Data
+from runjournal.journal.leases import Holder
+from runjournal.journal.limits import KillRequest, Reserve
+from runjournal.journal.protocol import Store
 
 
 class RunWriter:

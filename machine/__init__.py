@@ -5,8 +5,6 @@ Everything a pipeline author, a test of a pipeline, or the command line may use 
 
 from typing import TYPE_CHECKING
 
-from machine.errors import NameClash  # imports nothing of `journal` when run
-
 if TYPE_CHECKING:
     __version__: str
 else:
@@ -20,31 +18,12 @@ else:
 
         return version("runjournal")
 
-    def _refuse_a_shadowed_journal() -> None:
-        # A journal.py beside the user's program, first on sys.path, is what `import journal`
-        # finds: the imports below would fail naming a missing name. Say which file is in the
-        # way instead; in the usual case this costs two string operations.
-        import os
 
-        import journal
-
-        found = getattr(journal, "__file__", None) or next(
-            iter(getattr(journal, "__path__", [])), ""
-        )
-        ours = os.path.join(os.path.dirname(os.path.dirname(__file__)), "journal")
-        where = os.path.dirname(found)
-        if where != ours and os.path.realpath(where) != os.path.realpath(ours):
-            raise NameClash(found or "a module named journal", "journal")
-
-    _refuse_a_shadowed_journal()
-    del _refuse_a_shadowed_journal
-
-
-from machine.actions import resolve
-from machine.api import resume, run
-from machine.context import Context
-from machine.definition import Machine
-from machine.errors import (
+from runjournal.machine.actions import resolve
+from runjournal.machine.api import resume, run
+from runjournal.machine.context import Context
+from runjournal.machine.definition import Machine
+from runjournal.machine.errors import (
     ActionError,
     AnswerCut,
     CallFailed,
@@ -67,18 +46,18 @@ from machine.errors import (
     StateNotJSON,
     UnknownInputField,
 )
-from machine.files import atomic_write
-from machine.limits import Breaker, Limits
-from machine.model import Models, anthropic_api
-from machine.model.capabilities import Capabilities
-from machine.model.pricing import PriceTable, Usage
-from machine.offline import offline
-from machine.pacing import RateLimits
-from machine.ports import Checkpoint
-from machine.retry import RetryPolicy
-from machine.runner import Options, Outcome
-from machine.signals import StopRequest, stop_on_signals
-from machine.transitions import Fail, Finish, Goto, Transition
+from runjournal.machine.files import atomic_write
+from runjournal.machine.limits import Breaker, Limits
+from runjournal.machine.model import Models, anthropic_api
+from runjournal.machine.model.capabilities import Capabilities
+from runjournal.machine.model.pricing import PriceTable, Usage
+from runjournal.machine.offline import offline
+from runjournal.machine.pacing import RateLimits
+from runjournal.machine.ports import Checkpoint
+from runjournal.machine.retry import RetryPolicy
+from runjournal.machine.runner import Options, Outcome
+from runjournal.machine.signals import StopRequest, stop_on_signals
+from runjournal.machine.transitions import Fail, Finish, Goto, Transition
 
 __all__ = [
     "ActionError",

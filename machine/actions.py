@@ -22,10 +22,19 @@ from typing import Any, NoReturn
 
 import attrs
 
-from journal import Action, ActionBusy, ActionKeyDone, Event, Holder, RunWriter, Store, kinds
-from journal import events as k
-from machine import convert, retry
-from machine.errors import (
+from runjournal.journal import (
+    Action,
+    ActionBusy,
+    ActionKeyDone,
+    Event,
+    Holder,
+    RunWriter,
+    Store,
+    kinds,
+)
+from runjournal.journal import events as k
+from runjournal.machine import convert, retry
+from runjournal.machine.errors import (
     ActionError,
     CallFailed,
     Failure,
@@ -33,7 +42,7 @@ from machine.errors import (
     NothingToResolve,
     Retryable,
 )
-from machine.ports import Step
+from runjournal.machine.ports import Step
 
 
 @attrs.frozen

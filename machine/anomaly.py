@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from journal import Run, Store
+from runjournal.journal import Run, Store
 
 BASELINE_RUNS = 10
 """How many of the latest finished runs make the baseline."""

@@ -17,11 +17,11 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from journal import Durability, Journal
-from machine import convert, inputs, loader, runner
-from machine.definition import Machine
-from machine.runner import Options, Outcome
-from machine.signals import StopRequest, exit_code, stop_on_signals
+from runjournal.journal import Durability, Journal
+from runjournal.machine import convert, inputs, loader, runner
+from runjournal.machine.definition import Machine
+from runjournal.machine.runner import Options, Outcome
+from runjournal.machine.signals import StopRequest, exit_code, stop_on_signals
 
 S = TypeVar("S")
 

@@ -15,22 +15,22 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import cattrs
 
-from journal import Event, RunWriter, kinds
-from journal import events as k
-from journal.events import dumps
-from machine import actions, convert
-from machine.errors import DefinitionError, ReplayMismatch
-from machine.parallel import map_items
-from machine.ports import Checkpoint, Rerun
-from machine.transitions import Fail, Finish, Goto
+from runjournal.journal import Event, RunWriter, kinds
+from runjournal.journal import events as k
+from runjournal.journal.events import dumps
+from runjournal.machine import actions, convert
+from runjournal.machine.errors import DefinitionError, ReplayMismatch
+from runjournal.machine.parallel import map_items
+from runjournal.machine.ports import Checkpoint, Rerun
+from runjournal.machine.transitions import Fail, Finish, Goto
 
 if TYPE_CHECKING:
-    from machine.errors import NeedsAttention
-    from machine.limits import Guard
-    from machine.model import ModelSession
-    from machine.model.capabilities import Effort
-    from machine.model.request import ThinkingOption
-    from machine.retry import Retrying
+    from runjournal.machine.errors import NeedsAttention
+    from runjournal.machine.limits import Guard
+    from runjournal.machine.model import ModelSession
+    from runjournal.machine.model.capabilities import Effort
+    from runjournal.machine.model.request import ThinkingOption
+    from runjournal.machine.retry import Retrying
 
 T = TypeVar("T")
 S = TypeVar("S")

@@ -40,7 +40,7 @@ from cattrs.errors import AttributeValidationNote
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import make_converter
 
-from machine.errors import ConversionError, Ignored
+from runjournal.machine.errors import ConversionError, Ignored
 
 T = TypeVar("T")
 

@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_type_hints, o
 import attrs
 import cattrs
 
-from machine import convert
-from machine.errors import (
+from runjournal.machine import convert
+from runjournal.machine.errors import (
     ConversionError,
     DefinitionError,
     Ignored,
     InputMismatch,
     UnknownInputField,
 )
-from machine.limits import Limits
-from machine.transitions import Transition
+from runjournal.machine.limits import Limits
+from runjournal.machine.transitions import Transition
 
 if TYPE_CHECKING:
-    from machine.context import Context
-    from machine.model.capabilities import Effort
-    from machine.model.request import ThinkingOption
+    from runjournal.machine.context import Context
+    from runjournal.machine.model.capabilities import Effort
+    from runjournal.machine.model.request import ThinkingOption
 
 S = TypeVar("S")
 

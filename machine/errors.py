@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ import attrs
 if TYPE_CHECKING:
     # Not imported when run: `machine/__init__` imports this module to say that a file of the
     # user's shadows `journal`, before it may import anything from it.
-    from journal import kinds
+    from runjournal.journal import kinds
 
 
 @attrs.frozen
@@ -108,22 +107,6 @@ class IgnoredInput(UserWarning):
 def _listed(ignored: Sequence[Ignored], most: int = 5) -> str:
     shown = "; ".join(each.describe() for each in ignored[:most])
     return shown if len(ignored) <= most else f"{shown}; and {len(ignored) - most} more"
-
-
-class NameClash(TargetLoadError):
-    """A file of the user's has the name of one of runjournal's packages and hides it."""
-
-    def __init__(self, path: str, package: str) -> None:
-        """`path`: the file Python found for `package`; a package's `__init__.py` is shown as
-        its folder."""
-        folder, file = os.path.split(path)
-        shown = folder + os.sep if file.startswith("__init__.") else path
-        super().__init__(
-            f"runjournal cannot load: {shown} shadows runjournal's package {package!r}; "
-            "rename your file",
-            name=package,
-            path=path,
-        )
 
 
 class StateNotJSON(MachineError, TypeError):

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from machine.errors import InputUnreadable
+from runjournal.machine.errors import InputUnreadable
 
 _LINES_SUFFIXES = (".jsonl", ".ndjson")
 _MAX_DEPTH = 200

@@ -17,10 +17,10 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from journal import Heartbeat, LimitReached, kinds
-from journal.limits import NUSD, Reserve
-from machine.errors import Killed
-from machine.signals import StopRequest
+from runjournal.journal import Heartbeat, LimitReached, kinds
+from runjournal.journal.limits import NUSD, Reserve
+from runjournal.machine.errors import Killed
+from runjournal.machine.signals import StopRequest
 
 T = TypeVar("T")
 

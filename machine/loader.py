@@ -8,12 +8,10 @@ noticed and reported.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,10 +19,9 @@ from typing import Any
 
 import attrs
 
-from machine.definition import Machine
-from machine.errors import NameClash, TargetLoadError, TargetNotFound
+from runjournal.machine.definition import Machine
+from runjournal.machine.errors import TargetLoadError, TargetNotFound
 
-_PACKAGES = ("journal", "machine", "cli")
 """runjournal's top-level packages: a module of the same name in a pipeline's folder hides one."""
 
 
@@ -86,7 +83,6 @@ def _import_path(spec: str) -> tuple[ModuleType, Path]:
     module_name = f"_journal_target_{hashlib.sha256(str(path).encode()).hexdigest()[:10]}"
     if module_name in sys.modules:
         return sys.modules[module_name], path
-    _refuse_shadows(path.parent, path)
     import_spec = importlib.util.spec_from_file_location(module_name, path)
     if import_spec is None or import_spec.loader is None:
         msg = f"cannot import {spec}: not a Python file"
@@ -105,7 +101,6 @@ def _import_path(spec: str) -> tuple[ModuleType, Path]:
 
 
 def _import_module(spec: str) -> tuple[ModuleType, Path]:
-    _refuse_shadows(Path.cwd(), None)
     if "" not in sys.path:
         sys.path.insert(0, "")  # as `python -m` does: modules of the current folder
     try:
@@ -140,43 +135,3 @@ def _find_machine(module: ModuleType, name: str, target: str) -> tuple[str, Mach
         raise TargetLoadError(msg)
     msg = f"{target} defines several machines ({', '.join(machines)}): name one, as {target}:NAME"
     raise TargetLoadError(msg)
-
-
-def _refuse_shadows(folder: Path, source: Path | None) -> None:
-    """Refuse a pipeline whose folder, first on sys.path while it loads, holds a module named
-    as one of runjournal's packages.
-
-    Its own `import journal` would get runjournal's package, already loaded, and `python
-    pipeline.py` would fail inside `import machine`. A `cli.py` breaks only a pipeline that
-    imports it, which is checked in the pipeline's own source.
-    """
-    for package in _PACKAGES:
-        found = importlib.machinery.PathFinder.find_spec(package, [str(folder)])
-        if found is None or found.origin is None or not found.has_location:
-            continue  # not there, or a folder without __init__.py, which a package outranks
-        ours = getattr(sys.modules.get(package), "__file__", None)
-        if ours is not None and os.path.realpath(ours) == os.path.realpath(found.origin):
-            continue  # the pipeline sits in runjournal's own folder
-        if package == "cli" and (ours is None or not _imports(source, package)):
-            continue
-        raise NameClash(found.origin, package)
-
-
-def _imports(source: Path | None, package: str) -> bool:
-    """Whether the file `source` imports `package` itself (None: a module target, not read)."""
-    if source is None:
-        return False
-    try:
-        tree = ast.parse(source.read_bytes())
-    except (SyntaxError, ValueError):
-        return False  # importing it will say what is wrong
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        if any(name == package or name.startswith(f"{package}.") for name in names):
-            return True
-    return False

@@ -1,14 +1,14 @@
 """`offline()`: the fake Messages API in this process, in place of the real one.
 
-The fake (`machine.testing.fake`) is imported only when `offline()` is called: `import machine`
+The fake (`machine.testing.fake`) is imported only when `offline()` is called: `import runjournal`
 does not load it.
 """
 
 from __future__ import annotations
 
-from machine.model.ask import Models, env_secrets
-from machine.model.capabilities import Capabilities
-from machine.model.pricing import PriceTable
+from runjournal.machine.model.ask import Models, env_secrets
+from runjournal.machine.model.capabilities import Capabilities
+from runjournal.machine.model.pricing import PriceTable
 
 
 def offline(
@@ -22,7 +22,7 @@ def offline(
     The fake needs no key, but a key in the environment is still kept out of the journal: a
     pipeline may read it, and a leak offline is a leak.
     """
-    from machine.testing.fake import FakeModel, parse_spec
+    from runjournal.machine.testing.fake import FakeModel, parse_spec
 
     capabilities = capabilities or Capabilities.load()
     fake = FakeModel(faults=parse_spec(spec), retry_after=0.2, capabilities=capabilities)

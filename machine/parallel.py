@@ -17,8 +17,8 @@ import concurrent.futures
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from machine.errors import DefinitionError, Interrupted, Killed, NeedsAttention
-from machine.ports import Step
+from runjournal.machine.errors import DefinitionError, Interrupted, Killed, NeedsAttention
+from runjournal.machine.ports import Step
 
 C = TypeVar("C", bound=Step)  # the step's context: each item gets one of its own kind
 I = TypeVar("I")  # noqa: E741

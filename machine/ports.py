@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import cattrs
 
-from journal import Event, RunWriter
+from runjournal.journal import Event, RunWriter
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from machine.errors import NeedsAttention, ReplayMismatch
-    from machine.limits import Guard
-    from machine.retry import Retrying
+    from runjournal.machine.errors import NeedsAttention, ReplayMismatch
+    from runjournal.machine.limits import Guard
+    from runjournal.machine.retry import Retrying
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each point a run passes: `effect.before` (the effect is about to

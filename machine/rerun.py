@@ -27,21 +27,21 @@ from typing import IO, Any, Literal, NoReturn
 
 import attrs
 
-from journal import Event, Run, RunWriter, Store, blobs, delta, kinds
-from journal import events as k
-from journal.events import dumps, timestamp
-from journal.kinds import to_step
-from journal.limits import Reserve
-from machine import convert
-from machine.context import OPERATIONS, Context
-from machine.definition import Handler, Machine
-from machine.errors import ActionError, ConversionError, ModelCallFailed, WrongMachine
-from machine.limits import Guard, Limits
-from machine.model import Models, ModelSession
-from machine.model.pricing import Price, PriceTable
-from machine.ports import Step
-from machine.retry import Retrying, RetryPolicy
-from machine.transitions import Fail, Finish, Goto
+from runjournal.journal import Event, Run, RunWriter, Store, blobs, delta, kinds
+from runjournal.journal import events as k
+from runjournal.journal.events import dumps, timestamp
+from runjournal.journal.kinds import to_step
+from runjournal.journal.limits import Reserve
+from runjournal.machine import convert
+from runjournal.machine.context import OPERATIONS, Context
+from runjournal.machine.definition import Handler, Machine
+from runjournal.machine.errors import ActionError, ConversionError, ModelCallFailed, WrongMachine
+from runjournal.machine.limits import Guard, Limits
+from runjournal.machine.model import Models, ModelSession
+from runjournal.machine.model.pricing import Price, PriceTable
+from runjournal.machine.ports import Step
+from runjournal.machine.retry import Retrying, RetryPolicy
+from runjournal.machine.transitions import Fail, Finish, Goto
 
 Kind = Literal[
     "start", "step", "request", "answer", "decision", "call", "new call", "missing call",

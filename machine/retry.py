@@ -22,8 +22,8 @@ from typing import TypeAlias, TypeVar
 
 import attrs
 
-from journal import JournalError
-from machine.errors import CallFailed, Failure, Retryable
+from runjournal.journal import JournalError
+from runjournal.machine.errors import CallFailed, Failure, Retryable
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from journal import (
+from runjournal.journal import (
     ConcurrentAppend,
     Event,
     Heartbeat,
@@ -40,11 +40,11 @@ from journal import (
     kinds,
     parts,
 )
-from journal.limits import NUSD
-from machine import anomaly, convert, states
-from machine.context import OPERATIONS, Context, no_checkpoint
-from machine.definition import Machine
-from machine.errors import (
+from runjournal.journal.limits import NUSD
+from runjournal.machine import anomaly, convert, states
+from runjournal.machine.context import OPERATIONS, Context, no_checkpoint
+from runjournal.machine.definition import Machine
+from runjournal.machine.errors import (
     ConversionError,
     Ignored,
     IgnoredInput,
@@ -56,13 +56,13 @@ from machine.errors import (
     StateNotJSON,
     WrongMachine,
 )
-from machine.limits import Guard, Limits
-from machine.model import Models, ModelSession, anthropic_api
-from machine.pacing import Pace, RateLimits
-from machine.ports import Checkpoint
-from machine.retry import Retrying, RetryPolicy
-from machine.signals import StopRequest
-from machine.transitions import Fail, Finish, Goto
+from runjournal.machine.limits import Guard, Limits
+from runjournal.machine.model import Models, ModelSession, anthropic_api
+from runjournal.machine.pacing import Pace, RateLimits
+from runjournal.machine.ports import Checkpoint
+from runjournal.machine.retry import Retrying, RetryPolicy
+from runjournal.machine.signals import StopRequest
+from runjournal.machine.transitions import Fail, Finish, Goto
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from machine.errors import Interrupted
+from runjournal.machine.errors import Interrupted
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -106,9 +106,9 @@ def _may_stop_here(frame: FrameType | None) -> bool:
     """
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if module == "journal" or module.startswith("journal."):
+        if module == "runjournal.journal" or module.startswith("runjournal.journal."):
             return False
-        if module == "machine.runner":
+        if module == "runjournal.machine.runner":
             return frame.f_code.co_name == "_loop"
         frame = frame.f_back
     return True

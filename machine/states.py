@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from journal import delta
+from runjournal.journal import delta
 
 Layout = tuple[tuple[str, Any, Any], ...]
 """Each field's name, its type, and, if a value of that type cannot change in place, the type

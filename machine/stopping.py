@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from journal import Holder, LeaseHeld, RunWriter, Store, kinds
-from machine.errors import NothingToKill
+from runjournal.journal import Holder, LeaseHeld, RunWriter, Store, kinds
+from runjournal.machine.errors import NothingToKill
 
 KILLABLE = ("running", "needs_attention", "resolved", "failed")
 """Statuses of a run that a kill ends; done is final, and killed already is killed."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from journal import Journal
+from runjournal.journal import Journal
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -33,7 +33,7 @@ def journal(db: Path) -> Iterator[Journal]:
 
 def journal_command() -> list[str]:
     script = Path(sys.executable).parent / "journal"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "runjournal.cli"]
 
 
 def cli(

@@ -8,6 +8,6 @@ exact costs). The retry loop, which actions use too, is `machine.retry`; the fak
 the API, `machine.offline`.
 """
 
-from machine.model.ask import Models, ModelSession, anthropic_api
+from runjournal.machine.model.ask import Models, ModelSession, anthropic_api
 
 __all__ = ["ModelSession", "Models", "anthropic_api"]

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import cattrs
 
-from journal import Event, LimitReached, kinds
-from journal import events as k
-from machine import convert, retry
-from machine.errors import (
+from runjournal.journal import Event, LimitReached, kinds
+from runjournal.journal import events as k
+from runjournal.machine import convert, retry
+from runjournal.machine.errors import (
     AnswerCut,
     CallFailed,
     Failure,
@@ -38,14 +38,14 @@ from machine.errors import (
     ModelUnavailable,
     NoValidAnswer,
 )
-from machine.limits import Guard
-from machine.model import output, request
-from machine.model.capabilities import Capabilities, Effort, Mechanism, ModelCapabilities
-from machine.model.jsonschema import tool_for
-from machine.model.pricing import Price, PriceTable, Usage, cost, worst_case
-from machine.model.request import ThinkingOption
-from machine.pacing import Pace
-from machine.ports import Step
+from runjournal.machine.limits import Guard
+from runjournal.machine.model import output, request
+from runjournal.machine.model.capabilities import Capabilities, Effort, Mechanism, ModelCapabilities
+from runjournal.machine.model.jsonschema import tool_for
+from runjournal.machine.model.pricing import Price, PriceTable, Usage, cost, worst_case
+from runjournal.machine.model.request import ThinkingOption
+from runjournal.machine.pacing import Pace
+from runjournal.machine.ports import Step
 
 if TYPE_CHECKING:
     import anthropic

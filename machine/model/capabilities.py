@@ -20,8 +20,8 @@ from typing import Any, Final, Literal, TypeAlias, cast, get_args
 
 import attrs
 
-from machine.errors import CapabilitiesFileError, UnknownModel
-from machine.model import datafile
+from runjournal.machine.errors import CapabilitiesFileError, UnknownModel
+from runjournal.machine.model import datafile
 
 SHIPPED: Final = "capabilities.json"
 """The capabilities file shipped in the `machine.model` package."""

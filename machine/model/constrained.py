@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import attrs
 
-from machine.model.capabilities import Constrained
+from runjournal.machine.model.capabilities import Constrained
 
 CONSTRAINTS: Final = "Checked after the answer, as JSON Schema: "
 """What precedes, in a description, the constraints `fit` moved there (a JSON object)."""

@@ -15,7 +15,7 @@ def shipped(name: str, what: str, error: type[Exception]) -> tuple[str, str]:
     """The text of `machine/model/NAME` and how errors name it; `error` if it cannot be read."""
     origin = f"machine/{name}"
     try:
-        text = importlib.resources.files("machine.model").joinpath(name).read_text("utf-8")
+        text = importlib.resources.files(__package__).joinpath(name).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise error(f"{origin}: cannot read the shipped {what}: {e}") from e
     return text, origin

@@ -49,8 +49,8 @@ import attrs
 import cattrs
 from attrs import validators
 
-from machine import convert
-from machine.errors import SchemaError
+from runjournal.machine import convert
+from runjournal.machine.errors import SchemaError
 
 Schema: TypeAlias = dict[str, Any]
 

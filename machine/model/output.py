@@ -19,8 +19,8 @@ from typing import Any, Final, Generic, Literal, TypeVar, cast
 import attrs
 import cattrs
 
-from machine import convert
-from machine.errors import ConversionError
+from runjournal.machine import convert
+from runjournal.machine.errors import ConversionError
 
 T = TypeVar("T")
 

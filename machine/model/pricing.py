@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import attrs
 
-from machine.errors import PriceFileError, UnknownModel
-from machine.model import datafile
+from runjournal.machine.errors import PriceFileError, UnknownModel
+from runjournal.machine.model import datafile
 
 SHIPPED: Final = "prices.json"
 """The price table shipped in the `machine` package."""

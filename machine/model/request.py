@@ -19,9 +19,15 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from machine.errors import RequestRefused
-from machine.model.capabilities import EFFORTS, Capabilities, Effort, Mechanism, ModelCapabilities
-from machine.model.constrained import fit
+from runjournal.machine.errors import RequestRefused
+from runjournal.machine.model.capabilities import (
+    EFFORTS,
+    Capabilities,
+    Effort,
+    Mechanism,
+    ModelCapabilities,
+)
+from runjournal.machine.model.constrained import fit
 
 ThinkingOption: TypeAlias = Literal["adaptive", "disabled", "between_tools"] | int | None
 """What `ctx.ask(thinking=...)` takes: None leaves it to the model's default; "adaptive" lets

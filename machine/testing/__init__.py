@@ -1,10 +1,10 @@
 """Tools for testing pipelines offline: the fake Anthropic Messages API.
 
-Imported only by what uses it (a test, `--fake-model`, `journal fake-model`): `import machine`
+Imported only by what uses it (a test, `--fake-model`, `journal fake-model`): `import runjournal`
 does not load it.
 """
 
-from machine.testing.fake import (
+from runjournal.machine.testing.fake import (
     CHAOS,
     FAULTS,
     GROUPS,

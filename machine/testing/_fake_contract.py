@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from machine.model.capabilities import EFFORTS, Capabilities, ModelCapabilities
-from machine.model.constrained import problems
-from machine.testing._fake_values import canonical, digest
+from runjournal.machine.model.capabilities import EFFORTS, Capabilities, ModelCapabilities
+from runjournal.machine.model.constrained import problems
+from runjournal.machine.testing._fake_values import canonical, digest
 
 Refusal = tuple[int, str, str]
 """The status, error type and message of a refused request."""

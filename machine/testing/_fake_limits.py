@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from machine.testing import _fake_values as values
+from runjournal.machine.testing import _fake_values as values
 
 CacheHits = Callable[[str, Sequence[tuple[Any, Any]], list[int]], list[int]]
 """Given the model, the prompt's pieces and the indices of those marked `cache_control`,

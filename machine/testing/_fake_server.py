@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from machine.testing._fake_values import digest, tool_named
+from runjournal.machine.testing._fake_values import digest, tool_named
 
 
 @attrs.frozen

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from machine.model.constrained import CONSTRAINTS
+from runjournal.machine.model.constrained import CONSTRAINTS
 
 Schema = Mapping[str, Any]
 

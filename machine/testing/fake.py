@@ -31,14 +31,29 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import attrs
 import httpx2
 
-from machine.errors import FakeSpecError
-from machine.model.capabilities import Capabilities, ModelCapabilities
-from machine.model.pricing import PriceTable
-from machine.testing import _fake_contract as contract
-from machine.testing import _fake_values as values
-from machine.testing._fake_limits import Cache, CacheHits, Limits, delay, prompt_usage, sleep
-from machine.testing._fake_server import FakeServer, Hangup, Reply, error, not_found, refuse, serve
-from machine.testing._fake_values import digest
+from runjournal.machine.errors import FakeSpecError
+from runjournal.machine.model.capabilities import Capabilities, ModelCapabilities
+from runjournal.machine.model.pricing import PriceTable
+from runjournal.machine.testing import _fake_contract as contract
+from runjournal.machine.testing import _fake_values as values
+from runjournal.machine.testing._fake_limits import (
+    Cache,
+    CacheHits,
+    Limits,
+    delay,
+    prompt_usage,
+    sleep,
+)
+from runjournal.machine.testing._fake_server import (
+    FakeServer,
+    Hangup,
+    Reply,
+    error,
+    not_found,
+    refuse,
+    serve,
+)
+from runjournal.machine.testing._fake_values import digest
 
 if TYPE_CHECKING:
     import anthropic

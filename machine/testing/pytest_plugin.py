@@ -19,12 +19,12 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import pytest
 
-from machine.api import run
-from machine.definition import Machine
-from machine.model import Models
-from machine.model.pricing import PriceTable
-from machine.runner import Options, Outcome
-from machine.testing.fake import FakeModel
+from runjournal.machine.api import run
+from runjournal.machine.definition import Machine
+from runjournal.machine.model import Models
+from runjournal.machine.model.pricing import PriceTable
+from runjournal.machine.runner import Options, Outcome
+from runjournal.machine.testing.fake import FakeModel
 
 S = TypeVar("S")
 

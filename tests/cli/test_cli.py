@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, cli, digest, journal_command
 
-from journal import schema
+from runjournal.journal import schema
 
 LINES = str(FIXTURES / "lines.py")
 
@@ -100,7 +100,7 @@ def test_resume_of_a_done_run_does_nothing(done_run: str, db: Path) -> None:
 def test_a_failed_run_exits_1(tmp_path: Path, db: Path) -> None:
     pipeline = tmp_path / "broken.py"
     pipeline.write_text(
-        "import attrs\nfrom machine import Machine\n"
+        "import attrs\nfrom runjournal import Machine\n"
         "@attrs.frozen\nclass S:\n    n: int = 0\n"
         "m = Machine('broken', state=S, start='go')\n"
         "@m.step\ndef go(ctx, s):\n    raise ValueError('no luck')\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import FIXTURES, cli
 
-from journal import Journal, state_at
+from runjournal.journal import Journal, state_at
 
 LINES = str(FIXTURES / "lines.py")
 

@@ -25,10 +25,17 @@ from conftest import FIXTURES, journal_command
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cli.live import BRIEF_KINDS, LOGGER, log_records
-from cli.output import BRIEF_VALUE, MAX_VALUE, brief_line, event_line, pairs, rounded_float
-from journal import Event, Journal
-from machine import Context, Machine, Options, Transition, runner
+from runjournal.cli.live import BRIEF_KINDS, LOGGER, log_records
+from runjournal.cli.output import (
+    BRIEF_VALUE,
+    MAX_VALUE,
+    brief_line,
+    event_line,
+    pairs,
+    rounded_float,
+)
+from runjournal.journal import Event, Journal
+from runjournal.machine import Context, Machine, Options, Transition, runner
 
 TRIAGE = str(FIXTURES / "triage.py")
 TICKETS = FIXTURES / "tickets.jsonl"
@@ -43,7 +50,7 @@ STOPPING = """
 import os
 
 import attrs
-from machine import Context, Machine, Transition
+from runjournal.machine import Context, Machine, Transition
 
 
 @attrs.frozen
@@ -69,7 +76,7 @@ def go(ctx: Context, s: S) -> Transition:
 
 ANSWERS = """
 import attrs
-from machine import Context, Machine, Transition
+from runjournal.machine import Context, Machine, Transition
 
 ANSWER = {answer!r}
 

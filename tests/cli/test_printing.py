@@ -18,8 +18,8 @@ from conftest import journal_command
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cli.output import json_line, pairs, printable, short
-from machine.testing import FakeModel, serve
+from runjournal.cli.output import json_line, pairs, printable, short
+from runjournal.machine.testing import FakeModel, serve
 
 # Sets the terminal's title, clears the screen, a C1 CSI, DEL, NUL, CR, backspace, a bidi
 # override and isolate, a line separator, tab and newline; and a backslash escape as text.
@@ -32,7 +32,7 @@ CONTROLS = re.compile(
 
 MACHINE = """
 import attrs
-from machine import Context, Machine, Transition
+from runjournal.machine import Context, Machine, Transition
 
 HOSTILE = {hostile!r}
 

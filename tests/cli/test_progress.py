@@ -21,7 +21,7 @@ import pexpect
 import pytest
 from conftest import FIXTURES, journal_command
 
-from cli.live import _columns
+from runjournal.cli.live import _columns
 
 LINES = str(FIXTURES / "lines.py")
 SLOW = str(FIXTURES / "slow.json")
@@ -35,7 +35,7 @@ import os
 import time
 
 import attrs
-from machine import Context, Machine, Transition
+from runjournal.machine import Context, Machine, Transition
 
 
 @attrs.frozen

@@ -30,7 +30,7 @@ from conftest import (
     small_disk,
 )
 
-from journal import chain, schema
+from runjournal.journal import chain, schema
 
 LINES = str(FIXTURES / "lines.py")
 

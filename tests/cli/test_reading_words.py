@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, cli
 
-from journal import Journal
+from runjournal.journal import Journal
 
 TRIAGE = str(FIXTURES / "triage.py")
 LINES = str(FIXTURES / "lines.py")

@@ -17,14 +17,13 @@ import click
 import pytest
 from conftest import FIXTURES, ROOT, cli
 
-import journal
-import machine
-from cli.fake import fake_model
-from machine.testing.fake import PROMPT_CACHES
+from runjournal import journal, machine
+from runjournal.cli.fake import fake_model
+from runjournal.machine.testing.fake import PROMPT_CACHES
 
 SDK = ("anthropic", "pydantic")
 """Only a command that asks a model may import these."""
-FAKE = ("machine.testing.fake", "httpx2")
+FAKE = ("runjournal.machine.testing.fake", "httpx2")
 """Only a command that uses the fake model may import these."""
 
 # `journal ARGS` as the console script runs it, writing the names of the modules it imported
@@ -37,7 +36,7 @@ def write_loaded():
         json.dump(sorted(sys.modules), f)
 
 atexit.register(write_loaded)
-import cli
+from runjournal import cli
 cli.main()
 """
 
@@ -112,7 +111,7 @@ def test_a_broken_sdk_does_not_disturb_a_run_that_asks_nothing(tmp_path: Path, d
     batch.write_text(json.dumps({"items": ["apple"], "out": str(tmp_path / "lines.out")}))
     run = ["run", str(FIXTURES / "lines.py"), "--input", str(batch), "--db", str(db)]
     result = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *run],
+        [sys.executable, "-c", "from runjournal import cli; cli.main()", *run],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(broken.parent), str(ROOT)])},
@@ -144,9 +143,9 @@ def test_other_missing_names_still_raise() -> None:
         machine.Nothing  # type: ignore[attr-defined]  # noqa: B018
 
 
-def test_importing_journal_reads_no_metadata() -> None:
-    """`import journal` does not import importlib.metadata: only `__version__` needs it."""
-    code = "import sys, journal; print('importlib.metadata' in sys.modules)"
+def test_importing_runjournal_reads_no_metadata() -> None:
+    """`import runjournal` does not import importlib.metadata: only `__version__` needs it."""
+    code = "import sys, runjournal; print('importlib.metadata' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
 
@@ -158,10 +157,10 @@ def test_fake_model_offers_the_fakes_prompt_caches() -> None:
     assert tuple(option.type.choices) == PROMPT_CACHES
 
 
-def test_importing_machine_loads_neither_the_sdk_nor_the_fake() -> None:
-    """A pipeline's `import machine` costs neither: the fake is `machine.testing`'s."""
-    code = "import json, sys, machine; print(json.dumps(sorted(sys.modules)))"
+def test_importing_runjournal_loads_neither_the_sdk_nor_the_fake() -> None:
+    """A pipeline's `import runjournal` costs neither: the fake is `machine.testing`'s."""
+    code = "import json, sys, runjournal; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     loaded = set(json.loads(result.stdout))
-    assert "machine.runner" in loaded  # the probe sees what it should
-    assert not loaded & {*SDK, *FAKE, "machine.testing"}
+    assert "runjournal.machine.runner" in loaded  # the probe sees what it should
+    assert not loaded & {*SDK, *FAKE, "runjournal.machine.testing"}

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, ROOT, cli, journal_command, spawn
 
-from journal import Journal, state_at
-from machine.testing import FakeModel, Faults, serve
+from runjournal.journal import Journal, state_at
+from runjournal.machine.testing import FakeModel, Faults, serve
 
 LINES = str(FIXTURES / "lines.py")
 

@@ -14,9 +14,9 @@ import click
 import pytest
 from conftest import ROOT, cli
 
-from cli.main import cli as group
-from journal import Journal
-from machine import Options, offline, runner
+from runjournal.cli.main import cli as group
+from runjournal.journal import Journal
+from runjournal.machine import Options, offline, runner
 
 README = (ROOT / "README.md").read_text()
 COMMANDS = sorted(group.commands)

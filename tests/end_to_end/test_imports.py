@@ -12,12 +12,17 @@ LAYERS = ("journal", "machine", "cli")
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
+    """Each module of the layers by the name it is imported as (`runjournal.journal.store`)."""
     found = {}
     for layer in LAYERS:
         for path in (root / layer).rglob("*.py"):
-            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            name = ".".join(["runjournal", *path.relative_to(root).with_suffix("").parts])
             found[name.removesuffix(".__init__")] = path
     return found
+
+
+def layer(name: str) -> str:
+    return name.split(".")[1]
 
 
 def imports(root: Path = ROOT) -> dict[str, set[str]]:
@@ -56,10 +61,10 @@ def imports(root: Path = ROOT) -> dict[str, set[str]]:
 
 
 def _parents(name: str) -> list[str]:
-    """The packages `name` is in, but the layer itself (whose `__init__` is the face, already
-    being imported by whoever imports any part of it)."""
+    """The packages `name` is in, but `runjournal` and the layer itself (whose `__init__` files
+    are faces, already being imported by whoever imports any part of them)."""
     parts = name.split(".")
-    return [".".join(parts[:n]) for n in range(2, len(parts))]
+    return [".".join(parts[:n]) for n in range(3, len(parts))]
 
 
 def external(path: Path) -> set[str]:
@@ -111,8 +116,20 @@ def test_each_layer_imports_only_the_layers_below_it() -> None:
         f"{name} imports {dep}"
         for name, deps in imports().items()
         for dep in deps
-        if (layer := name.split(".")[0]) != dep.split(".")[0]
-        and dep.split(".")[0] not in below[layer]
+        if layer(name) != layer(dep) and layer(dep) not in below[layer(name)]
+    ]
+    assert wrong == []
+
+
+def test_nothing_imports_the_layers_by_their_bare_names() -> None:
+    """`import journal` works while developing (the repository's root is on sys.path) but not
+    once installed, where the layers exist only as `runjournal.journal`, ...: nothing of the
+    project's may use the bare names, pipelines and tests included."""
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for folder in (*LAYERS, "tests", "fixtures", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        for name in external(path) & set(LAYERS)
     ]
     assert wrong == []
 
@@ -122,12 +139,12 @@ def test_no_module_imports_the_sqlite_store_or_sqlite3_outside_the_journal() -> 
         f"{name} imports {dep}"
         for name, deps in imports().items()
         for dep in deps
-        if not name.startswith("journal") and dep == "journal.store"
+        if layer(name) != "journal" and dep == "runjournal.journal.store"
     ]
     wrong += [
         f"{name} imports sqlite3"
         for name, path in modules().items()
-        if not name.startswith("journal") and "sqlite3" in external(path)
+        if layer(name) != "journal" and "sqlite3" in external(path)
     ]
     assert wrong == []
 
@@ -141,14 +158,14 @@ def test_the_graph_sees_imports_inside_functions_and_under_type_checking(tmp_pat
     import or a relative one are found; a tree without them has none."""
     files = {
         "machine/__init__.py": "",
-        "machine/context.py": "from machine import actions\n",
+        "machine/context.py": "from runjournal.machine import actions\n",
         "machine/actions.py": (
             "from typing import TYPE_CHECKING\n"
-            "if TYPE_CHECKING:\n    from machine.context import Context\n"
+            "if TYPE_CHECKING:\n    from runjournal.machine.context import Context\n"
         ),
         "machine/model/__init__.py": "from .ask import ask\n",
-        "machine/model/ask.py": "def ask():\n    from machine.model import retry\n",
-        "machine/model/retry.py": "import journal.store\nimport sqlite3\n",
+        "machine/model/ask.py": "def ask():\n    from runjournal.machine.model import retry\n",
+        "machine/model/retry.py": "import runjournal.journal.store\nimport sqlite3\n",
         "journal/__init__.py": "",
         "journal/store.py": "",
     }
@@ -156,10 +173,10 @@ def test_the_graph_sees_imports_inside_functions_and_under_type_checking(tmp_pat
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     graph = imports(tmp_path)
-    assert graph["machine.model"] == {"machine.model.ask"}
-    assert graph["machine.model.ask"] == {"machine.model.retry"}
-    assert graph["machine.model.retry"] == {"journal.store"}
-    assert circles(graph) == [{"machine.context", "machine.actions"}]
+    assert graph["runjournal.machine.model"] == {"runjournal.machine.model.ask"}
+    assert graph["runjournal.machine.model.ask"] == {"runjournal.machine.model.retry"}
+    assert graph["runjournal.machine.model.retry"] == {"runjournal.journal.store"}
+    assert circles(graph) == [{"runjournal.machine.context", "runjournal.machine.actions"}]
     assert "sqlite3" in external(tmp_path / "machine/model/retry.py")
     (tmp_path / "machine/actions.py").write_text("")
     assert circles(imports(tmp_path)) == []
@@ -170,12 +187,13 @@ def test_importing_a_module_of_a_package_runs_the_package_first(tmp_path: Path) 
     imports `limits`: a circle, though no file names it whole."""
     files = {
         "machine/__init__.py": "",
-        "machine/limits.py": "from machine.model.pricing import Price\n",
-        "machine/model/__init__.py": "from machine.model.ask import ask\n",
-        "machine/model/ask.py": "from machine.limits import Guard\n",
+        "machine/limits.py": "from runjournal.machine.model.pricing import Price\n",
+        "machine/model/__init__.py": "from runjournal.machine.model.ask import ask\n",
+        "machine/model/ask.py": "from runjournal.machine.limits import Guard\n",
         "machine/model/pricing.py": "",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert circles(imports(tmp_path)) == [{"machine.limits", "machine.model", "machine.model.ask"}]
+    expected = {"limits", "model", "model.ask"}
+    assert circles(imports(tmp_path)) == [{f"runjournal.machine.{name}" for name in expected}]

@@ -22,9 +22,9 @@ import attrs
 import pytest
 from conftest import ROOT, exposure_from_events, journal_command
 
-from journal import Holder, Journal, JournalBusy, RunWriter, kinds, state_at, verify
-from journal.limits import NUSD
-from machine import (
+from runjournal.journal import Holder, Journal, JournalBusy, RunWriter, kinds, state_at, verify
+from runjournal.journal.limits import NUSD
+from runjournal.machine import (
     Context,
     Limits,
     Machine,
@@ -34,8 +34,8 @@ from machine import (
     Transition,
     runner,
 )
-from machine.pacing import Pace, RateLimits
-from machine.testing import FakeModel, serve
+from runjournal.machine.pacing import Pace, RateLimits
+from runjournal.machine.testing import FakeModel, serve
 
 PARALLEL = str(ROOT / "tests" / "pipelines" / "parallel.py")
 

@@ -21,8 +21,8 @@ import attrs
 import pytest
 from conftest import FIXTURES, ROOT, cli, journal_command
 
-from journal import Journal, JournalError
-from machine import (
+from runjournal.journal import Journal, JournalError
+from runjournal.machine import (
     Context,
     Interrupted,
     Machine,
@@ -35,7 +35,7 @@ from machine import (
     runner,
     stop_on_signals,
 )
-from machine.testing import FakeModel, Faults
+from runjournal.machine.testing import FakeModel, Faults
 
 MODEL = "claude-haiku-4-5"
 PIPELINES = ROOT / "tests" / "pipelines"

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from journal import (
+from runjournal.journal import (
     ActionBusy,
     ActionKeyDone,
     AmbiguousRunId,
@@ -40,8 +40,8 @@ from journal import (
     kinds,
     state_at,
 )
-from journal.events import Clock
-from journal.limits import Reserve
+from runjournal.journal.events import Clock
+from runjournal.journal.limits import Reserve
 
 NUSD = 1_000_000_000
 SECRET = "sk-ant-contract-0123456789abcdef"

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journal import BadPatch
-from journal.delta import apply, diff, same
+from runjournal.journal import BadPatch
+from runjournal.journal.delta import apply, diff, same
 
 # --- An oracle for exact JSON equality, independent of `same` --------------------------------
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import ROOT
 
-from journal import BadPatch
-from journal.delta import apply
+from runjournal.journal import BadPatch
+from runjournal.journal.delta import apply
 
 DATA = json.loads((ROOT / "tests" / "data" / "json_patch_tests.json").read_text())
 

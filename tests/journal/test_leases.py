@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from journal import Heartbeat, Holder, Journal, LeaseHeld, LeaseLost, RunWriter, kinds
-from journal.leases import _process_stat
+from runjournal.journal import Heartbeat, Holder, Journal, LeaseHeld, LeaseLost, RunWriter, kinds
+from runjournal.journal.leases import _process_stat
 
 
 class Clock:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import cli, spawn
 
-from cli.sql import default_timeout
-from journal import Journal, QueryStopped, query
-from journal.leases import Holder
+from runjournal.cli.sql import default_timeout
+from runjournal.journal import Journal, QueryStopped, query
+from runjournal.journal.leases import Holder
 
 RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
 ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"

@@ -15,7 +15,7 @@ import attrs
 import pytest
 import sqlite_utils
 
-from journal import (
+from runjournal.journal import (
     ConcurrentAppend,
     Event,
     Holder,
@@ -31,7 +31,7 @@ from journal import (
     state_at,
     verify,
 )
-from journal import events as k
+from runjournal.journal import events as k
 
 
 def new_run(journal: Journal, state: Any = None, **kwargs: Any) -> str:
@@ -99,7 +99,7 @@ def test_a_journal_from_a_newer_version_is_refused(db: Path) -> None:
 
 def test_processes_creating_one_journal_at_once_all_succeed(db: Path) -> None:
     """The schema is created in one write transaction: racing creators do not collide."""
-    code = f"from journal import Journal; Journal.open({str(db)!r}, create=True).close()"
+    code = f"from runjournal.journal import Journal; Journal.open({str(db)!r}, create=True).close()"
     processes = [
         subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)
     ]

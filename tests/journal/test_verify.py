@@ -10,8 +10,8 @@ import attrs
 import pytest
 from conftest import FIXTURES, cli, damage_pages, digest
 
-from journal import Holder, Journal, RunIsDone, RunWriter, kinds, verify
-from machine import Context, Machine, Options, Transition, runner
+from runjournal.journal import Holder, Journal, RunIsDone, RunWriter, kinds, verify
+from runjournal.machine import Context, Machine, Options, Transition, runner
 
 
 @attrs.frozen

@@ -11,10 +11,10 @@ import logfmtkv
 import pytest
 from conftest import ROOT
 
-from cli.output import event_line
-from journal import Event, Journal, events, kinds, projection, schema
-from journal.errors import BadEvent
-from journal.events import timestamp
+from runjournal.cli.output import event_line
+from runjournal.journal import Event, Journal, events, kinds, projection, schema
+from runjournal.journal.errors import BadEvent
+from runjournal.journal.events import timestamp
 
 README = (ROOT / "README.md").read_text()
 
@@ -121,13 +121,13 @@ def test_actions_take_only_the_statuses_of_the_vocabulary(tmp_path: Path) -> Non
 
 def test_one_word_per_thing_no_event_kind_shares_its_name_with_an_exception() -> None:
     """`kinds.RunDone` is what a run.done event holds; an error raised is named otherwise."""
-    import journal.errors
-    import machine.errors
+    from runjournal.journal import errors as journal_errors
+    from runjournal.machine import errors as machine_errors
 
     data = {cls.__name__ for cls in kinds.KINDS.values()}
     raised = {
         name
-        for module in (journal.errors, machine.errors)
+        for module in (journal_errors, machine_errors)
         for name, value in vars(module).items()
         if isinstance(value, type) and issubclass(value, BaseException)
     }

@@ -20,9 +20,9 @@ import attrs
 import pytest
 from conftest import ROOT, cli, spawn
 
-from journal import ActionBusy, Holder, Journal, RunWriter, kinds, state_at
-from journal import events as k
-from machine import Context, Machine, Options, Outcome, Retryable, Transition, runner
+from runjournal.journal import ActionBusy, Holder, Journal, RunWriter, kinds, state_at
+from runjournal.journal import events as k
+from runjournal.machine import Context, Machine, Options, Outcome, Retryable, Transition, runner
 
 ACTING = str(ROOT / "tests" / "pipelines" / "acting.py")
 STOP_AT = str(ROOT / "tests" / "pipelines" / "stop_at.py")
@@ -208,8 +208,8 @@ SYNC_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 import attrs
-from journal import Journal
-from machine import Machine, runner
+from runjournal.journal import Journal
+from runjournal.machine import Machine, runner
 
 @attrs.frozen
 class S:

@@ -16,10 +16,18 @@ import attrs
 import pytest
 from conftest import ROOT, cli, digest
 
-import machine
-from journal import Journal, query
-from machine import Context, DefinitionError, InputMismatch, Machine, Options, Transition, runner
-from machine.loader import load, locate
+from runjournal import machine
+from runjournal.journal import Journal, query
+from runjournal.machine import (
+    Context,
+    DefinitionError,
+    InputMismatch,
+    Machine,
+    Options,
+    Transition,
+    runner,
+)
+from runjournal.machine.loader import load, locate
 
 TYPED = ROOT / "tests" / "pipelines" / "typed.py"
 sys.path.insert(0, str(TYPED.parent))
@@ -195,7 +203,7 @@ def test_step_to_takes_names_not_a_string() -> None:
 TYPO = textwrap.dedent(
     """
     import attrs
-    from machine import Context, Machine, Transition
+    from runjournal.machine import Context, Machine, Transition
 
     @attrs.frozen
     class S:

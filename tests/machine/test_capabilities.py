@@ -22,12 +22,12 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 from sdk_types import problems as sdk_problems
 
-from machine import PriceTable
-from machine.errors import CapabilitiesFileError, RequestRefused, UnknownModel
-from machine.model.capabilities import Capabilities, markdown_table
-from machine.model.constrained import CONSTRAINTS, fit, problems
-from machine.model.jsonschema import input_schema, tool_for
-from machine.model.request import build, plan
+from runjournal.machine import PriceTable
+from runjournal.machine.errors import CapabilitiesFileError, RequestRefused, UnknownModel
+from runjournal.machine.model.capabilities import Capabilities, markdown_table
+from runjournal.machine.model.constrained import CONSTRAINTS, fit, problems
+from runjournal.machine.model.jsonschema import input_schema, tool_for
+from runjournal.machine.model.request import build, plan
 
 CAPS = Capabilities.load()
 NO_FORCED_TOOL = (
@@ -399,7 +399,7 @@ def test_a_model_without_capabilities_is_an_error_that_says_how_to_add_it() -> N
 
 PIPELINE = """
 import attrs
-from machine import Context, Machine, Transition
+from runjournal.machine import Context, Machine, Transition
 
 
 @attrs.frozen

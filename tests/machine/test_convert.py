@@ -11,8 +11,8 @@ from typing import Any, Literal
 import attrs
 import pytest
 
-from machine import Context, Machine, Transition, convert
-from machine.errors import ConversionError
+from runjournal.machine import Context, Machine, Transition, convert
+from runjournal.machine.errors import ConversionError
 
 
 class Level(enum.IntEnum):
@@ -431,7 +431,7 @@ TYPOS = [{"id": f"C-{i}", "subjet": "typo"} for i in range(60)]
 def test_prepare_warns_once_of_ignored_input_fields() -> None:
     """`runner.prepare` (what `machine.run` calls) gives one IgnoredInput warning naming the
     field's path however many items have it, and keeps what it found on the prepared run."""
-    from machine import IgnoredInput, runner
+    from runjournal.machine import IgnoredInput, runner
 
     with pytest.warns(IgnoredInput) as caught:
         prepared = runner.prepare(_cards(), TYPOS)
@@ -448,7 +448,7 @@ def test_prepare_is_silent_about_input_that_fits() -> None:
     """No warning, nothing ignored, when every key has a field."""
     import warnings
 
-    from machine import runner
+    from runjournal.machine import runner
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -458,7 +458,7 @@ def test_prepare_is_silent_about_input_that_fits() -> None:
 
 def test_strict_input_refuses_unknown_fields_with_the_fields_the_class_has() -> None:
     """`strict_input=True`: the input is refused, naming the path and the fields of the class."""
-    from machine import UnknownInputField
+    from runjournal.machine import UnknownInputField
 
     with pytest.raises(UnknownInputField) as raised:
         _cards(strict_input=True).initial_state(TYPOS)
@@ -472,7 +472,7 @@ def test_strict_input_refuses_unknown_fields_with_the_fields_the_class_has() -> 
 
 def test_ignored_input_through_an_input_function() -> None:
     """With `@m.input`, the input's keys are checked against the type the function takes."""
-    from machine import UnknownInputField
+    from runjournal.machine import UnknownInputField
 
     m: Machine[Board] = Machine("fn", state=Board, start="go", strict_input=True)
 

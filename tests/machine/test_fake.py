@@ -19,9 +19,9 @@ import httpx2
 import pytest
 from conftest import journal_command
 
-from cli.fake import fake_model
-from machine.testing._fake_limits import delay
-from machine.testing.fake import (
+from runjournal.cli.fake import fake_model
+from runjournal.machine.testing._fake_limits import delay
+from runjournal.machine.testing.fake import (
     CHAOS,
     FAULTS,
     PROMPT_CACHES,

@@ -18,10 +18,10 @@ import attrs
 import pytest
 from jsonschema import Draft202012Validator
 
-from machine.model.capabilities import Capabilities
-from machine.model.constrained import fit
-from machine.model.jsonschema import input_schema
-from machine.testing import FakeModel, Faults
+from runjournal.machine.model.capabilities import Capabilities
+from runjournal.machine.model.constrained import fit
+from runjournal.machine.model.jsonschema import input_schema
+from runjournal.machine.testing import FakeModel, Faults
 
 FORCED_TOOL = 'tool_choice: type "tool" and "any" are not supported for this model.'
 USE_ADAPTIVE = (

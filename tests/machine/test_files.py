@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from machine import atomic_write, files
+from runjournal.machine import atomic_write, files
 
 OLD, NEW = "A" * 200_000, "B" * 300_000
 CONTENTS = 'OLD, NEW = "A" * 200_000, "B" * 300_000'  # the same, for the other processes
@@ -42,7 +42,7 @@ WRITER = f"""
 import sys
 {CONTENTS}
 sys.path.insert(0, {{root!r}})
-from machine import atomic_write
+from runjournal.machine import atomic_write
 path = sys.argv[1]
 print("ready", flush=True)
 n = 0
@@ -107,7 +107,7 @@ def test_the_new_file_has_the_mode_asked_for(tmp_path: Path) -> None:
 PAUSED = """
 import sys
 sys.path.insert(0, {root!r})
-from machine import atomic_write
+from runjournal.machine import atomic_write
 
 def pause(temporary):
     print(temporary, flush=True)
@@ -169,7 +169,7 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path: Path) -> None:
 HAMMER = """
 import sys
 sys.path.insert(0, {root!r})
-from machine import atomic_write
+from runjournal.machine import atomic_write
 path, me, times = sys.argv[1], sys.argv[2], int(sys.argv[3])
 print("ready", flush=True)
 sys.stdin.readline()

@@ -16,8 +16,8 @@ import pytest
 from conftest import FIXTURES, ROOT, cli
 from pipelines.holding import Holder, holding
 
-import machine
-from machine import InputUnreadable
+from runjournal import machine
+from runjournal.machine import InputUnreadable
 
 LINES = str(FIXTURES / "lines.py")
 BIG = "9" * 5000
@@ -126,7 +126,7 @@ from pathlib import Path
 
 import attrs
 
-from machine import Context, Machine, Transition
+from runjournal.machine import Context, Machine, Transition
 
 
 @attrs.frozen

@@ -20,8 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from machine.convert import ConversionError, answers, make, structure
-from machine.model.jsonschema import SchemaError, input_schema, tool_for
+from runjournal.machine.convert import ConversionError, answers, make, structure
+from runjournal.machine.model.jsonschema import SchemaError, input_schema, tool_for
 
 T = TypeVar("T")
 
@@ -572,7 +572,7 @@ def test_the_same_class_gives_the_same_schema() -> None:
 
 SET_OPTIONS = """
 import json, attrs
-from machine.model.jsonschema import input_schema
+from runjournal.machine.model.jsonschema import input_schema
 fruit = attrs.validators.in_({"pear", "fig", "apple", "kiwi", "plum"})
 C = attrs.make_class("C", {"x": attrs.field(type=str, validator=fruit)})
 print(json.dumps(input_schema(C)))

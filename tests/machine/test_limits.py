@@ -20,9 +20,9 @@ import attrs
 import pytest
 from conftest import FIXTURES, ROOT, cli, exposure_from_events, journal_command
 
-from journal import Heartbeat, Holder, Journal, verify
-from journal.limits import NUSD, KillRequest
-from machine import (
+from runjournal.journal import Heartbeat, Holder, Journal, verify
+from runjournal.journal.limits import NUSD, KillRequest
+from runjournal.machine import (
     Context,
     Killed,
     Machine,
@@ -32,10 +32,10 @@ from machine import (
     Transition,
     runner,
 )
-from machine.limits import Breaker, Guard, Limits
-from machine.model.pricing import worst_case
-from machine.testing import FakeModel, Faults
-from machine.testing.fake import serve
+from runjournal.machine.limits import Breaker, Guard, Limits
+from runjournal.machine.model.pricing import worst_case
+from runjournal.machine.testing import FakeModel, Faults
+from runjournal.machine.testing.fake import serve
 
 MODEL = "claude-haiku-4-5"
 TRIAGE = str(FIXTURES / "triage.py")
@@ -471,7 +471,7 @@ def test_a_prompt_three_times_longer_shows_by_version_and_as_an_anomaly(tmp_path
 
 def test_costs_sum_exactly() -> None:
     """Nano-dollar integers: the total of many calls is the exact decimal, not a float's."""
-    from journal.projection import nusd
+    from runjournal.journal.projection import nusd
 
     costs = [0.00123485, 0.0000011, 0.01235385, 0.3]
     assert sum(nusd(c) for c in costs) == 313589800

@@ -19,9 +19,9 @@ import pytest
 from conftest import ROOT
 from sdk_types import problems as sdk_problems
 
-from journal import Event, Journal
-from journal import events as k
-from machine import (
+from runjournal.journal import Event, Journal
+from runjournal.journal import events as k
+from runjournal.machine import (
     Context,
     Machine,
     Models,
@@ -32,9 +32,9 @@ from machine import (
     Usage,
     runner,
 )
-from machine.limits import Limits
-from machine.model.pricing import cost
-from machine.testing import FakeModel, Faults
+from runjournal.machine.limits import Limits
+from runjournal.machine.model.pricing import cost
+from runjournal.machine.testing import FakeModel, Faults
 
 MODEL = "claude-haiku-4-5"
 FORCED = "claude-3-haiku-20240307"
@@ -518,7 +518,7 @@ def test_a_changed_mechanism_on_resume_is_reported_like_any_changed_request(
     """Capabilities that change between a crash and its resume (say, an upgrade) change the
     request: the step stops, named by step and call, instead of reusing another question's
     answer."""
-    from machine.model.capabilities import Capabilities
+    from runjournal.machine.model.capabilities import Capabilities
 
     fake = Scripted()
     shipped = json.loads((ROOT / "machine/model/capabilities.json").read_text())

@@ -14,12 +14,12 @@ import attrs
 import pytest
 from sdk_types import problems as sdk_problems
 
-from journal import Journal
-from journal import events as k
-from machine import Context, Machine, Options, PriceTable, Transition, runner
-from machine.errors import RequestRefused
-from machine.model.capabilities import Capabilities
-from machine.offline import offline
+from runjournal.journal import Journal
+from runjournal.journal import events as k
+from runjournal.machine import Context, Machine, Options, PriceTable, Transition, runner
+from runjournal.machine.errors import RequestRefused
+from runjournal.machine.model.capabilities import Capabilities
+from runjournal.machine.offline import offline
 
 CAPS = Capabilities.load()
 NO_FORCED_TOOL = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-fable-5-1")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from machine import convert
-from machine.model.output import Accepted, Rejected, feedback, read_answer
+from runjournal.machine import convert
+from runjournal.machine.model.output import Accepted, Rejected, feedback, read_answer
 
 
 @attrs.frozen

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from machine.errors import UnknownModel
-from machine.model.pricing import PriceTable, Usage, cost
+from runjournal.machine.errors import UnknownModel
+from runjournal.machine.model.pricing import PriceTable, Usage, cost
 
 genai_prices = pytest.importorskip("genai_prices")
 genai_data = pytest.importorskip("genai_prices.data")

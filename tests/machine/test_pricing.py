@@ -18,8 +18,16 @@ from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from machine.errors import PriceFileError, UnknownModel
-from machine.model.pricing import AMOUNTS, Band, Price, PriceTable, Usage, cost, worst_case
+from runjournal.machine.errors import PriceFileError, UnknownModel
+from runjournal.machine.model.pricing import (
+    AMOUNTS,
+    Band,
+    Price,
+    PriceTable,
+    Usage,
+    cost,
+    worst_case,
+)
 
 SHIPPED = ROOT / "machine" / "model" / "prices.json"
 

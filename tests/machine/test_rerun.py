@@ -19,9 +19,9 @@ import attrs
 import pytest
 from conftest import FIXTURES, digest, journal_command
 
-from journal import Journal
-from journal import events as k
-from machine import (
+from runjournal.journal import Journal
+from runjournal.journal import events as k
+from runjournal.machine import (
     ActionError,
     Context,
     Machine,
@@ -31,9 +31,9 @@ from machine import (
     Transition,
     runner,
 )
-from machine.errors import WrongMachine
-from machine.rerun import Divergence, Reproduced, post_mortem, rerun
-from machine.testing import FakeModel, serve
+from runjournal.machine.errors import WrongMachine
+from runjournal.machine.rerun import Divergence, Reproduced, post_mortem, rerun
+from runjournal.machine.testing import FakeModel, serve
 
 MODEL = "claude-haiku-4-5"
 

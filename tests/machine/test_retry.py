@@ -18,8 +18,8 @@ import attrs
 import httpx2
 import pytest
 
-from machine.errors import CallFailed, Failure, Retryable
-from machine.retry import (
+from runjournal.machine.errors import CallFailed, Failure, Retryable
+from runjournal.machine.retry import (
     FATAL_STATUS,
     RETRYABLE_STATUS,
     RetryPolicy,
@@ -433,8 +433,8 @@ def test_policy_rejects_nonsense() -> None:
 
 def test_a_journal_error_during_an_attempt_is_never_retried_or_recorded() -> None:
     """The journal's trouble is not the call's: it propagates as it is, before any failure."""
-    from journal import ConcurrentAppend
-    from machine.retry import Retrying
+    from runjournal.journal import ConcurrentAppend
+    from runjournal.machine.retry import Retrying
 
     failures: list[object] = []
 

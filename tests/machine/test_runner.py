@@ -18,10 +18,10 @@ import attrs
 import pytest
 from conftest import cli
 
-from journal import Journal, LeaseHeld, Run, replay, state_at
-from journal import events as k
-from journal import verify as machine_verify
-from machine import (
+from runjournal.journal import Journal, LeaseHeld, Run, replay, state_at
+from runjournal.journal import events as k
+from runjournal.journal import verify as machine_verify
+from runjournal.machine import (
     Context,
     InputMismatch,
     Machine,

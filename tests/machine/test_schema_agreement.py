@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
-from machine import convert
-from machine.errors import ConversionError
-from machine.model.jsonschema import input_schema
+from runjournal.machine import convert
+from runjournal.machine.errors import ConversionError
+from runjournal.machine.model.jsonschema import input_schema
 
 T = TypeVar("T")
 UserId = NewType("UserId", int)

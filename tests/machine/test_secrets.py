@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, cli, journal_command
 
-from machine.testing import FakeModel, Faults, serve
+from runjournal.machine.testing import FakeModel, Faults, serve
 
 KEY = "sk-ant-api03-SECRET-do-not-journal-0123456789abcdef"
 
 LEAKY = """
 import os
 import attrs
-from machine import Machine
+from runjournal.machine import Machine
 
 @attrs.frozen
 class S:

@@ -14,9 +14,9 @@ import attrs
 from conftest import ROOT, cli, one_line_error, spawn
 from pipelines import big_lines
 
-from journal import Journal, blobs, parts, state_at, verify
-from journal.events import dumps
-from machine import Context, Machine, Transition, runner
+from runjournal.journal import Journal, blobs, parts, state_at, verify
+from runjournal.journal.events import dumps
+from runjournal.machine import Context, Machine, Transition, runner
 
 
 @attrs.frozen

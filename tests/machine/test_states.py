@@ -14,8 +14,8 @@ import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journal.delta import apply, same
-from machine import convert, states
+from runjournal.journal.delta import apply, same
+from runjournal.machine import convert, states
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from machine import Context, Machine, Transition, atomic_write
+from runjournal import Context, Machine, Transition, atomic_write
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ import time
 
 import attrs
 
-from machine import Context, Machine, Transition
+from runjournal import Context, Machine, Transition
 
 
 @attrs.frozen

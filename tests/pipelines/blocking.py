@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from machine import Context, Machine, Transition
+from runjournal import Context, Machine, Transition
 
 
 @attrs.frozen

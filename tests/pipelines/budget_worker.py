@@ -11,9 +11,10 @@ import sys
 
 import attrs
 
-from journal import Journal
-from machine import Context, Machine, Models, Options, PriceTable, Transition, runner
-from machine.testing import FakeModel
+from runjournal import Context, Machine, Models, Options, PriceTable, Transition
+from runjournal.journal import Journal
+from runjournal.machine import runner
+from runjournal.machine.testing import FakeModel
 
 
 @attrs.frozen

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from machine import Context, Machine, Transition
+from runjournal import Context, Machine, Transition
 
 
 @attrs.frozen

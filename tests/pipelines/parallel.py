@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from machine import Context, Machine, Transition
+from runjournal import Context, Machine, Transition
 
 
 @attrs.frozen

@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from journal import Journal
-from machine import Options, loader, runner
+from runjournal import Options
+from runjournal.journal import Journal
+from runjournal.machine import loader, runner
 
 
 def main() -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import attrs
 
-import machine
-from machine import Context, Machine, Options, Transition
+from runjournal import Context, Machine, Options, Transition, machine
 
 
 @attrs.frozen

@@ -7,9 +7,17 @@ from typing import Any
 
 import attrs
 
-import journal
-import machine
-from machine import Context, Machine, Options, Outcome, RetryPolicy, Transition, runner, testing
+from runjournal import (
+    Context,
+    Machine,
+    Options,
+    Outcome,
+    RetryPolicy,
+    Transition,
+    journal,
+    machine,
+)
+from runjournal.machine import runner, testing
 
 
 @attrs.frozen

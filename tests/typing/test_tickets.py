@@ -1,7 +1,7 @@
 import tickets
 
-from machine.testing import FakeModel, parse_spec
-from machine.testing.pytest_plugin import RunOffline
+from runjournal.machine.testing import FakeModel, parse_spec
+from runjournal.machine.testing.pytest_plugin import RunOffline
 
 
 def test_urgent_tickets(run_offline: RunOffline, fake_model: FakeModel) -> None:

@@ -1,7 +1,7 @@
 import attrs
 
-import machine
-from machine import Context, Machine, Transition
+import runjournal
+from runjournal import Context, Machine, Transition
 
 
 @attrs.frozen
@@ -44,6 +44,6 @@ def score(ctx: Context, s: Queue) -> Transition:
 TICKETS = [Ticket("T-1", "Checkout fails for every card"), Ticket("T-2", "Typo on /about")]
 
 if __name__ == "__main__":
-    offline = machine.Options(models=machine.offline("chaos"))  # drop it to call the API
-    outcome = machine.run(queue, TICKETS, db="journal.db", options=offline)
+    offline = runjournal.Options(models=runjournal.offline("chaos"))  # drop it to call the API
+    outcome = runjournal.run(queue, TICKETS, db="journal.db", options=offline)
     print(outcome.run.run_id, outcome.run.status, outcome.state.urgent)
