@@ -18,6 +18,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NoReturn
 
 import attrs
@@ -33,7 +34,7 @@ from runjournal.journal import (
     kinds,
 )
 from runjournal.journal import events as k
-from runjournal.machine import convert, retry
+from runjournal.machine import convert, journaled, retry
 from runjournal.machine.errors import (
     ActionError,
     CallFailed,
@@ -42,7 +43,7 @@ from runjournal.machine.errors import (
     NothingToResolve,
     Retryable,
 )
-from runjournal.machine.ports import Step
+from runjournal.machine.journaled import Calls
 
 
 @attrs.frozen
@@ -75,7 +76,7 @@ def _outcome(events: list[Event]) -> tuple[str | None, Any]:
 
 
 def act(
-    ctx: Step,
+    calls: Calls,
     name: str,
     key: str,
     fn: Callable[[str], Any],
@@ -87,33 +88,47 @@ def act(
 ) -> Any:
     """Do the action once; see `Context.act`. Returns the result as JSON: the context
     structures it into the type wanted."""
-    call, events = ctx.place("act", name, None)
+    placed = journaled.place(calls, "act", name, None)
+    events = placed.events
     if events and events[0].data.get("key") != key:
-        ctx.fail_mismatch(call, f"act {name} {events[0].data.get('key')}", f"act {name} {key}")
-    intent = intent_hash(name, key, convert.to_json(ctx.converter, what))
+        had = f"act {name} {events[0].data.get('key')}"
+        calls.journaling.mismatch(calls, placed.call, had, f"act {name} {key}")
+    intent = intent_hash(name, key, convert.to_json(calls.converter, what))
     state, result = _outcome(events)
-    if state == "done":
-        return result
-    if ctx.replaying is not None:  # a rerun: never acts
-        ctx.replaying.unrecorded(ctx, call, f"act {name} {key!r}", events)
+    found = journaled.Found(result) if state == "done" else None
     base: dict[str, Any] = {
-        "call": call,
+        "call": placed.call,
         "name": name,
         "key": key,
         "idempotent": idempotent,
         "repeat": repeat,
     }
+    run = partial(_run, calls, base, fn, intent, state, events, type)
+    return journaled.once(calls, placed, f"act {name} {key!r}", found, run)
+
+
+def _run(
+    calls: Calls,
+    base: dict[str, Any],
+    fn: Callable[[str], Any],
+    intent: str,
+    state: str | None,
+    events: list[Event],
+    type: Any,
+) -> Any:
+    """Do the action the journal has no outcome for: intent, action, outcome, per attempt."""
+    name, key, idempotent, repeat = base["name"], base["key"], base["idempotent"], base["repeat"]
     if state == "in_doubt" and not idempotent:
-        _stop(ctx, base, "its outcome is unknown (the process stopped while it ran)")
+        _stop(calls, base, "its outcome is unknown (the process stopped while it ran)")
     attempts_before = sum(e.kind == k.ACTION_INTENDED for e in events)
     doubt: list[Failure] = []
     busy: list[str] = []
-    writer, step = ctx.writer, ctx.step
+    writer, step = calls.writer, calls.step
 
     def attempt(n: int) -> Any:
-        if ctx.guard is not None:
-            ctx.guard.check()  # a kill stops the run before an intent, never between
-        ctx.checkpoint("action.before")
+        if calls.guard is not None:
+            calls.guard.check()  # a kill stops the run before an intent, never between
+        calls.checkpoint("action.before")
         try:
             writer.commit(
                 step,
@@ -126,12 +141,12 @@ def act(
         except ActionBusy as e:
             busy.append(e.run_id)
             raise Retryable(f"in progress in run {e.run_id}") from e
-        ctx.checkpoint("action.intended")
+        calls.checkpoint("action.intended")
         value = fn(key)
-        ctx.checkpoint("action.ran")
-        value = ctx.journaled(f"action {name!r}", value, type)
+        calls.checkpoint("action.ran")
+        value = journaled.as_journaled(calls, f"action {name!r}", value, type)
         writer.commit(step, kinds.ActionDone(**base, attempt=attempts_before + n, result=value))
-        ctx.checkpoint("action.done")
+        calls.checkpoint("action.done")
         return value
 
     def classify(exc: BaseException, *, now: float) -> Failure:
@@ -163,15 +178,15 @@ def act(
             ),
         )
 
-    assert ctx.retrying is not None
+    assert calls.retrying is not None
     try:
-        done = ctx.retrying.call(attempt, failed, classify)
+        done = calls.retrying.call(attempt, failed, classify)
     except CallFailed as e:
         if doubt:
-            _stop(ctx, base, f"its outcome is unknown after {e.failure.message}")
+            _stop(calls, base, f"its outcome is unknown after {e.failure.message}")
         if busy and e.exhausted:
-            _stop(ctx, base, f"run {busy[-1]} is acting on the same key; resume once it is done")
-        msg = f"run {ctx.run_id}, step {step!r}: action {name} {key!r} failed: {e}"
+            _stop(calls, base, f"run {busy[-1]} is acting on the same key; resume once it is done")
+        msg = f"run {calls.run_id}, step {step!r}: action {name} {key!r} failed: {e}"
         raise ActionError(msg) from e
     if isinstance(done, _Skipped):
         skipped = kinds.ActionSkipped(**base, done_in_run=done.run_id, result=done.result)
@@ -180,9 +195,9 @@ def act(
     return done
 
 
-def _stop(ctx: Step, base: dict[str, Any], why: str) -> NoReturn:
+def _stop(calls: Calls, base: dict[str, Any], why: str) -> NoReturn:
     name, key, call = base["name"], base["key"], base["call"]
-    run, quoted = ctx.run_id, shlex.quote(key)
+    run, quoted = calls.run_id, shlex.quote(key)
     message = (
         f"action {name} {key!r} needs attention: {why}. Check whether it happened, then say so: "
         f"`journal resolve {run} {quoted} --done --result JSON` (JSON is what the action "
@@ -190,8 +205,8 @@ def _stop(ctx: Step, base: dict[str, Any], why: str) -> NoReturn:
         f"--not-done` (the resume does it); then `journal resume {run}`"
     )
     stop = NeedsAttention(message, name=name, key=key, call=call)
-    # Kept on the context too: a handler that catches every exception must not hide it.
-    ctx.stopped = stop
+    # Kept on the step's calls too: a handler that catches every exception must not hide it.
+    calls.stopped = stop
     raise stop
 
 

@@ -7,37 +7,24 @@ at that place returns it without running anything again.
 
 from __future__ import annotations
 
-import builtins
-import json
 import typing
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import cattrs
-
-from runjournal.journal import Event, RunWriter, kinds
-from runjournal.journal import events as k
-from runjournal.journal.events import dumps
-from runjournal.machine import actions, convert
-from runjournal.machine.errors import DefinitionError, ReplayMismatch
+from runjournal.machine import actions, journaled
+from runjournal.machine.journaled import Calls
 from runjournal.machine.parallel import map_items
-from runjournal.machine.ports import Checkpoint, Rerun
 from runjournal.machine.transitions import Fail, Finish, Goto
 
 if TYPE_CHECKING:
-    from runjournal.machine.errors import NeedsAttention
-    from runjournal.machine.limits import Guard
     from runjournal.machine.model import ModelSession
     from runjournal.machine.model.capabilities import Effort
     from runjournal.machine.model.request import ThinkingOption
-    from runjournal.machine.retry import Retrying
 
 T = TypeVar("T")
 S = TypeVar("S")
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
-
-_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def _returns(fn: Callable[..., Any]) -> Any:
@@ -50,65 +37,28 @@ def _returns(fn: Callable[..., Any]) -> Any:
         return None
 
 
-def no_checkpoint(name: str) -> None:
-    return None
-
-
-OPERATIONS: dict[str, str] = {
-    k.EFFECT_DONE: "effect",
-    k.DECISION: "decision",
-    k.MODEL_REQUESTED: "ask",
-    k.MODEL_FAILED: "ask",
-    k.MODEL_ANSWERED: "ask",
-    k.OUTPUT_REJECTED: "ask",
-    k.ACTION_INTENDED: "act",
-    k.ACTION_DONE: "act",
-    k.ACTION_FAILED: "act",
-    k.ACTION_SKIPPED: "act",
-    k.ACTION_RESOLVED: "act",
-}
-"""Which context call each kind of event belongs to; a re-entered step finds these again."""
-
-
 class Context:
-    """What a step handler is given, besides the state."""
+    """What a step handler is given, besides the state.
+
+    Each of its calls is one journaled operation (`machine.journaled`), made on the step's
+    `Calls`; the context only says what the author asked for.
+    """
 
     def __init__(
         self,
+        calls: Calls,
         *,
-        run_id: str,
-        step: str,
-        visit: int,
-        writer: RunWriter,
-        converter: cattrs.Converter,
-        recorded: dict[str, list[Event]],
-        checkpoint: Checkpoint = no_checkpoint,
         models: ModelSession | None = None,
-        retrying: Retrying | None = None,
-        guard: Guard | None = None,
-        replaying: Rerun | None = None,
         model: str | None = None,
         max_tokens: int = 1024,
         thinking: ThinkingOption = None,
         effort: Effort | None = None,
-        prefix: str = "",
     ) -> None:
-        self.run_id = run_id
-        self.step = step
-        self.visit = visit
+        self.run_id = calls.run_id
+        self.step = calls.step
+        self.visit = calls.visit
         """How many transitions the run made before this step began."""
-        self.writer = writer
-        self.converter = converter
-        self.checkpoint = checkpoint
         self.models = models
-        self.retrying = retrying
-        self.guard = guard
-        """The run's kill switch: effects and actions look at it before they start."""
-        self.mismatch: ReplayMismatch | None = None
-        self.stopped: NeedsAttention | None = None
-        self.replaying = replaying
-        """Set by a rerun (`machine.rerun`): it is told each call, compares it with the run's,
-        and stops the step where a call would run, send or differ; nothing is done for real."""
         self.model = model
         """The model `ask` uses when it names none: the machine's."""
         self.max_tokens = max_tokens
@@ -117,31 +67,17 @@ class Context:
         """The `thinking` of `ask` when it gives none: the machine's."""
         self.effort: Effort | None = effort
         """The `effort` of `ask` when it gives none: the machine's."""
-        self.prefix = prefix
-        """Put before each call's place: an item's key and a slash, in a parallel step."""
-        self._recorded = recorded
-        self._calls = 0
+        self._calls = calls
 
-    def item(self, key: str) -> Context:
-        """A context for one item of a parallel step: the same run, step and journal, its
-        calls placed under `key` and counted apart."""
+    def _item(self, calls: Calls) -> Context:
+        """The context of one item of a parallel step, its calls placed under its key."""
         return Context(
-            run_id=self.run_id,
-            step=self.step,
-            visit=self.visit,
-            writer=self.writer,
-            converter=self.converter,
-            recorded=self._recorded,
-            checkpoint=self.checkpoint,
+            calls,
             models=self.models,
-            retrying=self.retrying,
-            guard=self.guard,
-            replaying=self.replaying,
             model=self.model,
             max_tokens=self.max_tokens,
             thinking=self.thinking,
             effort=self.effort,
-            prefix=f"{self.prefix}{key}/",
         )
 
     def map(
@@ -164,34 +100,11 @@ class Context:
         item within a second. `fn` must be deterministic given what its calls return, as a
         step must.
         """
-        return map_items(self, fn, items, key=key, concurrency=concurrency)
 
-    def place(self, operation: str, name: str | None, key: str | None) -> tuple[str, list[Event]]:
-        """The place of the next call, and the events the journal holds there (oldest first)."""
-        index = self._calls
-        self._calls += 1
-        call = self.prefix + (key if key is not None else f"#{index}")
-        events = self._recorded.get(call, [])
-        if self.replaying is not None:
-            self.replaying.placed(self, call)
-        if events:
-            had = (OPERATIONS.get(events[0].kind, events[0].kind), events[0].data.get("name"))
-            if had != (operation, name):
-                self.fail_mismatch(call, f"{had[0]} {had[1] or ''}", f"{operation} {name or ''}")
-        return call, events
+        def each(calls: Calls, item: I) -> R:
+            return fn(self._item(calls), item)
 
-    def fail_mismatch(self, call: str, had: str, now: str) -> NoReturn:
-        """Stop the step: at `call` the journal holds `had`, but the code now does `now`."""
-        if self.replaying is not None:
-            self.replaying.mismatch(self, call, had, now)
-        msg = (
-            f"run {self.run_id}, step {self.step!r} (visit {self.visit}), call {call}: "
-            f"the journal has {had.strip()!r} there but the code now makes {now.strip()!r}. "
-            "The code changed in a way this run cannot follow: revert it, or start a new run"
-        )
-        # Kept as well as raised: a handler that catches every exception must not hide it.
-        self.mismatch = ReplayMismatch(msg)
-        raise self.mismatch
+        return map_items(self._calls, each, items, key=key, concurrency=concurrency)
 
     def effect(
         self,
@@ -209,59 +122,12 @@ class Context:
         (str, numbers, bools, None, lists and dicts of them). `key` is the call key: the
         call's place in the step, instead of its index among the step's calls.
         """
-        call, events = self.place("effect", name, key)
         wanted = type if type is not None else _returns(fn)
-        if events:
-            return cast(T, self._typed(f"effect {name!r}", events[-1].data["result"], wanted))
-        if self.replaying is not None:
-            self.replaying.unrecorded(self, call, f"effect {name}", events)
-        if self.guard is not None:
-            self.guard.check()
-        self.checkpoint("effect.before")
-        result = fn()
-        value = self.journaled(f"effect {name!r}", result, wanted)
-        self.checkpoint("effect.after")
-        self.writer.commit(self.step, kinds.EffectDone(name=name, call=call, result=value))
-        self.checkpoint("effect.done")
-        return cast(T, self._typed(f"effect {name!r}", value, wanted))
-
-    def journaled(self, what: str, result: Any, wanted: Any) -> Any:
-        """`result` as the journal holds it: JSON; refused when a resume could not give back
-        the same type (no type known, and not plain JSON)."""
-        if builtins.type(result) in _SCALARS:
-            return result  # the same after a trip through JSON: skip the trip
-        value = json.loads(dumps(convert.to_json(self.converter, result)))
-        if wanted is None and not convert.is_plain(result):
-            kind = builtins.type(result).__name__
-            msg = (
-                f"step {self.step!r}: {what} returned a {kind}, which the journal keeps as JSON: "
-                f"annotate the function's return type, or pass type={kind}, so that a resume "
-                f"gives back a {kind} too"
-            )
-            raise DefinitionError(msg)
-        return value
-
-    def _typed(self, what: str, value: Any, wanted: Any) -> Any:
-        """The journaled `value` as the type wanted (as JSON when none is known)."""
-        if wanted is None or wanted is Any:
-            return value
-        return convert.structure(self.converter, value, wanted, f"the result of {what}")
+        return cast(T, journaled.effect(self._calls, name, fn, key=key, wanted=wanted))
 
     def decide(self, *, item: Any, outcome: str, reason: str | None = None, **inputs: Any) -> None:
         """Record a decision about `item`: its `outcome`, the `reason`, and the inputs to it."""
-        call, events = self.place("decision", None, None)
-        if self.replaying is not None:
-            self.replaying.decided(self, call, events, item, outcome, reason, inputs)
-        if events:
-            return
-        data = kinds.Decision(
-            call=call,
-            item=convert.to_json(self.converter, item),
-            outcome=outcome,
-            reason=reason,
-            inputs=convert.to_json(self.converter, inputs),
-        )
-        self.writer.record(self.step, data)
+        journaled.decide(self._calls, item=item, outcome=outcome, reason=reason, inputs=inputs)
 
     def ask(
         self,
@@ -296,7 +162,7 @@ class Context:
             msg = "this run has no model configured (Options.models)"
             raise RuntimeError(msg)
         return self.models.ask(
-            self,
+            self._calls,
             schema,
             prompt=prompt,
             system=system,
@@ -335,9 +201,9 @@ class Context:
         """
         wanted = type if type is not None else _returns(fn)
         result = actions.act(
-            self, name, key, fn, idempotent=idempotent, what=what, repeat=repeat, type=wanted
+            self._calls, name, key, fn, idempotent=idempotent, what=what, repeat=repeat, type=wanted
         )
-        return cast(T, self._typed(f"action {name!r}", result, wanted))
+        return cast(T, journaled.typed(self._calls, f"action {name!r}", result, wanted))
 
     def goto(self, step: str, state: S) -> Goto[S]:
         """Go on with the step named `step` and the new `state`."""

@@ -18,16 +18,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from runjournal.machine.errors import DefinitionError, Interrupted, Killed, NeedsAttention
-from runjournal.machine.ports import Step
+from runjournal.machine.journaled import Calls
 
-C = TypeVar("C", bound=Step)  # the step's context: each item gets one of its own kind
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
 
 def map_items(
-    ctx: C,
-    fn: Callable[[C, I], R],
+    calls: Calls,
+    fn: Callable[[Calls, I], R],
     items: Iterable[I],
     *,
     key: Callable[[I], str],
@@ -35,26 +34,26 @@ def map_items(
 ) -> list[R]:
     """See `Context.map`."""
     if concurrency < 1:
-        msg = f"step {ctx.step!r}: ctx.map needs concurrency >= 1, not {concurrency}"
+        msg = f"step {calls.step!r}: ctx.map needs concurrency >= 1, not {concurrency}"
         raise DefinitionError(msg)
     work = list(items)
     keys = [key(item) for item in work]
-    _check_keys(ctx, keys)
-    contexts = [ctx.item(k) for k in keys]
-    if ctx.replaying is not None or concurrency == 1 or len(work) <= 1:
+    _check_keys(calls, keys)
+    item_calls = [calls.item(k) for k in keys]
+    if not calls.journaling.parallel or concurrency == 1 or len(work) <= 1:
         # A rerun compares calls one at a time; and one thread needs no pool.
         try:
-            return [fn(c, item) for c, item in zip(contexts, work, strict=True)]
+            return [fn(c, item) for c, item in zip(item_calls, work, strict=True)]
         finally:
-            _gather(ctx, contexts)
+            _gather(calls, item_calls)
     results: list[Any] = [None] * len(work)
     failures: dict[int, BaseException] = {}
     with concurrent.futures.ThreadPoolExecutor(
-        max_workers=min(concurrency, len(work)), thread_name_prefix=f"{ctx.step}-item"
+        max_workers=min(concurrency, len(work)), thread_name_prefix=f"{calls.step}-item"
     ) as pool:
         pending = {
             pool.submit(fn, c, item): i
-            for i, (c, item) in enumerate(zip(contexts, work, strict=True))
+            for i, (c, item) in enumerate(zip(item_calls, work, strict=True))
         }
         for future in concurrent.futures.as_completed(pending):
             if future.cancelled():
@@ -67,34 +66,34 @@ def map_items(
             failures[i] = error
             for other in pending:
                 other.cancel()  # not started: left for the resume
-    _gather(ctx, contexts)
+    _gather(calls, item_calls)
     if failures:
         raise _first(failures)
     return results
 
 
-def _check_keys(ctx: Step, keys: list[str]) -> None:
+def _check_keys(calls: Calls, keys: list[str]) -> None:
     seen: set[str] = set()
     for k in keys:
         if not isinstance(k, str) or not k or "/" in k:
             msg = (
-                f"step {ctx.step!r}: ctx.map's key gave {k!r}; an item key is a non-empty "
+                f"step {calls.step!r}: ctx.map's key gave {k!r}; an item key is a non-empty "
                 "string without '/', e.g. key=lambda t: t.id"
             )
             raise DefinitionError(msg)
         if k in seen:
-            msg = f"step {ctx.step!r}: ctx.map's key gives {k!r} to two items; keys name items"
+            msg = f"step {calls.step!r}: ctx.map's key gives {k!r} to two items; keys name items"
             raise DefinitionError(msg)
         seen.add(k)
 
 
-def _gather(ctx: Step, contexts: list[C]) -> None:
-    """What the items' contexts learnt (a code change, an action to resolve) is the step's."""
-    for c in contexts:
-        if ctx.mismatch is None and c.mismatch is not None:
-            ctx.mismatch = c.mismatch
-        if ctx.stopped is None and c.stopped is not None:
-            ctx.stopped = c.stopped
+def _gather(calls: Calls, item_calls: list[Calls]) -> None:
+    """What the items' calls learnt (a code change, an action to resolve) is the step's."""
+    for c in item_calls:
+        if calls.mismatch is None and c.mismatch is not None:
+            calls.mismatch = c.mismatch
+        if calls.stopped is None and c.stopped is not None:
+            calls.stopped = c.stopped
 
 
 def _first(failures: dict[int, BaseException]) -> BaseException:

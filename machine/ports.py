@@ -1,10 +1,10 @@
-"""What an operation made in a step needs of that step, and what a rerun must provide.
+"""What a step's journaled calls need of the journaling they meet, and what it provides.
 
-An action, a model ask and a parallel map are each made in a step, through the `Context` the
-step handler was given; a rerun (`replay --rerun`) is told of each call the step makes. These
-protocols say exactly what they use of each other, so that `machine.context` (the author's
-face), the operations and `machine.rerun` need not import each other to name it: `Context`
-is a `Step`, and `rerun.Replay` a `Rerun`.
+A call made in a step (an effect, a decision, an ask, an action) is placed, answered from the
+journal or run and recorded by one primitive (`machine.journaled`); how it meets the journal is
+the port `Journaling`, implemented by `journaled.Live` (a run executing) and by the rerun
+(`machine.rerun`, which runs nothing). These protocols say what each side uses of the other, so
+that the primitive never names the rerun: it is given one `Journaling` or the other.
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ import cattrs
 from runjournal.journal import Event, RunWriter
 
 if TYPE_CHECKING:
-    from typing import Self
-
-    from runjournal.machine.errors import NeedsAttention, ReplayMismatch
-    from runjournal.machine.limits import Guard
-    from runjournal.machine.retry import Retrying
+    from runjournal.machine.errors import ReplayMismatch
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each point a run passes: `effect.before` (the effect is about to
@@ -35,65 +31,60 @@ Tests pass one that stops or kills the process at a chosen point; by default it 
 
 
 class Step(Protocol):
-    """The step an operation is made in: its run, its journal, its limits and its places."""
+    """The step a call is made in, as the journaling sees it."""
 
     run_id: str
     step: str
     visit: int
     writer: RunWriter
     converter: cattrs.Converter
-    checkpoint: Checkpoint
-    retrying: Retrying | None
-    guard: Guard | None
-    replaying: Rerun | None
     mismatch: ReplayMismatch | None
-    stopped: NeedsAttention | None
 
-    def item(self, key: str) -> Self:
-        """The step as one item of a parallel map sees it: its calls placed under `key`."""
+
+class Journaling(Protocol):
+    """How the calls of a step meet the journal. Told of each call as it is placed and of what
+    the journal holds for it, it lets it be answered from the journal, lets it run, or stops the
+    step (raising) where the code does otherwise than the journal says."""
+
+    parallel: bool
+    """Whether the items of a `ctx.map` may run at once (a rerun compares calls one at a time)."""
+
+    def placed(self, step: Step, call: str) -> None:
+        """A call is made at `call`."""
         ...
 
-    def place(self, operation: str, name: str | None, key: str | None) -> tuple[str, list[Event]]:
-        """The place of the next call, and the events the journal holds there."""
-        ...
-
-    def fail_mismatch(self, call: str, had: str, now: str) -> NoReturn:
+    def mismatch(self, step: Step, call: str, had: str, now: str) -> NoReturn:
         """Stop the step: at `call` the journal holds `had`, the code now makes `now`."""
         ...
 
-    def journaled(self, what: str, result: Any, wanted: Any) -> Any:
-        """`result` as the journal holds it (JSON), checked against the type `wanted`."""
+    def unrecorded(self, step: Step, call: str, what: str, events: list[Event]) -> None:
+        """The journal holds no outcome for `what` at `call`: return to run it, or stop."""
         ...
-
-
-class Rerun(Protocol):
-    """A rerun of a run's steps against its journal: told of each call a step makes, it lets
-    through what the run did and stops where the code would run, send or differ."""
-
-    def placed(self, ctx: Step, call: str) -> None: ...
-
-    def mismatch(self, ctx: Step, call: str, had: str, now: str) -> NoReturn: ...
-
-    def unrecorded(self, ctx: Step, call: str, what: str, events: list[Event]) -> NoReturn: ...
 
     def decided(
         self,
-        ctx: Step,
+        step: Step,
         call: str,
         events: list[Event],
         item: Any,
         outcome: str,
         reason: str | None,
         inputs: Mapping[str, Any],
-    ) -> None: ...
+    ) -> None:
+        """The code decides `outcome` about `item` at `call`, where the journal holds `events`."""
+        ...
 
     def asked(
         self,
-        ctx: Step,
+        step: Step,
         call: str,
         name: str,
         round_: int,
         request: dict[str, Any],
         request_hash: str,
         journaled: Mapping[str, Event],
-    ) -> None: ...
+    ) -> None:
+        """Round `round_` of the ask at `call` sends `request`, where the journal holds
+        `journaled` (its events of that round, by kind): return to go on (with the journaled
+        answer if there is one), or stop."""
+        ...

@@ -9,9 +9,9 @@ result, a `Divergence` in words: another request (with a diff of the prompt), an
 decision, action key or transition, a call the run never made or no longer makes, another
 ending. A run the code follows to its end, or to where its record ends, is `Reproduced`.
 
-The step's context is told it is replaying (`Context.replaying`, a `Replay`): it hands the
-replay every call, and wherever a call would run, send or differ, the replay raises `Diverged`
-and the step stops there.
+The step's calls meet the journal through a `Replay` (the rerun's `ports.Journaling`, where a
+run executing has `journaled.Live`): every call is handed to it, and wherever a call would run,
+send or differ, it raises `Diverged` and the step stops there.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from runjournal.journal.events import dumps, timestamp
 from runjournal.journal.kinds import to_step
 from runjournal.journal.limits import Reserve
 from runjournal.machine import convert
-from runjournal.machine.context import OPERATIONS, Context
+from runjournal.machine.context import Context
 from runjournal.machine.definition import Handler, Machine
 from runjournal.machine.errors import ActionError, ConversionError, ModelCallFailed, WrongMachine
+from runjournal.machine.journaled import OPERATIONS, Calls
 from runjournal.machine.limits import Guard, Limits
 from runjournal.machine.model import Models, ModelSession
 from runjournal.machine.model.pricing import Price, PriceTable
@@ -249,16 +250,19 @@ class _Rerun:
         journal has it), or how the rerun ends."""
         writer = _Unwritten(self.journal, self.run.run_id)
         replay = Replay(self.run.run_id, visit, writer)
-        ctx = Context(
+        calls = Calls(
             run_id=self.run.run_id,
             step=visit.step,
             visit=visit.number,
             writer=writer,
             converter=self.machine.converter,
             recorded=visit.calls,
-            models=self.session,
+            journaling=replay,
             retrying=self.retrying,
-            replaying=replay,
+        )
+        ctx = Context(
+            calls,
+            models=self.session,
             model=self.machine.model,
             max_tokens=self.machine.max_tokens,
             thinking=self.machine.thinking,
@@ -379,12 +383,16 @@ _ABSENT = object()
 
 
 class Replay:
-    """One visit being rerun, as its context sees it (`Context.replaying`): what the run did in
-    it, and what the code has done so far.
+    """The journaling of one visit being rerun (a `ports.Journaling`): what the run did in it,
+    and what the code has done so far. A call is answered from the journal or the step stops;
+    nothing runs.
 
     Each method that finds the code doing otherwise than the run raises `Diverged`, and keeps it
     in `found` too, so that a step which catches everything cannot hide it.
     """
+
+    parallel = False
+    """A map's items one at a time: the first divergence is the first in the items' order."""
 
     def __init__(self, run_id: str, visit: _Visit, writer: _Unwritten) -> None:
         self.run_id = run_id

@@ -42,7 +42,7 @@ from runjournal.journal import (
 )
 from runjournal.journal.limits import NUSD
 from runjournal.machine import anomaly, convert, states
-from runjournal.machine.context import OPERATIONS, Context, no_checkpoint
+from runjournal.machine.context import Context
 from runjournal.machine.definition import Machine
 from runjournal.machine.errors import (
     ConversionError,
@@ -56,6 +56,7 @@ from runjournal.machine.errors import (
     StateNotJSON,
     WrongMachine,
 )
+from runjournal.machine.journaled import OPERATIONS, Calls, Live, no_checkpoint
 from runjournal.machine.limits import Guard, Limits
 from runjournal.machine.model import Models, ModelSession, anthropic_api
 from runjournal.machine.pacing import Pace, RateLimits
@@ -545,17 +546,21 @@ class _Live:
             if handler is None:
                 known = ", ".join(machine.steps)
                 return self._fail(live, step, f"the machine has no step {step!r} (steps: {known})")
-            ctx = Context(
+            calls = Calls(
                 run_id=run_id,
                 step=step,
                 visit=visit,
                 writer=writer,
                 converter=machine.converter,
                 recorded=recorded,
+                journaling=Live(),
                 checkpoint=self.options.checkpoint,
-                models=live.session,
                 retrying=live.retrying,
                 guard=live.guard,
+            )
+            ctx = Context(
+                calls,
+                models=live.session,
                 model=machine.model,
                 max_tokens=machine.max_tokens,
                 thinking=machine.thinking,
@@ -570,21 +575,21 @@ class _Live:
             except NotJSON as e:
                 return self._fail(live, step, f"step {step!r}: {e}")
             except NeedsAttention as e:
-                self._stop(writer, step, ctx.stopped or e)
+                self._stop(writer, step, calls.stopped or e)
                 return ()
             except JournalError:
                 raise
             except Exception as e:
-                if ctx.stopped is not None and ctx.mismatch is None:
-                    self._stop(writer, step, ctx.stopped)
+                if calls.stopped is not None and calls.mismatch is None:
+                    self._stop(writer, step, calls.stopped)
                     return ()
-                error = ctx.mismatch or e
+                error = calls.mismatch or e
                 trace = traceback.format_exc(limit=-12)
                 return self._fail(live, step, f"{type(error).__name__}: {error}", trace=trace)
-            if ctx.mismatch is not None:
-                return self._fail(live, step, str(ctx.mismatch))
-            if ctx.stopped is not None:
-                self._stop(writer, step, ctx.stopped)
+            if calls.mismatch is not None:
+                return self._fail(live, step, str(calls.mismatch))
+            if calls.stopped is not None:
+                self._stop(writer, step, calls.stopped)
                 return ()
             problem = self._check(step, result)
             if problem is not None:

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -27,7 +28,7 @@ import cattrs
 
 from runjournal.journal import Event, LimitReached, kinds
 from runjournal.journal import events as k
-from runjournal.machine import convert, retry
+from runjournal.machine import convert, journaled, retry
 from runjournal.machine.errors import (
     AnswerCut,
     CallFailed,
@@ -38,6 +39,7 @@ from runjournal.machine.errors import (
     ModelUnavailable,
     NoValidAnswer,
 )
+from runjournal.machine.journaled import Calls, Placed
 from runjournal.machine.limits import Guard
 from runjournal.machine.model import output, request
 from runjournal.machine.model.capabilities import Capabilities, Effort, Mechanism, ModelCapabilities
@@ -45,7 +47,6 @@ from runjournal.machine.model.jsonschema import tool_for
 from runjournal.machine.model.pricing import Price, PriceTable, Usage, cost, worst_case
 from runjournal.machine.model.request import ThinkingOption
 from runjournal.machine.pacing import Pace
-from runjournal.machine.ports import Step
 
 if TYPE_CHECKING:
     import anthropic
@@ -188,7 +189,7 @@ class ModelSession:
 
     def ask(
         self,
-        ctx: Step,
+        calls: Calls,
         schema: type[T],
         *,
         prompt: str,
@@ -203,9 +204,9 @@ class ModelSession:
         key: str | None,
     ) -> T:
         name = schema.__name__
-        call, recorded = ctx.place("ask", name, key)
+        placed = journaled.place(calls, "ask", name, key)
         if model is None:
-            msg = f"step {ctx.step!r}: ctx.ask needs model=, e.g. model='claude-haiku-5-5'"
+            msg = f"step {calls.step!r}: ctx.ask needs model=, e.g. model='claude-haiku-5-5'"
             raise ValueError(msg)
         # Priced and checked before anything is sent: an unknown model is an error, never $0,
         # and a request the model's documented rules refuse costs nothing.
@@ -213,7 +214,7 @@ class ModelSession:
         model_caps = self.models.capabilities.of(price.model)
         plan = self.plan(schema, model_caps, thinking, effort, max_tokens, temperature)
         tool_name = None if plan.tool is None else str(plan.tool["name"])
-        asking = _Ask(self, ctx, call, name, price, _rounds(recorded), plan.mechanism)
+        asking = _Ask(self, calls, placed, name, price, plan.mechanism)
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
         errors: list[str] = []
         for round_ in range(retries + 1):
@@ -227,13 +228,13 @@ class ModelSession:
             )
             response = asking.answer(round_, body)
             answer = output.read_answer(
-                response, schema, tool=tool_name, converter=self.answers(ctx.converter)
+                response, schema, tool=tool_name, converter=self.answers(calls.converter)
             )
             if isinstance(answer, output.Accepted):
                 return answer.value
             asking.rejected(round_, answer)
             errors = answer.errors
-            where = f"run {ctx.run_id}, step {ctx.step!r}, call {call}"
+            where = f"run {calls.run_id}, step {calls.step!r}, call {placed.call}"
             if answer.stop == "refusal":
                 raise ModelRefused(f"{where}: {errors[0]}; asking again the same is no use")
             if answer.stop == "model_context_window_exceeded":
@@ -251,8 +252,8 @@ class ModelSession:
                 continue
             messages += output.feedback(response, answer, schema_name=name, tool=tool_name)
         msg = (
-            f"run {ctx.run_id}, step {ctx.step!r}, call {call}: {retries + 1} answers in a row "
-            f"did not fit {name}; the last: {'; '.join(errors)}"
+            f"run {calls.run_id}, step {calls.step!r}, call {placed.call}: {retries + 1} answers "
+            f"in a row did not fit {name}; the last: {'; '.join(errors)}"
         )
         raise NoValidAnswer(msg)
 
@@ -295,20 +296,20 @@ class _Ask:
     def __init__(
         self,
         session: ModelSession,
-        ctx: Step,
-        call: str,
+        calls: Calls,
+        placed: Placed,
         name: str,
         price: Price,
-        rounds: dict[int, dict[str, Event]],
         mechanism: Mechanism,
     ) -> None:
         self.session = session
         self.guard = session.guard
-        self.ctx = ctx
-        self.call = call
+        self.calls = calls
+        self.placed = placed
+        self.call = placed.call
         self.name = name
         self.price = price
-        self.rounds = rounds
+        self.rounds = _rounds(placed.events)
         self.mechanism = mechanism
 
     def _place(self, round_: int) -> dict[str, Any]:
@@ -317,31 +318,25 @@ class _Ask:
 
     def answer(self, round_: int, request: dict[str, Any]) -> dict[str, Any]:
         """The response to `request`: from the journal if it holds one, else from the API."""
-        request_hash = _hash(request, self.ctx.writer.journal.redact)
-        journaled = self.rounds.get(round_, {})
-        if self.ctx.replaying is not None:  # a rerun: answered from the journal, or stopped
-            self.ctx.replaying.asked(
-                self.ctx, self.call, self.name, round_, request, request_hash, journaled
-            )
-        for kind in (k.MODEL_ANSWERED, k.MODEL_REQUESTED):
-            event = journaled.get(kind)
-            if event is not None and event.data["request_hash"] != request_hash:
-                self.ctx.fail_mismatch(
-                    self.call,
-                    f"ask {self.name} round {round_} (request {event.data['request_hash']})",
-                    f"ask {self.name} round {round_} (request {request_hash})",
-                )
-        answered = journaled.get(k.MODEL_ANSWERED)
+        calls = self.calls
+        request_hash = _hash(request, calls.writer.journal.redact)
+        held = self.rounds.get(round_, {})
+        calls.journaling.asked(calls, self.call, self.name, round_, request, request_hash, held)
+        answered = held.get(k.MODEL_ANSWERED)
+        found = None
         if answered is not None:
-            return {
-                "content": answered.data["content"],
-                "stop_reason": answered.data["stop_reason"],
-                "stop_details": answered.data.get("stop_details"),
-            }
-        return self._send(round_, request, request_hash)
+            found = journaled.Found(
+                {
+                    "content": answered.data["content"],
+                    "stop_reason": answered.data["stop_reason"],
+                    "stop_details": answered.data.get("stop_details"),
+                }
+            )
+        send = partial(self._send, round_, request, request_hash)
+        return journaled.once(calls, self.placed, f"ask {self.name}", found, send)
 
     def _send(self, round_: int, request: dict[str, Any], request_hash: str) -> dict[str, Any]:
-        session, writer, step, guard = self.session, self.ctx.writer, self.ctx.step, self.guard
+        session, writer, step, guard = self.session, self.calls.writer, self.calls.step, self.guard
         request_ref = writer.blob(json.dumps(request, ensure_ascii=False))
         client = session.client()
         worst_tokens, worst_usd = worst_case(request, self.price)
@@ -378,7 +373,7 @@ class _Ask:
                 if isinstance(e, LimitReached):
                     raise guard.limit_reached(e) from e
                 raise
-            self.ctx.checkpoint("model.before")
+            self.calls.checkpoint("model.before")
             started = time.perf_counter()
             try:
                 raw = guard.call(
@@ -441,7 +436,7 @@ class _Ask:
         try:
             message, latency, attempts = session.retrying.call(attempt, failed)
         except CallFailed as e:
-            msg = f"run {self.ctx.run_id}, step {step!r}, call {self.call}: {e}"
+            msg = f"run {self.calls.run_id}, step {step!r}, call {self.call}: {e}"
             raise ModelCallFailed(msg) from e
         guard.record(True)
         body = message.model_dump(mode="json", exclude_none=True)
@@ -464,7 +459,7 @@ class _Ask:
                 latency_ms=round(latency * 1000, 1),
             ),
         )
-        self.ctx.checkpoint("model.answered")
+        self.calls.checkpoint("model.answered")
         return {
             "content": body.get("content", []),
             "stop_reason": body.get("stop_reason"),
@@ -474,7 +469,7 @@ class _Ask:
     def rejected(self, round_: int, answer: output.Rejected) -> None:
         if k.OUTPUT_REJECTED in self.rounds.get(round_, {}):
             return  # journaled before the crash
-        self.ctx.writer.commit(
-            self.ctx.step,
+        self.calls.writer.commit(
+            self.calls.step,
             kinds.OutputRejected(**self._place(round_), errors=answer.errors, raw=answer.raw),
         )
