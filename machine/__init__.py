@@ -46,6 +46,7 @@ from runjournal.machine.errors import (
     StateNotJSON,
     UnknownInputField,
 )
+from runjournal.machine.execution import Options, Outcome
 from runjournal.machine.files import atomic_write
 from runjournal.machine.limits import Breaker, Limits
 from runjournal.machine.model import Models, anthropic_api
@@ -55,7 +56,6 @@ from runjournal.machine.offline import offline
 from runjournal.machine.pacing import RateLimits
 from runjournal.machine.ports import Checkpoint
 from runjournal.machine.retry import RetryPolicy
-from runjournal.machine.runner import Options, Outcome
 from runjournal.machine.signals import StopRequest, stop_on_signals
 from runjournal.machine.transitions import Fail, Finish, Goto, Transition
 

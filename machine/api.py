@@ -20,7 +20,7 @@ import attrs
 from runjournal.journal import Durability, Journal
 from runjournal.machine import convert, inputs, loader, runner
 from runjournal.machine.definition import Machine
-from runjournal.machine.runner import Options, Outcome
+from runjournal.machine.execution import Options, Outcome
 from runjournal.machine.signals import StopRequest, exit_code, stop_on_signals
 
 S = TypeVar("S")

@@ -97,6 +97,10 @@ def stop_on_signals(stop: StopRequest) -> Iterator[StopRequest]:
             signal.signal(s, handler)
 
 
+_RUNNER = ("runjournal.machine.runner", "runjournal.machine.execution")
+"""The runner's modules, named rather than imported: they import this one."""
+
+
 def _may_stop_here(frame: FrameType | None) -> bool:
     """Whether a second signal may raise where the main thread is.
 
@@ -108,8 +112,8 @@ def _may_stop_here(frame: FrameType | None) -> bool:
         module = frame.f_globals.get("__name__", "")
         if module == "runjournal.journal" or module.startswith("runjournal.journal."):
             return False
-        if module == "runjournal.machine.runner":
-            return frame.f_code.co_name == "_loop"
+        if module in _RUNNER:
+            return frame.f_code.co_name == "_loop"  # `Execution._loop`: within a step
         frame = frame.f_back
     return True
 

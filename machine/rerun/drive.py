@@ -133,7 +133,7 @@ class _Rerun:
         self.counts = {"steps": 0, "decisions": 0, "model_answers": 0, "effects": 0, "actions": 0}
 
     def drive(self) -> Divergence | Reproduced:
-        # Not the runner's loop (`machine.runner._Live._loop`): that one hands the journal's
+        # Not the runner's loop (`machine.execution.Execution._loop`): that one hands the journal's
         # calls only to the step it re-enters, writes every outcome, and turns a step's error
         # into run.failed; a rerun needs each visit's calls and stops at the first difference.
         machine, run_id = self.machine, self.run.run_id

@@ -21,9 +21,9 @@ import pytest
 
 from runjournal.machine.api import run
 from runjournal.machine.definition import Machine
+from runjournal.machine.execution import Options, Outcome
 from runjournal.machine.model import Models
 from runjournal.machine.model.pricing import PriceTable
-from runjournal.machine.runner import Options, Outcome
 from runjournal.machine.testing.fake import FakeModel
 
 S = TypeVar("S")
