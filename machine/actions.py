@@ -88,11 +88,8 @@ def act(
 ) -> Any:
     """Do the action once; see `Context.act`. Returns the result as JSON: the context
     structures it into the type wanted."""
-    placed = journaled.place(calls, "act", name, None)
+    placed = journaled.place(calls, "act", name, None, action_key=key)
     events = placed.events
-    if events and events[0].data.get("key") != key:
-        had = f"act {name} {events[0].data.get('key')}"
-        calls.journaling.mismatch(calls, placed.call, had, f"act {name} {key}")
     intent = intent_hash(name, key, convert.to_json(calls.converter, what))
     state, result = _outcome(events)
     found = journaled.Found(result) if state == "done" else None

@@ -114,8 +114,16 @@ class Found(Generic[T]):
     value: T
 
 
-def place(calls: Calls, operation: str, name: str | None, key: str | None) -> Placed:
-    """The place of the next call, and the events the journal holds there."""
+def place(
+    calls: Calls,
+    operation: str,
+    name: str | None,
+    key: str | None,
+    *,
+    action_key: str | None = None,
+) -> Placed:
+    """The place of the next call, and the events the journal holds there. `key` is the call
+    key; `action_key` names an action in the outside world, and is the journal's too."""
     index = calls.placed
     calls.placed += 1
     call = calls.prefix + (key if key is not None else f"#{index}")
@@ -126,6 +134,9 @@ def place(calls: Calls, operation: str, name: str | None, key: str | None) -> Pl
         if had != (operation, name):
             now = f"{operation} {name or ''}"
             calls.journaling.mismatch(calls, call, f"{had[0]} {had[1] or ''}", now)
+        if action_key is not None and events[0].data.get("key") != action_key:
+            had_key = f"{operation} {name} {events[0].data.get('key')}"
+            calls.journaling.mismatch(calls, call, had_key, f"{operation} {name} {action_key}")
     return Placed(call, events)
 
 
@@ -183,6 +194,32 @@ def decide(
 
     found = Found(None) if placed.events else None
     once(calls, placed, f"decision {outcome}", found, record)
+
+
+def ask_round(
+    calls: Calls,
+    placed: Placed,
+    name: str,
+    round_: int,
+    request: dict[str, Any],
+    request_hash: str,
+    held: Mapping[str, Event],
+    send: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """The response to round `round_` of the ask at `placed`: the one the journal holds for this
+    very request (`held`: the round's events, by kind), else what `send` gets from the API,
+    which journals every attempt."""
+    calls.journaling.asked(calls, placed.call, name, round_, request, request_hash, held)
+    answered = held.get(k.MODEL_ANSWERED)
+    found = None
+    if answered is not None:
+        response = {
+            "content": answered.data["content"],
+            "stop_reason": answered.data["stop_reason"],
+            "stop_details": answered.data.get("stop_details"),
+        }
+        found = Found(response)
+    return once(calls, placed, f"ask {name}", found, send)
 
 
 def as_journaled(calls: Calls, what: str, result: Any, wanted: Any) -> Any:

@@ -321,19 +321,10 @@ class _Ask:
         calls = self.calls
         request_hash = _hash(request, calls.writer.journal.redact)
         held = self.rounds.get(round_, {})
-        calls.journaling.asked(calls, self.call, self.name, round_, request, request_hash, held)
-        answered = held.get(k.MODEL_ANSWERED)
-        found = None
-        if answered is not None:
-            found = journaled.Found(
-                {
-                    "content": answered.data["content"],
-                    "stop_reason": answered.data["stop_reason"],
-                    "stop_details": answered.data.get("stop_details"),
-                }
-            )
         send = partial(self._send, round_, request, request_hash)
-        return journaled.once(calls, self.placed, f"ask {self.name}", found, send)
+        return journaled.ask_round(
+            calls, self.placed, self.name, round_, request, request_hash, held, send
+        )
 
     def _send(self, round_: int, request: dict[str, Any], request_hash: str) -> dict[str, Any]:
         session, writer, step, guard = self.session, self.calls.writer, self.calls.step, self.guard
