@@ -158,12 +158,14 @@ def effect(calls: Calls, name: str, fn: Callable[[], Any], *, key: str | None, w
     found = None
     if placed.events:
         found = Found(typed(calls, what, placed.events[-1].data["result"], wanted))
-    run = partial(_run, calls, placed, name, fn, wanted)
+    run = partial(_run_effect, calls, placed, name, fn, wanted)
     return once(calls, placed, f"effect {name}", found, run)
 
 
-def _run(calls: Calls, placed: Placed, name: str, fn: Callable[[], Any], wanted: Any) -> Any:
-    """Run the effect the journal has no outcome for, and record its result."""
+def _run_effect(calls: Calls, placed: Placed, name: str, fn: Callable[[], Any], wanted: Any) -> Any:
+    """Run the effect the journal has no outcome for, and record its result.
+
+    Its name in a traceback says the run failed inside an effect's function (`rerun.visit`)."""
     if calls.guard is not None:
         calls.guard.check()
     calls.checkpoint("effect.before")

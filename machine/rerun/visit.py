@@ -307,8 +307,13 @@ _FAILURES = (k.ACTION_FAILED, k.MODEL_FAILED)
 
 
 def _in_effect(stop: Event | None) -> bool:
-    """Whether the run failed inside an effect's function (`Context.effect` in its traceback)."""
-    return stop is not None and ", in effect\n" in str(stop.data.get("traceback", ""))
+    """Whether the run failed inside an effect's function: in its traceback, the frame that
+    calls it (`journaled._run_effect`), or `Context.effect` (a run made before that frame was
+    there, and a function too deep for the traceback's last frames to show it)."""
+    if stop is None:
+        return False
+    trace = str(stop.data.get("traceback", ""))
+    return ", in _run_effect\n" in trace or ", in effect\n" in trace
 
 
 class Unwritten(RunWriter):
