@@ -4,8 +4,10 @@
 contract every implementation passes. A store plays roles, each a protocol of its own, so that
 a reader (and a second backend) sees what goes together: `EventLog` (runs, events, blobs),
 `Views` (runs and actions derived from the events, and read-only SQL), `Leases` (who executes
-a run, and kill requests), `Spending` (budgets), `Redacting` (secrets kept out); `Store` is all
-of them and a lifecycle. What the protocol promises, on any backend:
+a run, and kill requests), `Spending` (budgets); `Backend` is those roles and a lifecycle, each
+member written in the backend's own SQL. `Store` adds what is written once for every backend,
+in `journal.base.StoreBase`, which a backend subclasses: `Redacting` (the secrets kept out) and
+`with`. What the protocol promises, on any backend:
 
 - A run's events are ordered by `(run_id, seq)` alone: seq numbers them from 1 without gaps,
   and the unique `(run_id, seq)` key is the concurrency control. There is no global order of
@@ -229,7 +231,8 @@ class Spending(Protocol):
 
 
 class Redacting(Protocol):
-    """The secrets kept out of everything written."""
+    """The secrets kept out of everything written. Written once, in `journal.base.StoreBase`:
+    no backend implements it."""
 
     def keep_out(self, *secrets: str) -> None:
         """Never write these strings from now on: each becomes `[redacted]` in events, blobs
@@ -246,8 +249,8 @@ class Redacting(Protocol):
         ...
 
 
-class Store(EventLog, Views, Leases, Spending, Redacting, Protocol):
-    """An open journal: every role a backend plays, and its lifecycle."""
+class Backend(EventLog, Views, Leases, Spending, Protocol):
+    """What a backend writes itself, in its own SQL: every role, and its lifecycle."""
 
     @property
     def clock(self) -> Clock:
@@ -261,6 +264,11 @@ class Store(EventLog, Views, Leases, Spending, Redacting, Protocol):
     def close(self) -> None:
         """Let the connection go; the store is not used after."""
         ...
+
+
+class Store(Backend, Redacting, Protocol):
+    """An open journal as machine/ and cli/ use it: a backend's roles, and what
+    `journal.base.StoreBase` adds to every backend (`Redacting`, and `with` over `close`)."""
 
     def __enter__(self) -> Self: ...
 

@@ -23,6 +23,7 @@ import attrs
 
 from runjournal.journal import chain, kinds, leases, limits, opening, parts, projection, schema
 from runjournal.journal import events as k
+from runjournal.journal.base import StoreBase
 from runjournal.journal.blobs import Payload
 from runjournal.journal.blobs import holds as blob_holds
 from runjournal.journal.blobs import put as put_blob
@@ -57,11 +58,6 @@ Tracer = Callable[[str], None]
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, at, kind, step, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-REDACTED = "[redacted]"
-"""What a secret is replaced with wherever it would have been written."""
-MIN_SECRET = 8
-"""Shorter strings are not redacted: replacing them would garble the journal, and no API key
-is that short."""
 _SELECT_EVENTS = "SELECT run_id, seq, at, kind, step, data FROM events WHERE run_id = ?"
 
 
@@ -89,7 +85,7 @@ def _translated(journal: Journal, rows: Iterator[T]) -> Iterator[T]:
         raise journal._translate(e) from e
 
 
-class Journal:
+class Journal(StoreBase):
     """An open journal file. Not shared between processes; each opens its own."""
 
     def __init__(
@@ -103,6 +99,7 @@ class Journal:
         secrets: Sequence[str] = (),
         readonly: bool = False,
     ) -> None:
+        super().__init__(secrets=secrets)
         self.conn = conn
         self.path = path
         self.readonly = readonly
@@ -112,9 +109,6 @@ class Journal:
         self.durability = durability
         self.clock = clock
         self.timeout = timeout
-        self.secrets: tuple[str, ...] = ()
-        """Strings this journal never holds: replaced by `[redacted]` in all it writes."""
-        self.keep_out(*secrets)
         # Any thread of the process may write through this connection; one at a time.
         self._lock = threading.RLock()
         # The seq and hash of each run's last event this connection wrote: the next one chains
@@ -220,12 +214,6 @@ class Journal:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _translate(self, e: sqlite3.Error) -> JournalError:
         """Our error for what SQLite said; for a busy journal, naming who holds its runs."""
         holders = ""
@@ -301,23 +289,6 @@ class Journal:
                 f"`journal verify --db {self.path}` names all that is wrong"
             )
             raise JournalCorrupt(msg)
-
-    def keep_out(self, *secrets: str) -> None:
-        """Never write these strings (e.g. API keys): from now on each becomes `[redacted]`.
-
-        Strings shorter than MIN_SECRET characters are ignored.
-        """
-        found = [s for s in secrets if len(s) >= MIN_SECRET and s not in self.secrets]
-        # The JSON-escaped form too: a secret holding a quote is escaped in event data.
-        escaped = [json.dumps(s, ensure_ascii=False)[1:-1] for s in found]
-        self.secrets += tuple(dict.fromkeys([*found, *escaped]))
-
-    def redact(self, text: str) -> str:
-        """`text` with every secret replaced; the same object when it holds none."""
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
 
     def _write(self, *, sync: bool = False) -> _Transaction:
         """One write transaction; with `sync`, its commit reaches the disk before returning."""
