@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+
+from runjournal.journal.errors import ConcurrentAppend
 
 GENESIS = ""
 """The hash the first event of every run chains from."""
@@ -30,3 +33,35 @@ def event_hash(
     """
     head = _header([previous, run_id, seq, at, kind, step])
     return hashlib.sha256(f"{head}\n{data}".encode()).hexdigest()
+
+
+class Heads:
+    """The seq and hash of the last event of each run a store wrote: the next batch of the run
+    chains from it without reading it back. One per connection; used inside its transactions.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, str]] = {}
+
+    def previous(self, run_id: str, first: int, read: Callable[[int], str | None]) -> str:
+        """The hash a batch whose first seq is `first` chains from: remembered, the genesis for
+        a run's first event, or `read(seq)` in the caller's transaction (None: no such event).
+
+        ConcurrentAppend when the run has no event `first - 1`: a gap would break the chain
+        that `journal verify` checks, and the folds.
+        """
+        head = self._last.get(run_id)
+        if head is not None and head[0] == first - 1:
+            return head[1]
+        if first == 1:
+            return GENESIS
+        found = read(first - 1)
+        if found is None:
+            msg = f"run {run_id}: event {first} appended, but the run has no event {first - 1}"
+            raise ConcurrentAppend(msg)
+        return found
+
+    def moved(self, run_id: str, seq: int, hash_: str) -> None:
+        """Remember the run's last event, once the batch's insert succeeded; a commit rolled
+        back after it is caught by the seq test of the next batch."""
+        self._last[run_id] = (seq, hash_)

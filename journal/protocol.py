@@ -1,13 +1,16 @@
-"""The journal as machine/ and cli/ see it: a protocol any backend (SQLite, PostgreSQL) fulfils.
+"""The journal as machine/ and cli/ see it (`Store`), and what a backend must write (`Backend`).
 
 `journal.Journal` (SQLite) is the first implementation; `tests/journal/test_contract.py` is the
-contract every implementation passes. A store plays roles, each a protocol of its own, so that
+contract every implementation passes. A backend plays roles, each a protocol of its own, so that
 a reader (and a second backend) sees what goes together: `EventLog` (runs, events, blobs),
 `Views` (runs and actions derived from the events, and read-only SQL), `Leases` (who executes
 a run, and kill requests), `Spending` (budgets); `Backend` is those roles and a lifecycle, each
 member written in the backend's own SQL. `Store` adds what is written once for every backend,
 in `journal.base.StoreBase`, which a backend subclasses: `Redacting` (the secrets kept out) and
-`with`. What the protocol promises, on any backend:
+`with`. What a store does that is not storage (the kind check, the JSON, the redaction, the hash
+of each event) happens above the backend too, in `journal.batch`: an append is handed a
+`Batch` made ready by `batch.prepare` (as `RunWriter` does). What the protocol promises, on any
+backend:
 
 - A run's events are ordered by `(run_id, seq)` alone: seq numbers them from 1 without gaps,
   and the unique `(run_id, seq)` key is the concurrency control. There is no global order of
@@ -22,7 +25,9 @@ in `journal.base.StoreBase`, which a backend subclasses: `Redacting` (the secret
 - `done` is final: nothing is appended after `run.done`, and its lease is never taken again.
 - A person's kill request is a durable row: the run's process reads it with `kill_request`
   (a poll, or on a notification), and the append that records `run.killed` clears it.
-- Secrets given to `keep_out` never reach storage, in events, blobs or a run's input.
+- Secrets given to `keep_out` never reach storage, in events, blobs or a run's input: a batch
+  is redacted with the store's secrets by `batch.prepare`, and `create_run` redacts the run's
+  input and first state with them (`batch.start`).
 - A store opened read-only refuses every write (ReadOnlyJournal) and takes no write lock.
 - Errors are the journal's own (journal/errors.py); no driver exception escapes a store.
 
@@ -35,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
-from runjournal.journal.blobs import Payload
+from runjournal.journal.batch import Batch
 from runjournal.journal.events import Clock, Event
 from runjournal.journal.leases import Holder, Lease
 from runjournal.journal.limits import Budget, KillRequest, Reserve
@@ -71,29 +76,29 @@ class EventLog(Protocol):
 
     def append(
         self,
-        events: Sequence[Event],
+        batch: Batch,
         *,
-        texts: Sequence[str] | None = None,
-        blobs: Sequence[str | Payload] = (),
         sync: bool = False,
         claim: tuple[str, str] | None = None,
         reserve: Reserve | None = None,
         owner: str | None = None,
     ) -> Sequence[Event]:
-        """Append a batch of one run's events (seqs following its last) with what they imply
-        (the run's row, action keys, spend, blobs), in one transaction, and return them as
-        written (redacted).
+        """Append a batch of one run's events (seqs following its last), made ready by
+        `batch.prepare` (kinds checked, data encoded, secrets redacted: BadEvent and NotJSON
+        are raised there, before any transaction), with what they imply (the run's row, action
+        keys, spend: `batch.changes`; the blobs), in one transaction, and return them as
+        written (`batch.events`).
 
-        `texts` is each event's data as JSON text, when the caller has encoded it; `blobs`
-        are payloads stored by content hash with the batch; `sync`: durable on return.
-        `claim` (action name, key) is checked first in the same transaction: ActionKeyDone when a
-        run has done the key, ActionBusy when another run is acting on it. `reserve` checks the
-        request's worst case against the run's caps and its machine's budget for the day:
-        LimitReached. A seq already taken fails the whole batch (ConcurrentAppend); a done run
-        takes nothing (RunIsDone); with `owner`, a run whose lease another owner holds (or none
-        does) takes nothing either (LeaseLost), checked in the same transaction; a batch
-        whose first seq does not follow the run's last is refused (ConcurrentAppend); BadEvent,
-        NotJSON for data not of its kind. Appending `run.killed` clears the kill request.
+        The events are stored as `batch.rows(previous)`, `previous` being the hash of the
+        run's event before the batch, read in the transaction (`chain.Heads`). `sync`: durable
+        on return. `claim` (action name, key) is checked first in the same transaction:
+        ActionKeyDone when a run has done the key, ActionBusy when another run is acting on
+        it. `reserve` checks the request's worst case against the run's caps and its machine's
+        budget for the day (`batch.day`): LimitReached. A seq already taken fails the whole
+        batch (ConcurrentAppend); a done run takes nothing (RunIsDone); with `owner`, a run
+        whose lease another owner holds (or none does) takes nothing either (LeaseLost),
+        checked in the same transaction; a batch whose first seq does not follow the run's last
+        is refused (ConcurrentAppend). Appending `run.killed` clears the kill request.
         """
         ...
 

@@ -1,7 +1,11 @@
 """The journal file: opens it, appends events to runs and reads them back.
 
 This is the only module that writes `events`. Every write is one `BEGIN IMMEDIATE`
-transaction that appends a batch of events and updates the runs projection with them; a seq
+transaction that does in SQL only what must happen inside it; the batch it stores was made ready
+above it, the same for every backend (journal/batch.py: the kind check, the JSON, the secrets
+redacted, the derived tables' changes). An append checks the writer's lease, the action claim
+and the cost reservation, stores the blobs and the events (each chained to the run's event
+before the batch, read in the transaction), and applies the changes to the derived tables. A seq
 already taken makes the whole batch fail (`ConcurrentAppend`), so two writers never interleave.
 """
 
@@ -19,12 +23,11 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast
 
-import attrs
-
-from runjournal.journal import chain, kinds, leases, limits, opening, parts, projection, schema
+from runjournal.journal import batch as batches
+from runjournal.journal import chain, leases, limits, opening, parts, projection, schema
 from runjournal.journal import events as k
 from runjournal.journal.base import StoreBase
-from runjournal.journal.blobs import Payload
+from runjournal.journal.batch import Batch
 from runjournal.journal.blobs import holds as blob_holds
 from runjournal.journal.blobs import put as put_blob
 from runjournal.journal.blobs import text as blob_text
@@ -42,7 +45,7 @@ from runjournal.journal.errors import (
     RunNotFound,
     translate,
 )
-from runjournal.journal.events import Clock, Event, dumps, timestamp
+from runjournal.journal.events import Clock, Event, timestamp
 from runjournal.journal.leases import Holder, Lease
 from runjournal.journal.query import Rows, query
 from runjournal.journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Run
@@ -113,7 +116,7 @@ class Journal(StoreBase):
         self._lock = threading.RLock()
         # The seq and hash of each run's last event this connection wrote: the next one chains
         # from it without reading it back.
-        self._heads: dict[str, tuple[int, str]] = {}
+        self._heads = chain.Heads()
         # Whether SQLite's quick check of the file passed, once, before a writer first built on
         # a run through this connection.
         self._file_checked = False
@@ -301,105 +304,65 @@ class Journal(StoreBase):
 
     def append(
         self,
-        events: Sequence[Event],
+        batch: Batch,
         *,
-        texts: Sequence[str] | None = None,
-        blobs: Sequence[str | Payload] = (),
         sync: bool = False,
         claim: tuple[str, str] | None = None,
         reserve: limits.Reserve | None = None,
         owner: str | None = None,
     ) -> Sequence[Event]:
-        """Append `events` (all of one run, seqs in order) and update the run's row, atomically.
+        """Append `batch` (see `batch.prepare`) and update the derived tables, atomically.
 
         `owner` (the writer's lease owner) is checked against the run's lease in the same
         transaction: a process whose lease was taken over writes nothing (LeaseLost), however
         late it noticed.
-        `texts` are the events' data already encoded as JSON, when the caller has them;
-        `blobs` are payloads the events refer to by their hash, stored in the same transaction.
         `claim` (action name, key) first checks, in the same transaction, that no run has done
         that action key (ActionKeyDone) and no other run is acting on it (ActionBusy).
         `reserve` (with a model request) first checks, in the same transaction, that the request
         cannot take the run past its caps or its machine past today's budget (LimitReached).
-        Nothing is appended to a run that is done (RunIsDone). Secrets are redacted first.
+        Nothing is appended to a run that is done (RunIsDone).
         Returns the events as written (redacted).
         """
-        if not events:
-            return events
-        run_id = events[0].run_id
-        for e in events:
-            kinds.check(e.kind, e.data)
-        if texts is None:
-            texts = [dumps(e.data) for e in events]
-        if self.secrets:
-            events, texts = self._redacted(events, texts)
-            # Payloads come measured, so redacted already (journal/parts.py).
-            blobs = [self.redact(b) if isinstance(b, str) else b for b in blobs]
+        run_id = batch.run_id
         with self._write(sync=sync) as conn:
             if owner is not None:
                 _check_owner(conn, run_id, owner)
             if claim is not None:
                 _claim(conn, run_id, *claim)
             if reserve is not None:
-                limits._reserve(conn, run_id, reserve, events[-1].at[:10])
-            for blob in blobs:
+                limits._reserve(conn, run_id, reserve, batch.day)
+            for blob in batch.blobs:
                 put_blob(conn, blob)
-            self._insert(conn, run_id, events, texts)
-            projection._apply(conn, run_id, projection.project(events))
-            if any(e.kind == k.RUN_KILLED for e in events):
+            self._insert(conn, batch)
+            projection._apply(conn, run_id, batch.changes)
+            if batch.kills:
                 conn.execute("DELETE FROM kill_requests WHERE run_id = ?", (run_id,))
-        return events
+        return batch.events
 
-    def _redacted(
-        self, events: Sequence[Event], texts: Sequence[str]
-    ) -> tuple[list[Event], list[str]]:
-        out_events, out_texts = list(events), list(texts)
-        for i, text in enumerate(texts):
-            redacted = self.redact(text)
-            if redacted is not text:
-                # The projection reads the data too (a run's error): it gets the redacted copy.
-                out_texts[i] = redacted
-                out_events[i] = attrs.evolve(events[i], data=json.loads(redacted))
-        return out_events, out_texts
-
-    def _insert(
-        self, conn: sqlite3.Connection, run_id: str, events: Sequence[Event], texts: Sequence[str]
-    ) -> None:
+    def _insert(self, conn: sqlite3.Connection, batch: Batch) -> None:
         """Insert the events, each chained to the one before it, inside the caller's write."""
-        first = events[0].seq
-        head = self._heads.get(run_id)
-        if head is not None and head[0] == first - 1:
-            previous = head[1]
-        elif first == 1:
-            previous = chain.GENESIS
-        else:
+        run_id = batch.run_id
+
+        def read(seq: int) -> str | None:
             row = conn.execute(
-                "SELECT hash FROM events WHERE run_id = ? AND seq = ?", (run_id, first - 1)
+                "SELECT hash FROM events WHERE run_id = ? AND seq = ?", (run_id, seq)
             ).fetchone()
-            if row is None:
-                # A gap would break the chain that `journal verify` checks, and the folds.
-                msg = f"run {run_id}: event {first} appended, but the run has no event {first - 1}"
-                raise ConcurrentAppend(msg)
-            previous = row[0]
-        rows = []
-        event_hash = chain.event_hash
-        for e, text in zip(events, texts, strict=True):
-            previous = event_hash(previous, run_id, e.seq, e.at, e.kind, e.step, text)
-            rows.append((run_id, e.seq, e.at, e.kind, e.step, text, previous))
+            return None if row is None else str(row[0])
+
+        rows = batch.rows(self._heads.previous(run_id, batch.first, read))
         try:
             conn.executemany(_INSERT_EVENT, rows)
         except sqlite3.IntegrityError as e:
             if "UNIQUE" in str(e):
                 msg = (
-                    f"run {run_id}: seq {first} is already taken; "
+                    f"run {run_id}: seq {batch.first} is already taken; "
                     "another process is writing this run"
                 )
                 raise ConcurrentAppend(msg) from e
             if "run.done" in str(e):
                 raise _done(run_id) from e
             raise
-        # Kept only once the insert succeeded; a rolled-back commit is caught by the seq test.
-        self._heads[run_id] = (events[-1].seq, previous)
+        self._heads.moved(run_id, rows[-1][1], rows[-1][-1])
 
     def create_run(
         self,
@@ -437,37 +400,28 @@ class Journal(StoreBase):
             # Creation order, counted in the same transaction: runs are listed by it, never by
             # a clock that may step back.
             (ordinal,) = conn.execute("SELECT coalesce(max(ordinal), 0) + 1 FROM runs").fetchone()
-
-            # Big members stored once, as blobs: the first state's tickets are the input's.
-            input, input_parts, held, _ = parts.split(input, self.redact, self.secrets)
-            state, state_parts, more, _ = parts.split(state, self.redact, self.secrets)
-            for payload in [*held, *more]:
-                put_blob(conn, payload)
-            data = kinds.RunStarted(
+            started = batches.start(
+                run_id,
+                timestamp(now),
+                ordinal=ordinal,
                 machine=machine,
                 target=target,
                 code_hash=code_hash,
-                run_key=run_key,
-                to_step=step,
-                input=put_blob(conn, parts.whole(input, self.redact, self.secrets)),
+                step=step,
                 state=state,
-                ordinal=ordinal,
+                input=input,
+                run_key=run_key,
                 limits=limits,
-                limit_overrides=limit_overrides if limits is not None else None,
-                forked_from=(
-                    {"run_id": forked_from[0], "seq": forked_from[1]} if forked_from else None
-                ),
-                input_parts=input_parts,
-                state_parts=state_parts,
-            ).as_json()
-            unredacted = dumps(data)
-            text = self.redact(unredacted)
-            # Read back only if a secret was taken out: a big first state is not parsed again.
-            data = data if text is unredacted else json.loads(text)
-            started = Event(run_id, 1, timestamp(now), k.RUN_STARTED, None, data)
+                limit_overrides=limit_overrides,
+                forked_from=forked_from,
+                redact=self.redact,
+                secrets=self.secrets,
+            )
+            for blob in started.blobs:
+                put_blob(conn, blob)
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
-            self._insert(conn, run_id, [started], [text])
-            projection._apply(conn, run_id, projection.project([started]))
+            self._insert(conn, started)
+            projection._apply(conn, run_id, started.changes)
             leases._acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
 

@@ -11,6 +11,9 @@ appends, the others' events wait in the buffer, and the next append takes them a
 transaction and one fsync; each `commit` returns once its own event is written. A commit with
 a check (`claim`, `reserve`) is appended alone, with what is held before it, since its check
 may refuse it and nothing else.
+
+Each append hands the store a batch made ready here (journal/batch.py: kinds checked, data
+encoded, secrets redacted), so a store's append is only what its transaction must do.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from runjournal.journal import blobs
+from runjournal.journal.batch import prepare
 from runjournal.journal.errors import JournalError, LeaseLost
 from runjournal.journal.events import Event, dumps, timestamp
 from runjournal.journal.kinds import Data
@@ -204,10 +208,16 @@ class RunWriter:
                 "this process stops without writing"
             )
             raise LeaseLost(msg)
-        return self.journal.append(
+        # Checked, encoded and redacted here, above the store: the same for every backend.
+        batch = prepare(
             events,
             texts=texts,
             blobs=blobs,
+            redact=self.journal.redact,
+            secrets=self.journal.secrets,
+        )
+        return self.journal.append(
+            batch,
             sync=sync,
             claim=claim,
             reserve=reserve,
