@@ -22,6 +22,7 @@ else:
 
 from runjournal.journal import events, kinds
 from runjournal.journal.base import MIN_SECRET, REDACTED
+from runjournal.journal.connection import Durability
 from runjournal.journal.errors import (
     ActionBusy,
     ActionKeyDone,
@@ -54,7 +55,7 @@ from runjournal.journal.leases import Holder, Lease
 from runjournal.journal.protocol import Querying, Store
 from runjournal.journal.query import Rows, query
 from runjournal.journal.rows import Action, Run
-from runjournal.journal.store import Durability, Journal
+from runjournal.journal.store import Journal
 from runjournal.journal.verify import Problem, heads, verify
 from runjournal.journal.writer import Heartbeat, RunWriter
 
