@@ -4,8 +4,8 @@ The SQLite store is three layers, each a module: this one opens the file and hol
 connection (`Connected`), `reading.py` reads runs and events through it (`Reading`), and
 `store.py` writes them (`Journal`). Every write is one `BEGIN IMMEDIATE` transaction under the
 connection's lock (`_write`). Every SQLite error, in a write or a read (rows read as they are
-iterated included, see `reading`), is raised as the journal's own (`_translate`): nothing above
-`journal/` sees `sqlite3`.
+iterated included), is raised as the journal's own (`translating`): nothing above `journal/`
+sees `sqlite3`.
 """
 
 from __future__ import annotations
@@ -164,6 +164,12 @@ class Connected(StoreBase):
     def close(self) -> None:
         self.conn.close()
 
+    def translating(self) -> _Translating:
+        """SQLite's errors inside raised as the journal's own (see `_translate`): for a read
+        through this journal's connection, by the store or by the reports and checks beside it
+        (journal/costs.py, journal/verify.py)."""
+        return _Translating(self)
+
     def _translate(self, e: sqlite3.Error) -> JournalError:
         """Our error for what SQLite said; for a busy journal, naming who holds its runs."""
         holders = ""
@@ -211,15 +217,13 @@ class Connected(StoreBase):
 
 
 def reading(method: Callable[Concatenate[C, P], R]) -> Callable[Concatenate[C, P], R]:
-    """A read whose SQLite errors are raised as the journal's own (JournalError), rows read as
-    they are iterated included: nothing above `journal/` sees `sqlite3`."""
+    """A method of the store that reads, run inside `translating`, and the rows it returns
+    read inside it as they are iterated."""
 
     @functools.wraps(method)
     def read(journal: C, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with journal.translating():
             result = method(journal, *args, **kwargs)
-        except sqlite3.Error as e:
-            raise journal._translate(e) from e
         if isinstance(result, Iterator):
             return cast(R, _translated(journal, result))
         return result
@@ -228,10 +232,26 @@ def reading(method: Callable[Concatenate[C, P], R]) -> Callable[Concatenate[C, P
 
 
 def _translated(journal: Connected, rows: Iterator[T]) -> Iterator[T]:
-    try:
+    with journal.translating():
         yield from rows
-    except sqlite3.Error as e:
-        raise journal._translate(e) from e
+
+
+class _Translating:
+    """A class rather than a generator-based context manager: every read goes through it."""
+
+    __slots__ = ("journal",)
+
+    def __init__(self, journal: Connected) -> None:
+        self.journal = journal
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(error, sqlite3.Error):
+            raise self.journal._translate(error) from error
 
 
 class _Transaction:

@@ -20,7 +20,6 @@ from typing import Any, Final
 
 import attrs
 
-from runjournal.journal.errors import translated
 from runjournal.journal.events import timestamp
 from runjournal.journal.limits import NUSD
 from runjournal.journal.store import Journal
@@ -85,7 +84,7 @@ def spent_today(journal: Journal) -> dict[str, Spent]:
     """What each machine spent today (UTC, by the day each request was sent): what its budget
     is checked against. A machine with no request today is absent."""
     day = timestamp(journal.clock())[:10]
-    with translated(journal.path):
+    with journal.translating():
         rows = journal.conn.execute(
             "SELECT machine, sum(cost_nusd), sum(exposure_nusd) FROM spend WHERE day = ? "
             "GROUP BY machine",
@@ -127,7 +126,7 @@ def report(
         f"GROUP BY {group_by} ORDER BY {order}"
     )
     rows = []
-    with translated(journal.path):
+    with journal.translating():
         found = journal.conn.execute(sql, params).fetchall()
     for row in found:
         shown = row[: len(keys)]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -135,15 +133,6 @@ class QueryStopped(JournalError):
 
 
 _MB = 1024 * 1024
-
-
-@contextlib.contextmanager
-def translated(path: Path) -> Iterator[None]:
-    """SQLite's errors inside raised as the journal's own, for a read outside the store."""
-    try:
-        yield
-    except sqlite3.Error as e:
-        raise translate(e, path) from e
 
 
 def translate(e: sqlite3.Error, path: Path, *, holders: str = "") -> JournalError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ import attrs
 
 from runjournal.journal import blobs, chain, delta, fold, parts, projection
 from runjournal.journal import events as k
-from runjournal.journal.errors import BlobMissing, translated
+from runjournal.journal.errors import BlobMissing
 from runjournal.journal.protocol import Store
 
 
@@ -34,6 +35,10 @@ class SQLStore(Store, Protocol):
 
     @property
     def path(self) -> Path: ...
+
+    def translating(self) -> AbstractContextManager[None]:
+        """SQLite's errors inside raised as the journal's own."""
+        ...
 
 
 @attrs.frozen
@@ -109,7 +114,7 @@ def verify_part(
 def heads(journal: SQLStore, run_id: str | None = None) -> dict[str, tuple[int, str]]:
     """The last seq and hash of each run (or of one): what to keep elsewhere to catch a forger."""
     where, params = _runs(journal, run_id)
-    with translated(journal.path):
+    with journal.translating():
         rows = journal.conn.execute(
             f"SELECT run_id, seq, hash FROM events WHERE (run_id, seq) IN "
             f"(SELECT run_id, max(seq) FROM events WHERE {where} GROUP BY run_id) ORDER BY run_id",
