@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from runjournal.cli.output import event_line
-from runjournal.journal import Event, Journal, events, kinds, projection, schema
+from runjournal.journal import Event, Journal, events, kinds, projection, tables
 from runjournal.journal.errors import BadEvent
 from runjournal.journal.events import timestamp
 
@@ -70,11 +70,11 @@ def test_the_readme_table_is_the_kinds() -> None:
     assert kinds.markdown_table() in README
 
 
-@pytest.mark.parametrize(("view", "kind"), list(schema.KIND_VIEWS.items()))
+@pytest.mark.parametrize(("view", "kind"), list(tables.KIND_VIEWS.items()))
 def test_each_view_has_its_kinds_fields_as_columns(tmp_path: Path, view: str, kind: str) -> None:
     with Journal.open(tmp_path / "j.db", create=True) as journal:
         columns = [row[1] for row in journal.conn.execute(f"PRAGMA table_info({view})")]
-    extras = [c for c in schema.VIEW_EXTRAS.get(view, {}) if c not in kinds.fields(kind)]
+    extras = [c for c in tables.VIEW_EXTRAS.get(view, {}) if c not in kinds.fields(kind)]
     assert columns == ["run_id", "seq", "at", "step", *kinds.fields(kind), *extras]
 
 
