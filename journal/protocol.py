@@ -9,8 +9,11 @@ member written in the backend's own SQL. `Store` adds what is written once for e
 in `journal.base.StoreBase`, which a backend subclasses: `Redacting` (the secrets kept out) and
 `with`. What a store does that is not storage (the kind check, the JSON, the redaction, the hash
 of each event) happens above the backend too, in `journal.batch`: an append is handed a
-`Batch` made ready by `batch.prepare` (as `RunWriter` does). What the protocol promises, on any
-backend:
+`Batch` made ready by `batch.prepare` (as `RunWriter` does). Three reads a backend still writes
+though they could be written over the others, each for what it costs: `transitions` (rows, not
+events: the fold's fast path over `events`), `latest_snapshot` (one indexed row, not every
+snapshot of the run) and `find_run` (a prefix match in the backend's index, not a scan of `runs`).
+What the protocol promises, on any backend:
 
 - A run's events are ordered by `(run_id, seq)` alone: seq numbers them from 1 without gaps,
   and the unique `(run_id, seq)` key is the concurrency control. There is no global order of

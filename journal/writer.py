@@ -120,7 +120,7 @@ class RunWriter:
         """Append an event, with everything held before it, and return once it is written.
 
         With `sync`, the commit is on disk when this returns, whatever the journal's durability.
-        With `claim` or `reserve`, see `Journal.append`: nothing is written when the action key
+        With `claim` or `reserve`, see `Store.append`: nothing is written when the action key
         is taken, or when the model request could pass a limit.
         """
         if claim is not None or reserve is not None:
