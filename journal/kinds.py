@@ -73,7 +73,10 @@ class RunResumed(Data):
 
 
 @attrs.frozen(kw_only=True)
-class Transition(Data):
+class TransitionEvent(Data):
+    """A `transition` event: named so, apart from the `Transition` a step returns
+    (`runjournal.machine.Transition`), which this records as a change to the state."""
+
     KIND = k.TRANSITION
     SUMMARY = "a step ended: where the run goes, and the change to its state"
     to_step: str | None = _doc("the next step; null when the run is done")
@@ -323,7 +326,7 @@ KINDS: Mapping[str, type[Data]] = {
     for cls in (
         RunStarted,
         RunResumed,
-        Transition,
+        TransitionEvent,
         Snapshot,
         EffectDone,
         Decision,

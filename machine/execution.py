@@ -294,7 +294,7 @@ class Execution:
             to = result.step if isinstance(result, Goto) else None
             before = writer.bytes_written
             try:
-                writer.record(step, kinds.Transition(to_step=to, delta=ops))
+                writer.record(step, kinds.TransitionEvent(to_step=to, delta=ops))
             except NotJSON as e:
                 return self._fail(
                     means, step, f"step {step!r} returned a state the journal cannot hold: {e}"

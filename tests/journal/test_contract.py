@@ -353,10 +353,12 @@ def test_a_run_is_folded_from_its_latest_snapshot(store: Store) -> None:
     run, _ = start(store)
     w = writer(store, run.run_id, last_seq=1)
     w.record(
-        "a", kinds.Transition(to_step="b", delta=[{"op": "replace", "path": "/n", "value": 1}])
+        "a", kinds.TransitionEvent(to_step="b", delta=[{"op": "replace", "path": "/n", "value": 1}])
     )
     w.record("b", kinds.Snapshot(state={"n": 1}, to_step="b", transitions=1))
-    w.record("b", kinds.Transition(to_step="c", delta=[{"op": "add", "path": "/m", "value": 2.0}]))
+    w.record(
+        "b", kinds.TransitionEvent(to_step="c", delta=[{"op": "add", "path": "/m", "value": 2.0}])
+    )
     w.commit("c", effect("e"))
     assert store.latest_snapshot(run.run_id).seq == 3
     assert store.latest_snapshot(run.run_id, upto=2).kind == "run.started"

@@ -138,7 +138,7 @@ def test_append_and_read_back_in_order(journal: Journal) -> None:
     run_id = new_run(journal)
     writer = RunWriter(journal, run_id, last_seq=1)
     writer.record(
-        "a", kinds.Transition(to_step="b", delta=[{"op": "replace", "path": "/n", "value": 1}])
+        "a", kinds.TransitionEvent(to_step="b", delta=[{"op": "replace", "path": "/n", "value": 1}])
     )
     writer.commit("b", kinds.EffectDone(name="x", call="#0", result=[1, "two"]))
     events = list(journal.events(run_id))
@@ -200,8 +200,8 @@ def test_the_runs_table_rebuilds_from_events_alone(journal: Journal) -> None:
         for j in range(i + 2):
             writer.commit("a", kinds.EffectDone(name="x", call=f"#{j}", result=j))
             writer.record("a", kinds.Decision(call="d", item=j, outcome="o"))
-            writer.record("a", kinds.Transition(to_step="a", delta=[]))
-        writer.record("a", kinds.Transition(to_step=None, delta=[]))
+            writer.record("a", kinds.TransitionEvent(to_step="a", delta=[]))
+        writer.record("a", kinds.TransitionEvent(to_step=None, delta=[]))
         writer.commit("a", kinds.RunDone(steps=3) if i else kinds.RunFailed(error="boom"))
     before = [attrs.asdict(r) for r in journal.runs()]
     journal.rebuild_runs()
@@ -262,10 +262,10 @@ def test_state_at_uses_the_newest_snapshot(journal: Journal) -> None:
     writer = RunWriter(journal, run_id, last_seq=1)
     for n in range(1, 6):
         delta = [{"op": "replace", "path": "/n", "value": n}]
-        writer.record("a", kinds.Transition(to_step="a", delta=delta))
+        writer.record("a", kinds.TransitionEvent(to_step="a", delta=delta))
     writer.record("a", kinds.Snapshot(state={"n": 5}, to_step="a", transitions=5))
     delta = [{"op": "add", "path": "/m", "value": 1}]
-    writer.record("a", kinds.Transition(to_step="b", delta=delta))
+    writer.record("a", kinds.TransitionEvent(to_step="b", delta=delta))
     writer.flush()
     assert state_at(journal, run_id).state == {"n": 5, "m": 1}
     assert state_at(journal, run_id).transitions == 6

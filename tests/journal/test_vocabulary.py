@@ -3,6 +3,7 @@ views, the log lines, the projections and the action statuses."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,32 @@ def test_one_word_per_thing_no_event_kind_shares_its_name_with_an_exception() ->
     assert data & raised == set()
     spelled = {value for value in vars(events).values() if isinstance(value, str)}
     assert {cls.KIND for cls in kinds.KINDS.values()} <= spelled
+
+
+def machine_names() -> set[str]:
+    """Every public name machine/ defines at the top of a module (classes, functions, type
+    aliases and constants alike), and the names it offers pipeline authors."""
+    import runjournal.machine
+
+    names = set(runjournal.machine.__all__)
+    for path in (ROOT / "machine").rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+def test_one_word_per_thing_no_event_kind_shares_its_name_with_the_machine() -> None:
+    """`kinds.TransitionEvent` is what a transition event holds; `machine.Transition` is what a
+    step returns. No class of `kinds` is named like anything machine/ defines or offers."""
+    data = {
+        name
+        for name, value in vars(kinds).items()
+        if isinstance(value, type) and issubclass(value, kinds.Data)
+    }
+    assert "Transition" in machine_names()  # the test sees the alias in machine/transitions.py
+    assert data & machine_names() == set()
