@@ -150,7 +150,7 @@ def runs(
 
 def spent(run: Run) -> Spent:
     """What the run spent: billed, possibly billed, total."""
-    return Spent.of(run.cost_nusd, run.exposure_nusd)
+    return Spent.of(run.cost_nusd, run.total_nusd)
 
 
 def latest(journal: Journal) -> Run:
@@ -212,7 +212,7 @@ def show(run_id: str | None, as_json: bool, db: Path | None) -> None:
         ("updated", run.updated_at),
         ("ended", run.ended_at),
     ]
-    if run.model_requests or run.model_calls or run.model_failures or run.exposure_nusd:
+    if run.model_requests or run.model_calls or run.model_failures or run.total_nusd:
         fields.append(("model", _model_line(run)))
         fields.append(("tokens", _tokens_line(run)))
     if parents:

@@ -207,7 +207,7 @@ def tell(outcome: Outcome[Any]) -> int:
         if n:
             counts.append(plural(n, word))
     if run.model_calls:
-        spent = spent_words(Spent.of(run.cost_nusd, run.exposure_nusd))
+        spent = spent_words(Spent.of(run.cost_nusd, run.total_nusd))
         counts.append(f"{plural(run.model_calls, 'model call')} ({spent})")
     if run.status == "done":
         click.echo(f"run {run.run_id} done: {', '.join(counts)}")

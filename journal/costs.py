@@ -4,7 +4,7 @@ machine, model, day or code version.
 Every amount is said the same way wherever it is shown (`Spent`): *billed*, what the API has
 charged (the `cost_usd` columns); *possibly billed*, the worst case of the requests whose outcome
 is unknown (a timeout, a dropped connection, a crash), apart from what was billed; and *total*,
-the two together, which is what caps and budgets count (`exposure` in the tables).
+the two together, which is what caps and budgets count (the `total_nusd` columns).
 
 Read from the derived tables (`runs`, and `spend` for models and days), never by scanning
 events, so a report costs in proportion to the runs or days it covers. Dollars are summed as
@@ -33,7 +33,7 @@ _SUMS = ", ".join(
         "sum(model_requests)",
         *(f"sum({t})" for t in _TOKENS),
         "sum(cost_nusd)",
-        "sum(exposure_nusd)",
+        "sum(total_nusd)",
     ]
 )
 _GROUPS: Final = {
@@ -75,9 +75,9 @@ class Spent:
         return _usd(self.billed_nusd + self.possibly_billed_nusd)
 
     @classmethod
-    def of(cls, cost_nusd: int | None, exposure_nusd: int | None) -> Spent:
-        """From the tables' integers: `cost_nusd` billed, `exposure_nusd` billed and possibly."""
-        return cls(cost_nusd or 0, (exposure_nusd or 0) - (cost_nusd or 0))
+    def of(cls, cost_nusd: int | None, total_nusd: int | None) -> Spent:
+        """From the tables' integers: `cost_nusd` billed, `total_nusd` billed and possibly."""
+        return cls(cost_nusd or 0, (total_nusd or 0) - (cost_nusd or 0))
 
 
 def spent_today(journal: Journal) -> dict[str, Spent]:
@@ -86,11 +86,11 @@ def spent_today(journal: Journal) -> dict[str, Spent]:
     day = timestamp(journal.clock())[:10]
     with journal.translating():
         rows = journal.conn.execute(
-            "SELECT machine, sum(cost_nusd), sum(exposure_nusd) FROM spend WHERE day = ? "
+            "SELECT machine, sum(cost_nusd), sum(total_nusd) FROM spend WHERE day = ? "
             "GROUP BY machine",
             (day,),
         )
-        return {machine: Spent.of(billed, exposure) for machine, billed, exposure in rows}
+        return {machine: Spent.of(billed, total) for machine, billed, total in rows}
 
 
 @attrs.frozen
@@ -130,8 +130,8 @@ def report(
         found = journal.conn.execute(sql, params).fetchall()
     for row in found:
         shown = row[: len(keys)]
-        calls, requests, *tokens, billed, exposure, steps, decisions = row[len(keys) :]
-        spent = Spent.of(billed, exposure)
+        calls, requests, *tokens, billed, total, steps, decisions = row[len(keys) :]
+        spent = Spent.of(billed, total)
         rows.append(
             (
                 *shown,

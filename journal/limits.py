@@ -2,7 +2,7 @@
 by the runs of a machine, and a person's kill request.
 
 A request's worst case is checked in the same transaction that writes its intent
-(`model.requested`), against what its run has spent or may have spent (`runs.exposure_*`,
+(`model.requested`), against what its run has spent or may have spent (`runs.total_*`,
 `runs.model_requests`) and what its machine has spent today (`spend`), so that processes
 sharing a journal cannot together go past a budget. A kill request is a row that the process
 executing the run reads while it waits (only that process may append to its run).
@@ -58,8 +58,8 @@ class KillRequest:
 
 def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) -> None:
     """Raise LimitReached if the request could take its run or machine past a cap."""
-    machine, exposure, tokens, requests = conn.execute(
-        "SELECT machine, exposure_nusd, exposure_tokens, model_requests FROM runs WHERE run_id = ?",
+    machine, total, tokens, requests = conn.execute(
+        "SELECT machine, total_nusd, total_tokens, model_requests FROM runs WHERE run_id = ?",
         (run_id,),
     ).fetchone()
     if reserve.max_model_calls is not None and requests + 1 > reserve.max_model_calls:
@@ -68,10 +68,10 @@ def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) 
         raise LimitReached(
             "max_tokens", tokens, reserve.max_tokens, "tokens", worst_case=reserve.tokens
         )
-    if reserve.max_cost_nusd is not None and exposure + reserve.nusd > reserve.max_cost_nusd:
+    if reserve.max_cost_nusd is not None and total + reserve.nusd > reserve.max_cost_nusd:
         raise LimitReached(
             "max_cost_usd",
-            exposure / NUSD,
+            total / NUSD,
             reserve.max_cost_nusd / NUSD,
             "USD",
             worst_case=reserve.nusd / NUSD,
@@ -80,7 +80,7 @@ def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) 
     if row is None or row[0] is None:
         return
     (spent,) = conn.execute(
-        "SELECT coalesce(sum(exposure_nusd), 0) FROM spend WHERE machine = ? AND day = ?",
+        "SELECT coalesce(sum(total_nusd), 0) FROM spend WHERE machine = ? AND day = ?",
         (machine, day),
     ).fetchone()
     if spent + reserve.nusd > row[0]:
@@ -111,7 +111,7 @@ def _set_budget(
 def _budgets(conn: sqlite3.Connection, day: str, machine: str | None = None) -> list[Budget]:
     sql = (
         "SELECT b.machine, b.per_day_nusd, b.per_run_nusd, b.updated_at, b.updated_by, "
-        "coalesce((SELECT sum(exposure_nusd) FROM spend s WHERE s.machine = b.machine "
+        "coalesce((SELECT sum(total_nusd) FROM spend s WHERE s.machine = b.machine "
         "AND s.day = ?), 0) FROM budgets b"
     )
     params: list[str] = [day]

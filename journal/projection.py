@@ -7,7 +7,8 @@ to each batch it appends, in the same transaction, and `_rebuild` applies it to 
 the journal, so the tables can always be thrown away and derived again.
 
 Costs are integers of nano-dollars (`nusd`), so that sums are exact. A model request reserves
-its worst case (`exposure`); its answer replaces that with what it cost; a failure with an HTTP
+its worst case (added to the run's `total_*`, billed and possibly billed together); its answer
+replaces that with what it cost; a failure with an HTTP
 status gives it back (the API bills no errors); a failure without one (a timeout, a dropped
 connection, an abandoned request) and a request that never got an outcome keep it: they may
 have been billed.
@@ -119,9 +120,9 @@ def _spend(c: Changes, e: Event, **amounts: int) -> None:
 def _requested(e: Event, c: Changes) -> None:
     worst, tokens = nusd(e.data.get("worst_case_usd")), int(e.data.get("worst_case_tokens", 0))
     _add(c, "model_requests", 1)
-    _add(c, "exposure_nusd", worst)
-    _add(c, "exposure_tokens", tokens)
-    _spend(c, e, model_requests=1, exposure_nusd=worst)
+    _add(c, "total_nusd", worst)
+    _add(c, "total_tokens", tokens)
+    _spend(c, e, model_requests=1, total_nusd=worst)
 
 
 def _answered(e: Event, c: Changes) -> None:
@@ -140,18 +141,18 @@ def _answered(e: Event, c: Changes) -> None:
     for column, amount in tokens.items():
         _add(c, column, amount)
     _add(c, "cost_nusd", cost)
-    _add(c, "exposure_nusd", cost - worst)
-    _add(c, "exposure_tokens", used)
-    _spend(c, e, model_calls=1, cost_nusd=cost, exposure_nusd=cost - worst, **tokens)
+    _add(c, "total_nusd", cost - worst)
+    _add(c, "total_tokens", used)
+    _spend(c, e, model_calls=1, cost_nusd=cost, total_nusd=cost - worst, **tokens)
 
 
 def _model_failed(e: Event, c: Changes) -> None:
     _add(c, "model_failures", 1)
     if e.data.get("status") is not None:  # the API answered with an error: nothing billed
         worst = nusd(e.data.get("worst_case_usd"))
-        _add(c, "exposure_nusd", -worst)
-        _add(c, "exposure_tokens", -int(e.data.get("worst_case_tokens", 0)))
-        _spend(c, e, exposure_nusd=-worst)
+        _add(c, "total_nusd", -worst)
+        _add(c, "total_tokens", -int(e.data.get("worst_case_tokens", 0)))
+        _spend(c, e, total_nusd=-worst)
 
 
 def _key(e: Event, c: Changes, status: str, **fields: Any) -> None:
@@ -301,7 +302,7 @@ _SPEND_COLUMNS = (
     "cache_write_tokens",
     "cache_read_tokens",
     "cost_nusd",
-    "exposure_nusd",
+    "total_nusd",
 )
 _UPSERT_SPEND = f"""
 INSERT INTO spend (machine, day, model, {", ".join(_SPEND_COLUMNS)})

@@ -52,11 +52,11 @@ class Run:
     output_tokens: int
     cache_write_tokens: int
     cache_read_tokens: int
-    exposure_tokens: int
+    total_tokens: int
     """Tokens billed, plus the worst case of every request whose outcome is unknown."""
     cost_nusd: int
     """What was billed, in nano-dollars (an integer, so that sums are exact)."""
-    exposure_nusd: int
+    total_nusd: int
     """Billed, plus the worst case of every request that may have been billed."""
     anomaly: int
     cost_usd: float

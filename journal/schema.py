@@ -1,10 +1,11 @@
 """The journal's schema version: its numbered migrations, applying them, and checking a file's.
 
-Each migration is the statements of journal/tables.py, and for two of them some work in Python
-(the hash chain of events written before there was one; the derived tables rebuilt). Migrations
-are applied with sqlite-utils' `Migrations`, inside the caller's `BEGIN IMMEDIATE`
-so that two processes opening a new journal at once cannot both create it. A journal that has
-a migration this code does not know was written by a newer runjournal and is refused.
+Each migration is the statements of journal/tables.py, for one of them with some work in Python
+(the hash chain of events written before there was one); the derived tables are rebuilt once the
+migrations that make them anew have run. Migrations are applied with sqlite-utils'
+`Migrations`, inside the caller's `BEGIN IMMEDIATE` so that two processes opening a new journal
+at once cannot both create it. A journal that has a migration this code does not know was
+written by a newer runjournal and is refused.
 """
 
 from __future__ import annotations
@@ -43,11 +44,6 @@ def _chain_existing(db: sqlite_utils.Database) -> None:
     conn.execute(tables.NO_UPDATE)
 
 
-def _m0005(db: sqlite_utils.Database) -> None:
-    _statements(tables.M0005)(db)
-    projection._rebuild(db.conn, lambda run_id: projection.read_events(db.conn, run_id))
-
-
 def _m0004(db: sqlite_utils.Database) -> None:
     _statements(tables.M0004)(db)
     _chain_existing(db)
@@ -67,10 +63,16 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0002_model_calls", _statements(tables.M0002)),
     ("0003_actions", _statements(tables.M0003)),
     ("0004_hash_chain_done_order", _m0004),
-    ("0005_limits_exact_costs", _m0005),
+    ("0005_limits_exact_costs", _statements(tables.M0005)),
     ("0006_model_calls_mechanism_thinking", _statements(tables.M0006)),
     ("0007_big_members_as_blobs", _statements(tables.M0007)),
+    ("0008_total_not_exposure", _statements(tables.M0008)),
 ]
+
+_REBUILDS = frozenset({"0005_limits_exact_costs"})
+"""Migrations that make the derived tables anew. The tables are filled from the events once
+every migration has run: by the projection as it is now, which writes the columns by their
+names now, not by those a migration in between had made."""
 
 
 def _applied(conn: sqlite3.Connection) -> list[str]:
@@ -125,6 +127,8 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     for name, fn in MIGRATIONS:
         migrations(name=name)(fn)
     migrations.apply(sqlite_utils.Database(conn, execute_plugins=False))
+    if _REBUILDS - set(applied):
+        projection._rebuild(conn, lambda run_id: projection.read_events(conn, run_id))
     # The schema version, for tools that read it without knowing sqlite-utils' table.
     conn.execute(f"PRAGMA user_version = {len(names)}")
     _name_it(conn)

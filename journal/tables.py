@@ -275,7 +275,8 @@ M0004 = (
 
 # The runs table again, with what limits and exact costs need; it is a projection, so it is
 # made anew and rebuilt from the events. Costs are integers of nano-dollars (`_nusd`), so that
-# sums are exact; `cost_usd` and `possibly_billed_usd` are computed from them.
+# sums are exact; `cost_usd` and `possibly_billed_usd` are computed from them. As 0005 made it:
+# 0008 renames `exposure_*` (billed and possibly billed together) to `total_*`.
 _RUNS = """
     CREATE TABLE runs (
         run_id TEXT PRIMARY KEY,
@@ -322,18 +323,29 @@ _RUNS = """
 _TOKENS = "input_tokens, output_tokens, cache_write_tokens, cache_read_tokens"
 
 
-def _cost_view(by: str, group: str, source: str, extra: str = "") -> str:
-    """A cost view grouped by `group` over `source` (runs or spend), exact sums shown in USD."""
+def _cost_view(by: str, group: str, source: str, extra: str = "", total: str = "total_nusd") -> str:
+    """A cost view grouped by `group` over `source` (runs or spend), exact sums shown in USD;
+    `total` is the column of billed and possibly billed together (`exposure_nusd` before 0008)."""
     sums = ", ".join(f"sum({t}) AS {t}" for t in _TOKENS.split(", "))
     return f"""
         CREATE VIEW cost_by_{by} AS
         SELECT {group} AS {by}{extra}, sum(model_calls) AS calls, sum(model_requests) AS requests,
                {sums},
                sum(cost_nusd) / 1e9 AS cost_usd,
-               sum(exposure_nusd - cost_nusd) / 1e9 AS possibly_billed_usd,
+               sum({total} - cost_nusd) / 1e9 AS possibly_billed_usd,
                sum(cost_nusd) AS cost_nusd
         FROM {source} GROUP BY {group} ORDER BY {group}
     """
+
+
+def _cost_views(total: str = "total_nusd") -> tuple[str, ...]:
+    """The four cost views, by run and machine (over `runs`), by model and day (over `spend`)."""
+    return (
+        _cost_view("run", "run_id", "runs", ", machine, code_hash, sum(steps) AS steps", total),
+        _cost_view("machine", "machine", "runs", total=total),
+        _cost_view("model", "model", "spend", total=total),
+        _cost_view("day", "day", "spend", total=total),
+    )
 
 
 KIND_VIEWS = {
@@ -436,10 +448,7 @@ M0005 = (
         reason TEXT
     )
     """,
-    _cost_view("run", "run_id", "runs", ", machine, code_hash, sum(steps) AS steps"),
-    _cost_view("machine", "machine", "runs"),
-    _cost_view("model", "model", "spend"),
-    _cost_view("day", "day", "spend"),
+    *_cost_views(total="exposure_nusd"),
     # The views of events, one per kind, their columns the kind's fields (journal/kinds.py):
     # one name for each datum, in the data, the log and SQL. Made anew over those of 0001-0002.
     *(f"DROP VIEW {view}" for view in ("decisions", "effects", "transitions")),
@@ -457,3 +466,15 @@ M0006 = ("DROP VIEW model_calls", _kind_view("model_calls", "model.answered"))
 # as blobs (journal/parts.py). Counted as a migration so that an older runjournal, which would
 # read null in their place, refuses the journal instead.
 M0007: tuple[str, ...] = ()
+
+
+# One word per datum: billed and possibly billed together is the `total` every command prints
+# (`total_usd`), in the tables too, where it was called `exposure`. The numbers stay as they
+# are; the cost views, which name the column, are made again.
+M0008 = (
+    *(f"DROP VIEW cost_by_{by}" for by in ("run", "machine", "model", "day")),
+    "ALTER TABLE runs RENAME COLUMN exposure_nusd TO total_nusd",
+    "ALTER TABLE runs RENAME COLUMN exposure_tokens TO total_tokens",
+    "ALTER TABLE spend RENAME COLUMN exposure_nusd TO total_nusd",
+    *_cost_views(),
+)

@@ -120,7 +120,7 @@ def reading_commands(run_id: str) -> list[tuple[str, ...]]:
     ]
 
 
-def exposure_from_events(journal: Journal, run_id: str) -> Decimal:
+def total_from_events(journal: Journal, run_id: str) -> Decimal:
     """Billed plus possibly billed, summed from the events themselves (not the projection):
     each answer's cost, and the worst case of each request with no answer and no HTTP error."""
     total = Decimal(0)

@@ -71,8 +71,8 @@ def test_every_command_says_billed_possibly_billed_and_total(costly: Path) -> No
     """budget, cost (each --by), runs and show: the same three amounts, under the same three
     names, in text and JSON; the budget's total today is what `cost --by day` sums."""
     db = costly
-    by_run = sums(db, "SELECT run_id, cost_nusd, exposure_nusd FROM runs")
-    assert any(exposure > billed for _, billed, exposure in by_run)  # possibly billed, for real
+    by_run = sums(db, "SELECT run_id, cost_nusd, total_nusd FROM runs")
+    assert any(total > billed for _, billed, total in by_run)  # possibly billed, for real
     runs = parse_table(cli("runs", db=db).stdout)
     shown_runs = {r["run"]: (r["billed"], r["possibly billed"], r["total"]) for r in runs}
     costs = parse_table(cli("cost", "--by", "run", db=db).stdout)
@@ -81,8 +81,8 @@ def test_every_command_says_billed_possibly_billed_and_total(costly: Path) -> No
         row["run"]: row
         for row in map(json.loads, cli("cost", "--by", "run", "--json", db=db).stdout.splitlines())
     }
-    for run_id, billed, exposure in by_run:
-        words = (usd(billed), usd(exposure - billed), usd(exposure))
+    for run_id, billed, total in by_run:
+        words = (usd(billed), usd(total - billed), usd(total))
         assert shown_runs[run_id] == words
         assert shown_costs[run_id] == words
         shown = cli("show", run_id, db=db).stdout
@@ -93,10 +93,10 @@ def test_every_command_says_billed_possibly_billed_and_total(costly: Path) -> No
         row = cost_json[run_id]
         assert (row["cost_usd"], row["possibly_billed_usd"], row["total_usd"]) == numbers
 
-    ((day, billed, exposure),) = sums(
-        db, "SELECT day, sum(cost_nusd), sum(exposure_nusd) FROM spend GROUP BY day"
+    ((day, billed, total),) = sums(
+        db, "SELECT day, sum(cost_nusd), sum(total_nusd) FROM spend GROUP BY day"
     )
-    words = (usd(billed), usd(exposure - billed), usd(exposure))
+    words = (usd(billed), usd(total - billed), usd(total))
     (per_day,) = parse_table(cli("cost", "--by", "day", db=db).stdout)
     assert (per_day["day"], per_day["billed"], per_day["possibly billed"]) == (day, *words[:2])
     assert per_day["total"] == words[2]

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import ROOT, exposure_from_events, journal_command
+from conftest import ROOT, journal_command, total_from_events
 
 from runjournal.journal import Holder, Journal, JournalBusy, RunWriter, kinds, state_at, verify
 from runjournal.journal.limits import NUSD
@@ -165,9 +165,9 @@ def test_random_cost_caps_hold_with_16_in_flight(db: Path) -> None:
             prepared = runner.prepare(m, {"tickets": tickets})
             limited = options(fake, limits={"max_cost_usd": cap})
             run = runner.start(journal, prepared, target="t", code_hash="0", options=limited).run
-            spent = Decimal(run.exposure_nusd) / NUSD
+            spent = Decimal(run.total_nusd) / NUSD
             assert spent <= cap, f"seed {seed}: ${spent} spent under a cap of ${cap}"
-            assert exposure_from_events(journal, run.run_id) == spent, f"seed {seed}"
+            assert total_from_events(journal, run.run_id) == spent, f"seed {seed}"
             assert run.status in ("done", "killed"), (seed, run.status, run.error)
             killed += run.status == "killed"
         assert verify(journal) == []

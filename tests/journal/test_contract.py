@@ -477,7 +477,7 @@ def test_a_request_past_its_run_cap_is_refused_unwritten(store: Store) -> None:
         w.commit("a", requested(0.6), reserve=cap)
     assert reached.value.limit == "max_cost_usd"
     assert seqs(store, run.run_id) == [1, 2]
-    assert store.run(run.run_id).exposure_nusd == 600_000_000
+    assert store.run(run.run_id).total_nusd == 600_000_000
     w.commit("a", requested(0.4), reserve=Reserve(nusd=400_000_000, tokens=100, max_cost_nusd=NUSD))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import FIXTURES, ROOT, cli, exposure_from_events, journal_command
+from conftest import FIXTURES, ROOT, cli, journal_command, total_from_events
 
 from runjournal.journal import Heartbeat, Holder, Journal, verify
 from runjournal.journal.limits import NUSD, KillRequest
@@ -102,9 +102,9 @@ def test_random_cost_caps_are_never_exceeded(db: Path) -> None:
             prepared = runner.prepare(asking(Limits(breaker=None)), {"total": rng.randint(1, 12)})
             options = Options(models=models, sleep=lambda s: None, limits={"max_cost_usd": cap})
             run = runner.start(journal, prepared, target="t", code_hash="0", options=options).run
-            spent = Decimal(run.exposure_nusd) / NUSD
+            spent = Decimal(run.total_nusd) / NUSD
             assert spent <= cap, f"seed {seed}: ${spent} spent under a cap of ${cap}"
-            assert exposure_from_events(journal, run.run_id) == spent, f"seed {seed}"
+            assert total_from_events(journal, run.run_id) == spent, f"seed {seed}"
             if run.status == "killed":
                 killed += 1
                 (event,) = journal.events(run.run_id, kinds=("run.killed",))
@@ -143,9 +143,9 @@ def test_random_cost_caps_hold_with_thinking_on(
             prepared = runner.prepare(m, {"total": rng.randint(1, 8)})
             options = Options(models=models, sleep=lambda s: None, limits={"max_cost_usd": cap})
             run = runner.start(journal, prepared, target="t", code_hash="0", options=options).run
-            spent = Decimal(run.exposure_nusd) / NUSD
+            spent = Decimal(run.total_nusd) / NUSD
             assert spent <= cap, f"seed {seed}: ${spent} spent under a cap of ${cap}"
-            assert exposure_from_events(journal, run.run_id) == spent, f"seed {seed}"
+            assert total_from_events(journal, run.run_id) == spent, f"seed {seed}"
             killed += run.status == "killed"
             for answer in journal.events(run.run_id, kinds=("model.answered",)):
                 assert answer.data["usage"]["output_tokens"] == max_tokens
@@ -167,7 +167,7 @@ def test_other_caps_stop_before_what_they_limit(db: Path) -> None:
             (event,) = journal.events(run.run_id, kinds=("run.killed",))
             assert event.data["limit_name"] == limit and event.data["cap"] == cap
             used = {
-                "max_tokens": run.exposure_tokens,
+                "max_tokens": run.total_tokens,
                 "max_steps": run.steps,
                 "max_model_calls": run.model_requests,
             }[limit]
