@@ -1,9 +1,13 @@
-"""Leases: which process is executing a run, and whether that process is still alive.
+"""Leases: which process is executing a run, whether that process is still alive, and what a
+person asks of it.
 
 A run is executed by one process at a time. The holder (owner token, pid, host, the process's
 start time) and an expiry are in the `leases` table; the holder renews the expiry while it
 runs. A lease can be taken over when its expiry has passed, or at once when its process is
 on this host and gone (or its pid now belongs to another process).
+
+A person's kill request is a row of `kill_requests` that the process executing the run reads
+while it waits (only that process may append to its run).
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ class Holder:
     def this_process(cls) -> Holder:
         pid = os.getpid()
         return cls(uuid.uuid4().hex, pid, socket.gethostname(), _process_start(pid))
+
+
+@attrs.frozen
+class KillRequest:
+    """A person's request to stop a run, waiting for the run's process to carry it out."""
+
+    run_id: str
+    requested_at: str
+    requested_by: str
+    reason: str | None
 
 
 @attrs.frozen
@@ -144,3 +158,21 @@ def _release(conn: sqlite3.Connection, run_id: str | None, owner: str) -> None:
         conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
     else:
         conn.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner))
+
+
+def _request_kill(
+    conn: sqlite3.Connection, run_id: str, at: str, by: str, reason: str | None
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO kill_requests (run_id, requested_at, requested_by, reason) "
+        "VALUES (?, ?, ?, ?)",
+        (run_id, at, by, reason),
+    )
+
+
+def _kill_request(conn: sqlite3.Connection, run_id: str) -> KillRequest | None:
+    row = conn.execute(
+        "SELECT run_id, requested_at, requested_by, reason FROM kill_requests WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    return KillRequest(*row) if row else None

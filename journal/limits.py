@@ -1,11 +1,10 @@
-"""What stops a run from the journal's side: caps checked before a model request, budgets shared
-by the runs of a machine, and a person's kill request.
+"""What stops a run from the journal's side: caps checked before a model request, and budgets
+shared by the runs of a machine.
 
 A request's worst case is checked in the same transaction that writes its intent
 (`model.requested`), against what its run has spent or may have spent (`runs.total_*`,
 `runs.model_requests`) and what its machine has spent today (`spend`), so that processes
-sharing a journal cannot together go past a budget. A kill request is a row that the process
-executing the run reads while it waits (only that process may append to its run).
+sharing a journal cannot together go past a budget.
 """
 
 from __future__ import annotations
@@ -44,16 +43,6 @@ class Budget:
     updated_by: str
     spent_today_nusd: int = 0
     """Billed and possibly billed today, when read with `budgets(day=...)`."""
-
-
-@attrs.frozen
-class KillRequest:
-    """A person's request to stop a run, waiting for the run's process to carry it out."""
-
-    run_id: str
-    requested_at: str
-    requested_by: str
-    reason: str | None
 
 
 def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) -> None:
@@ -119,21 +108,3 @@ def _budgets(conn: sqlite3.Connection, day: str, machine: str | None = None) -> 
         sql += " WHERE b.machine = ?"
         params.append(machine)
     return [Budget(*row) for row in conn.execute(sql + " ORDER BY b.machine", params)]
-
-
-def _request_kill(
-    conn: sqlite3.Connection, run_id: str, at: str, by: str, reason: str | None
-) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO kill_requests (run_id, requested_at, requested_by, reason) "
-        "VALUES (?, ?, ?, ?)",
-        (run_id, at, by, reason),
-    )
-
-
-def _kill_request(conn: sqlite3.Connection, run_id: str) -> KillRequest | None:
-    row = conn.execute(
-        "SELECT run_id, requested_at, requested_by, reason FROM kill_requests WHERE run_id = ?",
-        (run_id,),
-    ).fetchone()
-    return KillRequest(*row) if row else None

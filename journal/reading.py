@@ -76,8 +76,8 @@ class Reading(Connected):
         return limits._budgets(self.conn, timestamp(self.clock())[:10], machine)
 
     @reading
-    def kill_request(self, run_id: str) -> limits.KillRequest | None:
-        return limits._kill_request(self.conn, run_id)
+    def kill_request(self, run_id: str) -> leases.KillRequest | None:
+        return leases._kill_request(self.conn, run_id)
 
     @reading
     def lease(self, run_id: str) -> Lease | None:

@@ -208,7 +208,7 @@ class Journal(Reading):
     def request_kill(self, run_id: str, *, by: str, reason: str | None) -> None:
         """Ask the process executing the run to stop it (it looks every half second)."""
         with self._write() as conn:
-            limits._request_kill(conn, run_id, timestamp(self.clock()), by, reason)
+            leases._request_kill(conn, run_id, timestamp(self.clock()), by, reason)
 
 
 def _done(run_id: str) -> RunIsDone:

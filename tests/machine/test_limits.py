@@ -21,7 +21,8 @@ import pytest
 from conftest import FIXTURES, ROOT, cli, journal_command, total_from_events
 
 from runjournal.journal import Heartbeat, Holder, Journal, verify
-from runjournal.journal.limits import NUSD, KillRequest
+from runjournal.journal.leases import KillRequest
+from runjournal.journal.limits import NUSD
 from runjournal.machine import (
     Context,
     Killed,
