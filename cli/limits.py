@@ -15,7 +15,7 @@ from runjournal.cli.output import json_line, printable, table
 from runjournal.cli.shared import InputError, db_option, json_option, open_journal
 from runjournal.journal import Run, Store
 from runjournal.journal.costs import Spent, spent_today
-from runjournal.journal.limits import NUSD
+from runjournal.journal.spending import NUSD
 from runjournal.machine.stopping import KILLABLE
 from runjournal.machine.stopping import kill as kill_run
 

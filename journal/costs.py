@@ -21,7 +21,7 @@ from typing import Any, Final
 import attrs
 
 from runjournal.journal.events import timestamp
-from runjournal.journal.limits import NUSD
+from runjournal.journal.spending import NUSD
 from runjournal.journal.store import Journal
 
 BY: Final = ("run", "machine", "version", "model", "day")

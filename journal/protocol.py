@@ -46,9 +46,9 @@ from typing import Any, Protocol, Self, runtime_checkable
 from runjournal.journal.batch import Batch
 from runjournal.journal.events import Clock, Event
 from runjournal.journal.leases import Holder, KillRequest, Lease
-from runjournal.journal.limits import Budget, Reserve
 from runjournal.journal.query import Rows
 from runjournal.journal.rows import Action, Run
+from runjournal.journal.spending import Budget, Reserve
 
 
 @runtime_checkable

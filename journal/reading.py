@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from runjournal.journal import events as k
-from runjournal.journal import leases, limits, parts
+from runjournal.journal import leases, parts, spending
 from runjournal.journal.blobs import holds as blob_holds
 from runjournal.journal.blobs import text as blob_text
 from runjournal.journal.connection import Connected, reading
@@ -71,9 +71,9 @@ class Reading(Connected):
     # Budgets, kills and leases
 
     @reading
-    def budgets(self, machine: str | None = None) -> list[limits.Budget]:
+    def budgets(self, machine: str | None = None) -> list[spending.Budget]:
         """The budgets set, each with what its machine spent today (UTC)."""
-        return limits._budgets(self.conn, timestamp(self.clock())[:10], machine)
+        return spending._budgets(self.conn, timestamp(self.clock())[:10], machine)
 
     @reading
     def kill_request(self, run_id: str) -> leases.KillRequest | None:

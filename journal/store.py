@@ -19,7 +19,7 @@ from secrets import token_hex
 from typing import Any
 
 from runjournal.journal import batch as batches
-from runjournal.journal import leases, limits, projection
+from runjournal.journal import leases, projection, spending
 from runjournal.journal.batch import Batch
 from runjournal.journal.blobs import put as put_blob
 from runjournal.journal.errors import (
@@ -50,7 +50,7 @@ class Journal(Reading):
         *,
         sync: bool = False,
         claim: tuple[str, str] | None = None,
-        reserve: limits.Reserve | None = None,
+        reserve: spending.Reserve | None = None,
         owner: str | None = None,
     ) -> Sequence[Event]:
         """Append `batch` (see `batch.prepare`) and update the derived tables, atomically.
@@ -72,7 +72,7 @@ class Journal(Reading):
             if claim is not None:
                 _claim(conn, run_id, *claim)
             if reserve is not None:
-                limits._reserve(conn, run_id, reserve, batch.day)
+                spending._reserve(conn, run_id, reserve, batch.day)
             for blob in batch.blobs:
                 put_blob(conn, blob)
             self._insert(conn, batch)
@@ -203,7 +203,7 @@ class Journal(Reading):
         """Set what `machine` may spend per day and per run (None: no such budget)."""
         with self._write() as conn:
             at = timestamp(self.clock())
-            limits._set_budget(conn, machine, per_day_nusd, per_run_nusd, at, by)
+            spending._set_budget(conn, machine, per_day_nusd, per_run_nusd, at, by)
 
     def request_kill(self, run_id: str, *, by: str, reason: str | None) -> None:
         """Ask the process executing the run to stop it (it looks every half second)."""

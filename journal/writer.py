@@ -29,8 +29,8 @@ from runjournal.journal.errors import JournalError, LeaseLost
 from runjournal.journal.events import Event, dumps, timestamp
 from runjournal.journal.kinds import Data
 from runjournal.journal.leases import Holder, KillRequest
-from runjournal.journal.limits import Reserve
 from runjournal.journal.protocol import Store
+from runjournal.journal.spending import Reserve
 
 
 class RunWriter:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from runjournal.journal import Heartbeat, LimitReached, kinds
-from runjournal.journal.limits import NUSD, Reserve
+from runjournal.journal.spending import NUSD, Reserve
 from runjournal.machine.errors import Killed
 from runjournal.machine.signals import StopRequest
 

@@ -30,7 +30,7 @@ from runjournal.journal import (
     kinds,
     parts,
 )
-from runjournal.journal.limits import NUSD
+from runjournal.journal.spending import NUSD
 from runjournal.machine import convert
 from runjournal.machine.definition import Machine
 from runjournal.machine.errors import (

@@ -19,7 +19,7 @@ from runjournal.journal import Event, RunWriter, Store, blobs, delta, kinds
 from runjournal.journal import events as k
 from runjournal.journal.events import dumps, timestamp
 from runjournal.journal.kinds import to_step
-from runjournal.journal.limits import Reserve
+from runjournal.journal.spending import Reserve
 from runjournal.machine import convert
 from runjournal.machine.errors import ActionError, ModelCallFailed
 from runjournal.machine.journaled import OPERATIONS

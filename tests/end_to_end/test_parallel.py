@@ -23,7 +23,7 @@ import pytest
 from conftest import ROOT, journal_command, total_from_events
 
 from runjournal.journal import Holder, Journal, JournalBusy, RunWriter, kinds, state_at, verify
-from runjournal.journal.limits import NUSD
+from runjournal.journal.spending import NUSD
 from runjournal.machine import (
     Context,
     Limits,

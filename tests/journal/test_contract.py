@@ -41,7 +41,7 @@ from runjournal.journal import (
     state_at,
 )
 from runjournal.journal.events import Clock
-from runjournal.journal.limits import Reserve
+from runjournal.journal.spending import Reserve
 
 NUSD = 1_000_000_000
 SECRET = "sk-ant-contract-0123456789abcdef"

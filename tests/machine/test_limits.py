@@ -22,7 +22,7 @@ from conftest import FIXTURES, ROOT, cli, journal_command, total_from_events
 
 from runjournal.journal import Heartbeat, Holder, Journal, verify
 from runjournal.journal.leases import KillRequest
-from runjournal.journal.limits import NUSD
+from runjournal.journal.spending import NUSD
 from runjournal.machine import (
     Context,
     Killed,

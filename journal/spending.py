@@ -1,5 +1,5 @@
-"""What stops a run from the journal's side: caps checked before a model request, and budgets
-shared by the runs of a machine.
+"""What a run and a machine may spend, checked by the journal: a run's caps, checked before each
+model request, and the budgets shared by the runs of a machine.
 
 A request's worst case is checked in the same transaction that writes its intent
 (`model.requested`), against what its run has spent or may have spent (`runs.total_*`,
