@@ -48,7 +48,7 @@ from runjournal.machine.errors import (
 )
 from runjournal.machine.execution import Options, Outcome
 from runjournal.machine.files import atomic_write
-from runjournal.machine.limits import Breaker, Limits
+from runjournal.machine.kill_switch import Breaker, Limits
 from runjournal.machine.model import Models, anthropic_api
 from runjournal.machine.model.capabilities import Capabilities
 from runjournal.machine.model.pricing import PriceTable, Usage

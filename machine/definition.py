@@ -23,7 +23,7 @@ from runjournal.machine.errors import (
     InputMismatch,
     UnknownInputField,
 )
-from runjournal.machine.limits import Limits
+from runjournal.machine.kill_switch import Limits
 from runjournal.machine.transitions import Transition
 
 if TYPE_CHECKING:

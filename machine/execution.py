@@ -40,7 +40,7 @@ from runjournal.machine.context import Context
 from runjournal.machine.definition import Machine
 from runjournal.machine.errors import ConversionError, Interrupted, Killed, NeedsAttention
 from runjournal.machine.journaled import Calls, Live, no_checkpoint
-from runjournal.machine.limits import Guard, Limits
+from runjournal.machine.kill_switch import Guard, Limits
 from runjournal.machine.model import Models, ModelSession
 from runjournal.machine.pacing import Pace, RateLimits
 from runjournal.machine.ports import Checkpoint

@@ -37,7 +37,7 @@ from runjournal.machine.ports import Checkpoint, Journaling, Step
 
 if TYPE_CHECKING:
     from runjournal.machine.errors import NeedsAttention
-    from runjournal.machine.limits import Guard
+    from runjournal.machine.kill_switch import Guard
     from runjournal.machine.retry import Retrying
 
 T = TypeVar("T")

@@ -44,7 +44,7 @@ from runjournal.machine.errors import (
 )
 from runjournal.machine.execution import Execution, Options, Outcome, Start
 from runjournal.machine.journaled import OPERATIONS
-from runjournal.machine.limits import Limits
+from runjournal.machine.kill_switch import Limits
 from runjournal.machine.model import Models, anthropic_api
 
 __all__ = [

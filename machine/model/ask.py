@@ -40,7 +40,7 @@ from runjournal.machine.errors import (
     NoValidAnswer,
 )
 from runjournal.machine.journaled import Calls, Placed
-from runjournal.machine.limits import Guard
+from runjournal.machine.kill_switch import Guard
 from runjournal.machine.model import output, request
 from runjournal.machine.model.capabilities import Capabilities, Effort, Mechanism, ModelCapabilities
 from runjournal.machine.model.jsonschema import tool_for

@@ -29,7 +29,7 @@ from runjournal.machine.context import Context
 from runjournal.machine.definition import Handler, Machine
 from runjournal.machine.errors import ConversionError, WrongMachine
 from runjournal.machine.journaled import Calls
-from runjournal.machine.limits import Guard, Limits
+from runjournal.machine.kill_switch import Guard, Limits
 from runjournal.machine.model import Models, ModelSession
 from runjournal.machine.model.pricing import Price, PriceTable
 from runjournal.machine.rerun.visit import (

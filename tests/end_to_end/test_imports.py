@@ -183,17 +183,17 @@ def test_the_graph_sees_imports_inside_functions_and_under_type_checking(tmp_pat
 
 
 def test_importing_a_module_of_a_package_runs_the_package_first(tmp_path: Path) -> None:
-    """`limits` importing `model.pricing` runs `model/__init__`, which imports `ask`, which
-    imports `limits`: a circle, though no file names it whole."""
+    """`kill_switch` importing `model.pricing` runs `model/__init__`, which imports `ask`, which
+    imports `kill_switch`: a circle, though no file names it whole."""
     files = {
         "machine/__init__.py": "",
-        "machine/limits.py": "from runjournal.machine.model.pricing import Price\n",
+        "machine/kill_switch.py": "from runjournal.machine.model.pricing import Price\n",
         "machine/model/__init__.py": "from runjournal.machine.model.ask import ask\n",
-        "machine/model/ask.py": "from runjournal.machine.limits import Guard\n",
+        "machine/model/ask.py": "from runjournal.machine.kill_switch import Guard\n",
         "machine/model/pricing.py": "",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    expected = {"limits", "model", "model.ask"}
+    expected = {"kill_switch", "model", "model.ask"}
     assert circles(imports(tmp_path)) == [{f"runjournal.machine.{name}" for name in expected}]

@@ -32,7 +32,7 @@ from runjournal.machine import (
     Usage,
     runner,
 )
-from runjournal.machine.limits import Limits
+from runjournal.machine.kill_switch import Limits
 from runjournal.machine.model.pricing import cost
 from runjournal.machine.testing import FakeModel, Faults
 
@@ -216,7 +216,7 @@ def test_a_400_is_sent_exactly_once(journal: Journal) -> None:
 
 def test_retries_run_out(journal: Journal) -> None:
     """An API that stays overloaded: six attempts, five waits, then the run fails naming it
-    (with the breaker off: by default it stops such a run first, see test_limits.py)."""
+    (with the breaker off: by default it stops such a run first, see test_kill_switch.py)."""
     fake = Scripted(*["529"] * 10)
     sleeps: list[float] = []
     m = scorer()

@@ -1,5 +1,5 @@
 """Tests for `machine.model.pricing`: usage from the API, exact cost, prompt-size bands, price
-tables and files, and the worst case `machine.limits` bounds a request with."""
+tables and files, and the worst case `machine.kill_switch` bounds a request with."""
 
 from __future__ import annotations
 

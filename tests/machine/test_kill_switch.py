@@ -33,7 +33,7 @@ from runjournal.machine import (
     Transition,
     runner,
 )
-from runjournal.machine.limits import Breaker, Guard, Limits
+from runjournal.machine.kill_switch import Breaker, Guard, Limits
 from runjournal.machine.model.pricing import worst_case
 from runjournal.machine.testing import FakeModel, Faults
 from runjournal.machine.testing.fake import serve

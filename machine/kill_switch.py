@@ -1,4 +1,5 @@
-"""The kill switch's rules: a run's limits, the error-rate breaker, and a request's worst case.
+"""The kill switch: a run's limits, the error-rate breaker, and `Guard`, which checks them, a
+person's kill and a signal's stop, wherever the run waits.
 
 Limits are declared on the machine and overridden for one run from the command line; the
 limits in force are recorded with `run.started` and `run.resumed`. Each is checked *before*
