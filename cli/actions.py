@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import click
 
 from runjournal.cli.inspecting import status_of
 from runjournal.cli.output import json_line, printable, table
-from runjournal.cli.shared import InputError, db_option, json_option, open_journal
+from runjournal.cli.shared import InputError, db_option, json_option, open_journal, who
 from runjournal.journal.events import dumps
 from runjournal.machine.actions import IN_DOUBT, resolve
 
@@ -106,11 +104,11 @@ def resolve_command(
             raise InputError(f"--result is not JSON: {e.msg} at column {e.colno}") from e
     journal = open_journal(db, write=True)
     run = journal.find_run(run_id)
-    who = by or f"{getpass.getuser()}@{socket.gethostname()}"
+    person = who(by)
     action = resolve(
-        journal, run.run_id, key, done=outcome == "done", result=result, name=name, by=who
+        journal, run.run_id, key, done=outcome == "done", result=result, name=name, by=person
     )
     said = "done" if outcome == "done" else "not done"
-    recorded = f"recorded: action {action.name} {key!r} of run {run.run_id} {said} (by {who})"
+    recorded = f"recorded: action {action.name} {key!r} of run {run.run_id} {said} (by {person})"
     click.echo(printable(recorded))
     click.echo(f"next: journal resume {run.run_id}")

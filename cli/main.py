@@ -9,12 +9,13 @@ import sys
 import click
 
 from runjournal.cli.actions import actions, resolve_command
+from runjournal.cli.budget import budget
 from runjournal.cli.costs import cost
 from runjournal.cli.fake import fake_model
 from runjournal.cli.fork import fork
 from runjournal.cli.graph import graph
 from runjournal.cli.inspecting import logs, replay_command, runs, show, verify_command
-from runjournal.cli.limits import budget, kill
+from runjournal.cli.kill import kill
 from runjournal.cli.migrate import migrate
 from runjournal.cli.output import printable
 from runjournal.cli.running import resume, run

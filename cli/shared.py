@@ -17,7 +17,9 @@ line, with secrets redacted and control characters escaped.
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -155,6 +157,12 @@ def redact_env_option(fn: F) -> F:
         help="The value of environment variable NAME is replaced by [redacted] in everything "
         "written to the journal and printed (repeatable). ANTHROPIC_API_KEY always is.",
     )(fn)
+
+
+def who(by: str | None) -> str:
+    """The person a command acts for (a kill, a budget, a resolved action): --by, else
+    user@host."""
+    return by or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def db_option(fn: F) -> F:
