@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
-from runjournal.cli.running import limit_options, model_options, models_for, rate_limits, report
-from runjournal.cli.shared import (
-    InputError,
-    db_option,
-    durability_option,
-    open_journal,
-    redact_env_option,
-)
-from runjournal.journal import Durability, Run
-from runjournal.machine import Options, loader, runner
+from runjournal.cli.executing import Given, execution_options, report
+from runjournal.cli.shared import InputError
+from runjournal.journal import Run
+from runjournal.machine import loader, runner
 from runjournal.machine.errors import TargetNotFound
 
 
@@ -48,25 +42,9 @@ def _changes(ctx: click.Context, param: click.Parameter, given: tuple[str, ...])
     help="Set a field of the state before the new run starts (repeatable).",
 )
 @click.option("--target", help="The machine's code, if not where RUN's was.")
-@model_options
-@limit_options
-@durability_option
-@redact_env_option
-@db_option
+@execution_options(live_view=False)
 def fork(
-    run_id: str,
-    at_seq: int,
-    changes: dict[str, Any],
-    target: str | None,
-    fake_model: str | None,
-    prices: Path | None,
-    capabilities: Path | None,
-    rpm: int | None,
-    itpm: int | None,
-    otpm: int | None,
-    durability: Durability,
-    db: Path | None,
-    **limits: Any,
+    run_id: str, at_seq: int, changes: dict[str, Any], target: str | None, given: Given
 ) -> None:
     """Start a new run from RUN's state after seq --at, and execute it to its end.
 
@@ -78,8 +56,8 @@ def fork(
     Example:
         journal fork 3fa2 --at 40 --set threshold=3
     """
-    models = models_for(fake_model, prices, capabilities)
-    journal = open_journal(db, write=True, durability=durability)
+    options = given.options()
+    journal = given.journal()
     old = journal.find_run(run_id)
     try:
         loaded = loader.load(target or old.target)
@@ -99,11 +77,6 @@ def fork(
         changes=changes,
         target=loaded.location,
         code_hash=loaded.code_hash,
-        options=Options(
-            on_start=announce,
-            models=models,
-            limits=limits,
-            rate_limits=rate_limits(rpm, itpm, otpm),
-        ),
+        options=attrs.evolve(options, on_start=announce),
     )
     report(outcome)

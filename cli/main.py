@@ -67,7 +67,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt):
         # click turns Ctrl-C into Abort. `run` and `resume` take Ctrl-C themselves while they
-        # execute a run, and say which (cli.running.stoppable): here none was executing.
+        # execute a run, and say which (cli.executing.stoppable): here none was executing.
         click.echo("interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:

@@ -4,8 +4,11 @@ They do what `journal run` and `journal resume` do, for a machine already import
 journal (creating it if there is none), record where the machine's code lives and its hash, and
 execute the run to its end. SIGTERM and Ctrl-C stop the run at its next safe point, as they do
 `journal run`; then, the run's lease let go, Ctrl-C raises KeyboardInterrupt and SIGTERM
-SystemExit(143), as they would have without runjournal. `machine.runner` has the parts, for
-code that holds a journal open.
+SystemExit(143), as they would have without runjournal.
+
+Both, and the command line, go through the same three steps below them, for code that holds a
+journal open: `prepare` (the input, by the rules of `machine.inputs`, and the first state),
+`start` and `go_on`. `machine.runner` has the parts those are made of.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from runjournal.journal import Durability, Journal
+from runjournal.journal import Durability, Journal, Store
 from runjournal.machine import convert, inputs, loader, runner
 from runjournal.machine.definition import Machine
 from runjournal.machine.execution import Options, Outcome
+from runjournal.machine.loader import Target
+from runjournal.machine.runner import Prepared
 from runjournal.machine.signals import StopRequest, exit_code, stop_on_signals
 
 S = TypeVar("S")
@@ -48,21 +53,9 @@ def run(
     >>> outcome.run.status, outcome.state
     """
     target = loader.locate(machine)
-    if isinstance(input, Path):
-        values = inputs.read(input)
-    else:
-        values = convert.to_json(machine.converter, input)
-        inputs.check(values)
-    prepared = runner.prepare(machine, values)
+    prepared = prepare(machine, input)
     with _signals(options) as used, Journal.open(db, create=True, durability=durability) as j:
-        outcome = runner.start(
-            j,
-            prepared,
-            target=target.location,
-            code_hash=target.code_hash,
-            run_key=key,
-            options=used,
-        )
+        outcome = start(j, target, prepared, key=key, options=used)
     return _told(cast(Outcome[S], outcome), options)
 
 
@@ -79,15 +72,59 @@ def resume(
     target = loader.locate(machine)
     with _signals(options) as used, Journal.open(db, durability=durability) as journal:
         found = journal.find_run(run_id)
-        outcome = runner.resume(
-            journal,
-            found.run_id,
-            machine,
-            target=target.location,
-            code_hash=target.code_hash,
-            options=used,
-        )
+        outcome = go_on(journal, found.run_id, target, options=used)
     return _told(cast(Outcome[S], outcome), options)
+
+
+def prepare(machine: Machine[Any], input: Any) -> Prepared:
+    """The machine checked and its first state made from `input`, before anything is written.
+
+    `input` is a file (a `Path`: a JSON document, or JSON Lines as a list; `-` is standard
+    input), JSON values, or Python values of the machine's input type, read and checked by the
+    rules of `machine.inputs`: the same for `run` and `journal run --input`.
+    """
+    if isinstance(input, Path):
+        values = inputs.read(input)
+    else:
+        values = convert.to_json(machine.converter, input)
+        inputs.check(values)
+    return runner.prepare(machine, values)
+
+
+def start(
+    journal: Store,
+    target: Target,
+    prepared: Prepared,
+    *,
+    key: str | None = None,
+    options: Options | None = None,
+) -> Outcome[Any]:
+    """Start a run of the prepared machine, whose code is `target`, and execute it to its end;
+    with a run `key` already used, resume or report that run instead. How `run` and
+    `journal run` start every run."""
+    return runner.start(
+        journal,
+        prepared,
+        target=target.location,
+        code_hash=target.code_hash,
+        run_key=key,
+        options=options,
+    )
+
+
+def go_on(
+    journal: Store, run_id: str, target: Target, *, options: Options | None = None
+) -> Outcome[Any]:
+    """Resume the run `run_id` under the machine in `target` and execute it to its end. How
+    `resume` and `journal resume` resume every run."""
+    return runner.resume(
+        journal,
+        run_id,
+        target.machine,
+        target=target.location,
+        code_hash=target.code_hash,
+        options=options,
+    )
 
 
 @contextlib.contextmanager

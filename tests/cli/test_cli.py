@@ -12,9 +12,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 from conftest import FIXTURES, cli, digest, journal_command
 
+from runjournal.cli.executing import Given, execution_options
+from runjournal.cli.main import cli as group
 from runjournal.journal import schema
 
 LINES = str(FIXTURES / "lines.py")
@@ -352,3 +356,27 @@ def test_a_journal_in_a_folder_that_does_not_exist_is_refused_naming_the_folder(
     assert f"its folder {db.parent} does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_the_commands_that_execute_a_run_share_one_set_of_options() -> None:
+    """`run`, `resume` and `fork` take the options of one decorator, `execution_options` (run
+    and resume with the live view's too), and are handed their values as one `Given`."""
+
+    def flags(command: click.Command) -> set[str]:
+        return {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+
+    handed: list[Given] = []
+
+    def command(given: Given) -> None:
+        handed.append(given)
+
+    for live_view in (True, False):
+        made = click.command()(execution_options(live_view=live_view)(command))
+        shared = flags(made)
+        assert ("--log" in shared) == live_view
+        for name in ("run", "resume") if live_view else ("fork",):
+            assert flags(group.commands[name]) - {"--help"} >= shared, name
+        CliRunner().invoke(
+            made, ["--fake-model", "none", "--max-steps", "3"], catch_exceptions=False
+        )
+    assert handed[-1].fake_model == "none" and handed[-1].limits["max_steps"] == 3

@@ -1,4 +1,5 @@
-"""Tests for `journal run --input` (`cli.running.read_input`) on input Python's json cannot hold.
+"""Tests for `journal run --input` (`machine.inputs`, through `machine.api.prepare`) on input
+Python's json cannot hold.
 
 Each is refused before the journal is opened: one line on stderr naming the line and, where
 there is one, the field; exit 2; no journal file. And on input fields the state does not have:
