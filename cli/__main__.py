@@ -1,4 +1,4 @@
-"""`python -m cli` runs the `journal` command."""
+"""`python -m runjournal.cli` runs the `journal` command."""
 
 from runjournal.cli import main
 

@@ -22,8 +22,6 @@ import attrs
 from runjournal.machine.definition import Machine
 from runjournal.machine.errors import TargetLoadError, TargetNotFound
 
-"""runjournal's top-level packages: a module of the same name in a pipeline's folder hides one."""
-
 
 @attrs.frozen
 class Target:
