@@ -14,13 +14,15 @@ from runjournal.cli.costs import cost
 from runjournal.cli.fake import fake_model
 from runjournal.cli.fork import fork
 from runjournal.cli.graph import graph
-from runjournal.cli.inspecting import logs, replay_command, runs, show, verify_command
+from runjournal.cli.inspecting import logs, runs, show
 from runjournal.cli.kill import kill
 from runjournal.cli.migrate import migrate
 from runjournal.cli.output import printable
+from runjournal.cli.replay import replay_command
 from runjournal.cli.running import resume, run
 from runjournal.cli.shared import JournalGroup
 from runjournal.cli.sql import sql
+from runjournal.cli.verify import verify_command
 
 
 @click.group(cls=JournalGroup)

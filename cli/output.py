@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
 from runjournal.journal import Event
 
@@ -332,3 +332,13 @@ def event_json(e: Event) -> str:
             "data": e.data,
         }
     )
+
+
+def write_flushed(stream: IO[str], text: str) -> bool:
+    """Write and flush; False if the stream cannot take it (a full disk, a closed pipe)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""Tests for the progress line (`cli.live.Progress`): on a terminal, one status line rewritten
+"""Tests for the progress line (`cli.progress.Progress`): on a terminal, one status line rewritten
 in place while a run executes, cleared before the outcome; off a terminal, none of it.
 
 The terminal is a pseudo-terminal from pexpect; every wait is on output seen, with a timeout.
@@ -21,7 +21,7 @@ import pexpect
 import pytest
 from conftest import FIXTURES, journal_command
 
-from runjournal.cli.live import _columns
+from runjournal.cli.progress import _columns
 
 LINES = str(FIXTURES / "lines.py")
 SLOW = str(FIXTURES / "slow.json")

@@ -301,7 +301,6 @@ def test_sigkill_mid_parallel_step_then_resume(tmp_path: Path) -> None:
 
     fake = FakeModel(responder=responder, latency=0.05, jitter=0.5)
     checks: list[tuple[int, set[str]]] = []
-    in_flight_at_kill: list[int] = []
     with serve(fake) as server:
         env = {**os.environ, "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-test-1"}
         where = ["--db", str(db), "--quiet"]
@@ -314,9 +313,13 @@ def test_sigkill_mid_parallel_step_then_resume(tmp_path: Path) -> None:
             while answered_count(db) < target and process.poll() is None:
                 assert time.monotonic() < deadline, "no progress in 60 s"
                 time.sleep(0.005)
+            # Killed mid-step: with requests in flight, however slowly a loaded machine sends
+            # them (waiting on what is observed, not on time).
+            while fake.in_flight < 2 and process.poll() is None:
+                assert time.monotonic() < deadline, "no two requests in flight in 60 s"
+                time.sleep(0.001)
             if process.poll() is not None:
                 break  # the run finished before this kill
-            in_flight_at_kill.append(fake.in_flight)
             process.send_signal(signal.SIGKILL)
             process.communicate()
             with lock:
@@ -336,9 +339,6 @@ def test_sigkill_mid_parallel_step_then_resume(tmp_path: Path) -> None:
     for mark, answered in checks:
         again = answered & set(asked[mark:])
         assert not again, f"asked again after being journaled: {sorted(again)[:5]}"
-    # Kills land while requests are in flight (several at once, most of the time); how many
-    # depends on how loaded the machine is, so the bound is loose.
-    assert sorted(in_flight_at_kill)[len(in_flight_at_kill) // 2] >= 2, in_flight_at_kill
     with Journal.open(db, readonly=True) as j:
         (final,) = j.runs()
         assert final.status == "done"
