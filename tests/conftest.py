@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +19,27 @@ from runjournal.journal import Journal
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the package's bytecode once, before the workers start: the suite starts the
+    `journal` command hundreds of times, and where PYTHONDONTWRITEBYTECODE is set (as in
+    many containers) each start would otherwise compile every module again (0.5 s, not 0.4)."""
+    if not hasattr(session.config, "workerinput"):
+        for layer in ("journal", "machine", "cli"):
+            compileall.compile_dir(ROOT / layer, quiet=1)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """One worker more than the cores, four at most: most of a test's time is spent waiting on
+    the processes it started, so a core would otherwise sit idle while its worker waits."""
+    return min(4, (os.cpu_count() or 1) + 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked slow first: handed out first, they run beside the short ones instead of
+    leaving one worker busy with a kill loop after the others have finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
