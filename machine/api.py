@@ -25,6 +25,7 @@ from runjournal.machine import convert, inputs, loader, runner
 from runjournal.machine.definition import Machine
 from runjournal.machine.execution import Options, Outcome
 from runjournal.machine.loader import Target
+from runjournal.machine.model import anthropic_api
 from runjournal.machine.runner import Prepared
 from runjournal.machine.signals import StopRequest, exit_code, stop_on_signals
 
@@ -54,7 +55,8 @@ def run(
     """
     target = loader.locate(machine)
     prepared = prepare(machine, input)
-    with _signals(options) as used, Journal.open(db, create=True, durability=durability) as j:
+    given = _with_models(machine, options)
+    with _signals(given) as used, Journal.open(db, create=True, durability=durability) as j:
         outcome = start(j, target, prepared, key=key, options=used)
     return _told(cast(Outcome[S], outcome), options)
 
@@ -125,6 +127,16 @@ def go_on(
         code_hash=target.code_hash,
         options=options,
     )
+
+
+def _with_models(machine: Machine[Any], options: Options | None) -> Options:
+    """`options` with the models the run will use (the Anthropic API unless they name
+    others), refused now if the machine asks a model and none can answer (no API key): before
+    the journal is opened, as `journal run` does."""
+    given = options or Options()
+    models = given.models or anthropic_api()
+    runner.check_models(machine, models)
+    return attrs.evolve(given, models=models)
 
 
 @contextlib.contextmanager

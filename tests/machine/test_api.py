@@ -23,6 +23,7 @@ from runjournal.machine import (
     DefinitionError,
     InputMismatch,
     Machine,
+    ModelUnavailable,
     Options,
     Transition,
     runner,
@@ -77,6 +78,30 @@ def test_bad_input_touches_nothing(tmp_path: Path) -> None:
     with pytest.raises(InputMismatch, match="books"):
         machine.run(typed.library, {"books": [{"title": "Emma"}]}, db=db)
     assert not db.exists()
+
+
+def test_a_machine_that_asks_without_a_key_touches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No API key and no fake: a machine that asks a model is refused before the journal is
+    created, as `journal run` refuses it."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    m = Machine("asker", state=Asked, start="ask")
+
+    @m.step
+    def ask(ctx: Context, s: Asked) -> Transition:
+        return ctx.finish(attrs.evolve(s, said=ctx.ask(str, prompt=s.prompt)))
+
+    db = tmp_path / "journal.db"
+    with pytest.raises(ModelUnavailable, match="ANTHROPIC_API_KEY"):
+        machine.run(m, {"prompt": "hi"}, db=db)
+    assert not db.exists()
+
+
+@attrs.frozen
+class Asked:
+    prompt: str
+    said: str = ""
 
 
 def test_resume_needs_a_journal(tmp_path: Path) -> None:
