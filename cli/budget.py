@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import click
 
 from runjournal.cli.costs import dollars, plain, spent_json
 from runjournal.cli.output import json_line, printable, table
-from runjournal.cli.shared import InputError, db_option, json_option, open_journal, who
+from runjournal.cli.shared import (
+    DOLLARS,
+    InputError,
+    db_option,
+    dollars_above_zero,
+    json_option,
+    open_journal,
+    who,
+)
 from runjournal.journal.costs import Spent, spent_today
 from runjournal.journal.spending import NUSD
 
@@ -19,12 +27,9 @@ _NONE_YET = Spent(0, 0)
 def _usd(value: str | None, name: str) -> int | None:
     if value is None or value == "none":
         return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        amount = Decimal(-1)
-    if not amount.is_finite() or amount <= 0:
-        raise InputError(f"{name} must be an amount of dollars above 0 (or none), not {value!r}")
+    amount = dollars_above_zero(value)
+    if amount is None:
+        raise InputError(f"{name} must be {DOLLARS} (or none), not {value!r}")
     return int(amount * NUSD)
 
 

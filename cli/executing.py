@@ -10,7 +10,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,8 +21,10 @@ from runjournal.cli import live
 from runjournal.cli.costs import spent_words
 from runjournal.cli.output import plural, printable
 from runjournal.cli.shared import (
+    DOLLARS,
     F,
     db_option,
+    dollars_above_zero,
     durability_option,
     open_journal,
     redact_env_option,
@@ -143,12 +145,9 @@ def model_options(fn: F) -> F:
 def _cost_cap(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
     if value is None:
         return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        amount = Decimal(-1)
-    if not amount.is_finite() or amount <= 0:
-        raise click.BadParameter(f"an amount of dollars above 0, not {value!r}", ctx, param)
+    amount = dollars_above_zero(value)
+    if amount is None:
+        raise click.BadParameter(f"{DOLLARS}, not {value!r}", ctx, param)
     return amount
 
 

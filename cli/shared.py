@@ -21,6 +21,7 @@ import getpass
 import os
 import socket
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -157,6 +158,23 @@ def redact_env_option(fn: F) -> F:
         help="The value of environment variable NAME is replaced by [redacted] in everything "
         "written to the journal and printed (repeatable). ANTHROPIC_API_KEY always is.",
     )(fn)
+
+
+FEWEST_USD = Decimal("0.000000001")
+MOST_USD = Decimal(10**9)
+"""The range of a cap or a budget: the journal keeps money as integers of nano-dollars, which
+SQLite holds up to about 9.2e9 dollars."""
+DOLLARS = f"an amount of dollars from {FEWEST_USD:f} to {MOST_USD}"
+
+
+def dollars_above_zero(value: str) -> Decimal | None:
+    """`value` as an amount of dollars (a cap, a budget) from a nano-dollar to a billion, or
+    None if it is not one."""
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and FEWEST_USD <= amount <= MOST_USD else None
 
 
 def who(by: str | None) -> str:

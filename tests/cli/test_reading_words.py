@@ -189,3 +189,29 @@ def test_show_and_logs_with_no_run_at_all_fail_in_one_line(tmp_path: Path, comma
     (line,) = result.stderr.splitlines()
     assert "no runs in" in line and "journal run" in line
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("amount", ["0", "-1", "nan", "inf", "abc", "1e-12", "1e10", "1e400"])
+def test_an_amount_that_is_not_dollars_a_journal_can_hold_is_refused(
+    costly: Path, tmp_path: Path, amount: str
+) -> None:
+    """A budget or a cost cap is from a nano-dollar to a billion dollars: the journal keeps
+    money as integers of nano-dollars, and 1e10 dollars is past what SQLite's integers hold.
+    Refused in one line, exit 2, nothing written."""
+    db = tmp_path / "journal.db"
+    with sqlite3.connect(costly) as source, sqlite3.connect(db) as copy:
+        source.backup(copy)
+    before = cli("budget", "--json", db=db).stdout
+    refused = cli("budget", "set", "triage", "--per-day", amount, db=db)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == (
+        f"Error: --per-day must be an amount of dollars from 0.000000001 to 1000000000 (or "
+        f"none), not {amount!r}\n"
+    )
+    assert cli("budget", "--json", db=db).stdout == before
+    runs = len(cli("runs", "--json", db=db).stdout.splitlines())
+    capped = cli("run", LINES, "--input", str(FIXTURES / "lines.json"), "--max-cost", amount, db=db)
+    assert capped.returncode == 2
+    (line,) = capped.stderr.splitlines()
+    assert "an amount of dollars from 0.000000001 to 1000000000" in line, line
+    assert len(cli("runs", "--json", db=db).stdout.splitlines()) == runs
