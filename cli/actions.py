@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -11,7 +10,7 @@ import click
 
 from runjournal.cli.inspecting import status_of
 from runjournal.cli.output import json_line, printable, table
-from runjournal.cli.shared import InputError, db_option, json_option, open_journal, who
+from runjournal.cli.shared import Db, InputError, db_option, json_option, open_journal, who
 from runjournal.journal.events import dumps
 from runjournal.machine.actions import IN_DOUBT, resolve
 
@@ -25,7 +24,7 @@ from runjournal.machine.actions import IN_DOUBT, resolve
 )
 @json_option
 @db_option
-def actions(run_id: str | None, in_doubt: bool, as_json: bool, db: Path | None) -> None:
+def actions(run_id: str | None, in_doubt: bool, as_json: bool, db: Db | None) -> None:
     """List irreversible actions: run, step, name, key, status, attempts, result, times.
 
     \b
@@ -80,7 +79,7 @@ def resolve_command(
     result_json: str | None,
     name: str | None,
     by: str | None,
-    db: Path | None,
+    db: Db | None,
 ) -> None:
     """Record what happened to RUN's action KEY, whose outcome is unknown.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 import click
 
@@ -11,6 +10,7 @@ from runjournal.cli.costs import dollars, plain, spent_json
 from runjournal.cli.output import json_line, printable, table
 from runjournal.cli.shared import (
     DOLLARS,
+    Db,
     InputError,
     db_option,
     dollars_above_zero,
@@ -37,7 +37,7 @@ def _usd(value: str | None, name: str) -> int | None:
 @json_option
 @db_option
 @click.pass_context
-def budget(ctx: click.Context, as_json: bool, db: Path | None) -> None:
+def budget(ctx: click.Context, as_json: bool, db: Db | None) -> None:
     """List the machines' budgets, with what each spent today (UTC): billed, possibly billed
     (requests whose outcome is unknown, at their worst case) and the total of the two, which
     is what the budget counts.
@@ -116,7 +116,7 @@ def _shown(nusd: int | None) -> str:
 @click.option("--by", help="Who sets it. Default: your user name @ this host.")
 @db_option
 def set_budget(
-    machine_name: str, per_day: str | None, per_run: str | None, by: str | None, db: Path | None
+    machine_name: str, per_day: str | None, per_run: str | None, by: str | None, db: Db | None
 ) -> None:
     """Set MACHINE's budget; `none` removes a part of it.
 
@@ -140,7 +140,7 @@ def set_budget(
     if not journal.runs(machine=machine_name, limit=1):
         # Set before the machine's first run is fine; a misspelt name would cap nothing.
         warning = (
-            f"warning: no run of machine {machine_name!r} in {journal.path} yet: the budget "
+            f"warning: no run of machine {machine_name!r} in {journal.location} yet: the budget "
             "holds once one starts (check the name with `journal runs`)"
         )
         click.echo(printable(warning), err=True)

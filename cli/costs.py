@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Final
 
 import click
 
 from runjournal.cli.output import json_line, table
-from runjournal.cli.shared import db_option, json_option, open_journal
+from runjournal.cli.shared import Db, db_option, json_option, open_journal
 from runjournal.journal import costs
 from runjournal.journal.costs import Spent
 
@@ -104,7 +103,7 @@ def cost(
     machine: str | None,
     wide: bool,
     as_json: bool,
-    db: Path | None,
+    db: Db | None,
 ) -> None:
     """Sum calls, tokens and cost of the journal's model requests, grouped.
 

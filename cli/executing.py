@@ -22,6 +22,7 @@ from runjournal.cli.costs import spent_words
 from runjournal.cli.output import plural, printable
 from runjournal.cli.shared import (
     DOLLARS,
+    Db,
     F,
     db_option,
     dollars_above_zero,
@@ -29,7 +30,7 @@ from runjournal.cli.shared import (
     open_journal,
     redact_env_option,
 )
-from runjournal.journal import Durability, Journal
+from runjournal.journal import Durability, Store
 from runjournal.journal.costs import Spent
 from runjournal.machine import Options, Outcome, RateLimits, signals
 from runjournal.machine.errors import Interrupted
@@ -54,7 +55,7 @@ class Given:
     otpm: int | None
     limits: dict[str, Any]
     durability: Durability
-    db: Path | None
+    db: Db | None
 
     def options(self, **how: Any) -> Options:
         """The `Options` runs execute with: the models (bad specs, price and capabilities
@@ -66,7 +67,7 @@ class Given:
             **how,
         )
 
-    def journal(self, *, create: bool = False) -> Journal:
+    def journal(self, *, create: bool = False) -> Store:
         """The journal, open for writing (an older one upgraded; with `create`, made)."""
         return open_journal(self.db, write=True, create=create, durability=self.durability)
 

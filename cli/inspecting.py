@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -13,12 +12,12 @@ import click
 from runjournal.cli.costs import dollars, spent_json, spent_words
 from runjournal.cli.output import event_json, event_line, json_line, plural, printable, table
 from runjournal.cli.shared import (
+    Db,
     db_option,
     json_option,
     open_journal,
 )
 from runjournal.journal import (
-    Journal,
     Run,
     RunNotFound,
     Store,
@@ -76,7 +75,7 @@ def runs(
     statuses: tuple[str, ...],
     machine: str | None,
     as_json: bool,
-    db: Path | None,
+    db: Db | None,
 ) -> None:
     """List the journal's runs, newest first.
 
@@ -139,17 +138,17 @@ def spent(run: Run) -> Spent:
     return Spent.of(run.cost_nusd, run.total_nusd)
 
 
-def latest(journal: Journal) -> Run:
+def latest(journal: Store) -> Run:
     """The run created last, for a command given no RUN; said on stderr. RunNotFound."""
     found = journal.runs(limit=1)
     if not found:
-        msg = f"no runs in {journal.path} yet: start one with `journal run`, or give --db"
+        msg = f"no runs in {journal.location} yet: start one with `journal run`, or give --db"
         raise RunNotFound(msg)
     click.echo(f"latest run: {found[0].run_id}", err=True)
     return found[0]
 
 
-def chosen(journal: Journal, run_id: str | None) -> Run:
+def chosen(journal: Store, run_id: str | None) -> Run:
     """The run RUN names, or the latest without one."""
     return latest(journal) if run_id is None else journal.find_run(run_id)
 
@@ -158,7 +157,7 @@ def chosen(journal: Journal, run_id: str | None) -> Run:
 @click.argument("run_id", metavar="[RUN]", required=False)
 @json_option
 @db_option
-def show(run_id: str | None, as_json: bool, db: Path | None) -> None:
+def show(run_id: str | None, as_json: bool, db: Db | None) -> None:
     """Show where RUN stands: status, step, counts, money, lineage, holder, error.
 
     RUN is a run id or any unique prefix of one; without it, the latest run (named on stderr).
@@ -313,7 +312,7 @@ def logs(
     since: int,
     follow: bool,
     as_json: bool,
-    db: Path | None,
+    db: Db | None,
 ) -> None:
     """Print RUN's events, one logfmt line each: at, run_id, seq, step, kind, then every field
     of the event's data under its own name, nested ones with dotted keys.

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
-from runjournal.cli.shared import db_option, open_journal, who
+from runjournal.cli.shared import Db, db_option, open_journal, who
 from runjournal.journal import Run, Store
 from runjournal.machine.stopping import KILLABLE
 from runjournal.machine.stopping import kill as kill_run
@@ -26,7 +25,7 @@ def kill(
     machine: str | None,
     reason: str | None,
     by: str | None,
-    db: Path | None,
+    db: Db | None,
 ) -> None:
     """Stop RUN (or --all runs) now: it ends `killed`, and `journal resume` can go on later.
 

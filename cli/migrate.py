@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from runjournal.cli.shared import db_option, open_journal
-from runjournal.journal import JournalCorrupt, schema
+from runjournal.cli.shared import Db, db_option, open_journal
+from runjournal.journal import Journal, JournalCorrupt, schema
 from runjournal.journal.verify import record
 
 
 @click.command()
 @db_option
-def migrate(db: Path | None) -> None:
+def migrate(db: Db | None) -> None:
     """Bring the journal's schema up to date with this runjournal.
 
     Reading commands refuse a journal of an older schema rather than change it; this command,
@@ -26,18 +24,22 @@ def migrate(db: Path | None) -> None:
         journal migrate --db /var/lib/pipelines/journal.db
     """
     journal = open_journal(db, write=True)
+    if not isinstance(journal, Journal):
+        # PostgreSQL: opening it to write migrated it, under an advisory lock.
+        click.echo(f"{journal.location}: up to date")
+        return
     problems = record(journal)
     if problems:
         first = problems[0]
         where = f"run {first.run_id}, " if first.run_id else ""
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         msg = (
-            f"{journal.path} is damaged: {where}{first.what}{more}; "
-            f"`journal verify --db {journal.path}` names all that is wrong"
+            f"{journal.location} is damaged: {where}{first.what}{more}; "
+            f"`journal verify --db {journal.location}` names all that is wrong"
         )
         raise JournalCorrupt(msg)
     now = len(schema.MIGRATIONS)
     if journal.schema_found == now:
-        click.echo(f"{journal.path}: schema {now}, up to date")
+        click.echo(f"{journal.location}: schema {now}, up to date")
     else:
-        click.echo(f"{journal.path}: schema {journal.schema_found} -> {now}")
+        click.echo(f"{journal.location}: schema {journal.schema_found} -> {now}")

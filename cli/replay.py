@@ -4,13 +4,13 @@ with --rerun, the machine's code executed again against it."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import attrs
 import click
 
 from runjournal.cli.output import json_line, printable, short
 from runjournal.cli.shared import (
+    Db,
     InputError,
     db_option,
     json_option,
@@ -57,7 +57,7 @@ def replay_command(
     target: str | None,
     debug: bool,
     as_json: bool,
-    db: Path | None,
+    db: Db | None,
 ) -> None:
     """Show RUN's state after each transition, folded from the journal alone; or, with
     --rerun, execute the machine's code again against it.

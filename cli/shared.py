@@ -35,14 +35,15 @@ from runjournal.journal import (
     DiskFailed,
     DiskFull,
     Durability,
-    Journal,
     JournalBusy,
     JournalCorrupt,
     JournalError,
     LeaseHeld,
     LeaseLost,
     ReadOnlyJournal,
+    Store,
 )
+from runjournal.journal.stores import is_url, open_store
 from runjournal.machine import MachineError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -183,28 +184,50 @@ def who(by: str | None) -> str:
     return by or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
+Db = Path | str
+"""Where a journal is: a SQLite file's path, or a PostgreSQL URL (`postgresql://...`)."""
+
+
+class _Location(click.ParamType):  # type: ignore[type-arg]
+    """A journal file, or a `postgresql://` URL (kept as text: a path would fold its `//`)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Db:
+        if isinstance(value, Path) or is_url(str(value)):
+            return value if isinstance(value, Path) else str(value)
+        path = Path(value)
+        if path.is_dir():
+            self.fail(f"{printable(str(path))!r} is a folder, not a journal file", param, ctx)
+        return path
+
+
 def db_option(fn: F) -> F:
-    """`--db PATH`, with `JOURNAL_DB` and then ./journal.db as the defaults."""
+    """`--db PATH|URL`, with `JOURNAL_DB` and then ./journal.db as the defaults."""
     return click.option(
         "--db",
         "db",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=_Location(),
         default=None,
-        help="The journal file. Default: $JOURNAL_DB, else ./journal.db.",
+        help="The journal: a SQLite file, or a PostgreSQL database (postgresql://...). "
+        "Default: $JOURNAL_DB, else ./journal.db.",
     )(fn)
 
 
-def db_path(db: Path | None) -> Path:
-    return db or Path(os.environ.get("JOURNAL_DB") or "journal.db")
+def db_path(db: Db | None) -> Db:
+    if db is not None:
+        return db
+    named = os.environ.get("JOURNAL_DB") or "journal.db"
+    return named if is_url(named) else Path(named)
 
 
 def open_journal(
-    db: Path | None,
+    db: Db | None,
     *,
     write: bool = False,
     create: bool = False,
     durability: Durability = "normal",
-) -> Journal:
+) -> Store:
     """Open the journal for this command, for reading unless it writes; closed at its end.
 
     Reading never writes, never waits for a writer, and works on read-only media. Only `write`
@@ -213,13 +236,13 @@ def open_journal(
     path = db_path(db)
     ctx = click.get_current_context()
     ctx.meta[_DB] = path
-    journal = Journal.open(
+    journal = open_store(
         path,
         create=create,
         readonly=not (write or create),
         durability=durability,
         timeout=_busy_timeout(),
-        secrets=secrets(),
+        secrets=tuple(secrets()),
     )
     ctx.call_on_close(journal.close)
     return journal

@@ -14,15 +14,14 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
 from runjournal.cli.output import json_line, printable, table
-from runjournal.cli.shared import db_option, db_path, open_journal
-from runjournal.journal import QueryStopped, query
+from runjournal.cli.shared import Db, db_option, open_journal
+from runjournal.journal import QueryStopped
 from runjournal.journal.query import Rows
 
 UNWATCHED_TIMEOUT = 60.0
@@ -66,9 +65,7 @@ def _ctrl_c() -> Iterator[Callable[[], bool]]:
     "a pipe).",
 )
 @db_option
-def sql(
-    statement: str, as_json: bool, as_csv: bool, timeout: float | None, db: Path | None
-) -> None:
+def sql(statement: str, as_json: bool, as_csv: bool, timeout: float | None, db: Db | None) -> None:
     """Run one read-only SQL STATEMENT against the journal.
 
     Tables: runs, events, leases, blobs; views: decisions, effects, transitions. Any statement
@@ -86,9 +83,10 @@ def sql(
         raise click.UsageError("use one of --json and --csv")
     limit = default_timeout(sys.stdout.isatty()) if timeout is None else timeout or None
     with _ctrl_c() as interrupted:
-        open_journal(db)  # a journal from a newer runjournal, or not a journal, is refused here
+        # A journal from a newer runjournal, or not a journal, is refused here.
+        journal = open_journal(db)
         try:
-            result = query(db_path(db), statement, timeout=limit, interrupted=interrupted)
+            result = journal.query(statement, timeout=limit, interrupted=interrupted)
             _print(result, as_json=as_json, as_csv=as_csv)
         except QueryStopped as e:
             raise click.ClickException(_stopped(e, given=timeout is not None)) from e

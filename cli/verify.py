@@ -4,21 +4,20 @@ events, checked."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import attrs
 import click
 
 from runjournal.cli.output import plural, printable
-from runjournal.cli.shared import db_option, db_path, json_option, open_journal
-from runjournal.journal import JournalCorrupt, Problem, heads, verify
+from runjournal.cli.shared import Db, db_option, db_path, json_option, open_journal
+from runjournal.journal import JournalCorrupt, Problem
 
 
 @click.command("verify")
 @click.argument("run_id", metavar="[RUN]", required=False)
 @json_option
 @db_option
-def verify_command(run_id: str | None, as_json: bool, db: Path | None) -> None:
+def verify_command(run_id: str | None, as_json: bool, db: Db | None) -> None:
     """Check the journal: the file, each run's hash chain, and all that is derived from events.
 
     Each run's hash chain is computed again and the first event that does not match is named
@@ -36,9 +35,9 @@ def verify_command(run_id: str | None, as_json: bool, db: Path | None) -> None:
     try:
         journal = open_journal(db)
         run = journal.find_run(run_id).run_id if run_id is not None else None
-        problems = verify(journal, run)
+        problems = journal.verify(run)
         damaged = any(p.what.startswith("sqlite:") for p in problems)
-        last = {} if damaged else heads(journal, run)
+        last = {} if damaged else journal.heads(run)
     except JournalCorrupt as e:
         # The command that reports damage reports it, even where the file cannot be read.
         problems, last = [Problem(None, f"sqlite: {e.__cause__ or e}")], {}

@@ -54,9 +54,10 @@ from runjournal.journal.fold import Change, StateAt, replay, state_at
 from runjournal.journal.leases import Holder, Lease
 from runjournal.journal.protocol import Querying, Store
 from runjournal.journal.query import Rows, query
-from runjournal.journal.rows import Action, Run
+from runjournal.journal.rows import Action, Problem, Run
 from runjournal.journal.store import Journal
-from runjournal.journal.verify import Problem, heads, verify
+from runjournal.journal.stores import is_url, open_store
+from runjournal.journal.verify import heads, verify
 from runjournal.journal.writer import Heartbeat, RunWriter
 
 __all__ = [
@@ -104,7 +105,9 @@ __all__ = [
     "Store",
     "events",
     "heads",
+    "is_url",
     "kinds",
+    "open_store",
     "query",
     "replay",
     "state_at",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from runjournal.journal.errors import ConcurrentAppend
 
@@ -33,6 +34,26 @@ def event_hash(
     """
     head = _header([previous, run_id, seq, at, kind, step])
     return hashlib.sha256(f"{head}\n{data}".encode()).hexdigest()
+
+
+def first_break(
+    run_id: str, first: int, previous: str, rows: Iterable[Sequence[Any]]
+) -> str | None:
+    """What is wrong with a run's events from seq `first` on, given as rows `(seq, at, kind,
+    step, data, hash)` in seq order, the event before `first` having hash `previous`: a
+    missing seq, or an event its stored hash does not chain to. None when they are sound."""
+    expected = first
+    for seq, at, kind, step, data, stored in rows:
+        if seq != expected:
+            return f"seq {expected} is gone"
+        previous = event_hash(previous, run_id, seq, at, kind, step, data)
+        if previous != stored:
+            return (
+                f"the hash chain breaks at seq {seq} ({kind}): this event, or one before it, "
+                "was changed, removed or moved"
+            )
+        expected += 1
+    return None
 
 
 class Heads:

@@ -52,6 +52,8 @@ class Connected(StoreBase):
         super().__init__(secrets=secrets)
         self.conn = conn
         self.path = path
+        self.location = str(path)
+        """What messages call this journal: its file."""
         self.readonly = readonly
         """Opened for reading: every write is refused (ReadOnlyJournal)."""
         self.schema_found = len(schema.MIGRATIONS)

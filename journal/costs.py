@@ -21,19 +21,19 @@ from typing import Any, Final
 import attrs
 
 from runjournal.journal.events import timestamp
+from runjournal.journal.protocol import Store
 from runjournal.journal.spending import NUSD
-from runjournal.journal.store import Journal
 
 BY: Final = ("run", "machine", "version", "model", "day")
 
 _TOKENS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
 _SUMS = ", ".join(
     [
-        "sum(model_calls)",
-        "sum(model_requests)",
-        *(f"sum({t})" for t in _TOKENS),
-        "sum(cost_nusd)",
-        "sum(total_nusd)",
+        # Cast: PostgreSQL sums integers as numeric.
+        *(
+            f"CAST(sum({c}) AS BIGINT)"
+            for c in ("model_calls", "model_requests", *_TOKENS, "cost_nusd", "total_nusd")
+        ),
     ]
 )
 _GROUPS: Final = {
@@ -80,17 +80,16 @@ class Spent:
         return cls(cost_nusd or 0, (total_nusd or 0) - (cost_nusd or 0))
 
 
-def spent_today(journal: Journal) -> dict[str, Spent]:
+def spent_today(journal: Store) -> dict[str, Spent]:
     """What each machine spent today (UTC, by the day each request was sent): what its budget
     is checked against. A machine with no request today is absent."""
     day = timestamp(journal.clock())[:10]
-    with journal.translating():
-        rows = journal.conn.execute(
-            "SELECT machine, sum(cost_nusd), sum(total_nusd) FROM spend WHERE day = ? "
-            "GROUP BY machine",
-            (day,),
-        )
-        return {machine: Spent.of(billed, total) for machine, billed, total in rows}
+    rows = journal.query(
+        "SELECT machine, CAST(sum(cost_nusd) AS BIGINT), CAST(sum(total_nusd) AS BIGINT) "
+        "FROM spend WHERE day = ? GROUP BY machine",
+        (day,),
+    ).rows
+    return {machine: Spent.of(billed, total) for machine, billed, total in rows}
 
 
 @attrs.frozen
@@ -106,19 +105,23 @@ def _usd(nusd: int | None) -> Decimal:
 
 
 def report(
-    journal: Journal, by: str, *, since: datetime.date | None = None, machine: str | None = None
+    journal: Store, by: str, *, since: datetime.date | None = None, machine: str | None = None
 ) -> Report:
     """Cost by `by` (one of BY), of runs started (or, by model and day, requests sent) on or
     after `since`, of one machine or all."""
     keys, group, table, per_step = _GROUPS[by]
-    where, params = ["1"], []
+    where, params = ["true"], []
     if since is not None:
         where.append("started_at >= ?" if table == "runs" else "day >= ?")
         params.append(since.isoformat())
     if machine is not None:
         where.append("machine = ?")
         params.append(machine)
-    extra = ", sum(steps), sum(decisions)" if per_step else ", NULL, NULL"
+    extra = (
+        ", CAST(sum(steps) AS BIGINT), CAST(sum(decisions) AS BIGINT)"
+        if per_step
+        else ", NULL, NULL"
+    )
     group_by = group.removesuffix(", min(started_at)")
     order = "min(ordinal)" if table == "runs" else group_by
     sql = (
@@ -126,9 +129,7 @@ def report(
         f"GROUP BY {group_by} ORDER BY {order}"
     )
     rows = []
-    with journal.translating():
-        found = journal.conn.execute(sql, params).fetchall()
-    for row in found:
+    for row in journal.query(sql, params).rows:
         shown = row[: len(keys)]
         calls, requests, *tokens, billed, total, steps, decisions = row[len(keys) :]
         spent = Spent.of(billed, total)

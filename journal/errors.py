@@ -120,6 +120,14 @@ class DiskFailed(JournalError):
     """SQLite could not read or write the file: an I/O error from the disk or the system."""
 
 
+class JournalUnreachable(JournalError):
+    """The journal's database server cannot be reached, or refused this connection."""
+
+
+class BackendMissing(JournalError):
+    """The journal names a database whose driver is not installed (an optional extra)."""
+
+
 class QueryStopped(JournalError):
     """A read-only query was stopped before it ended: interrupted, or out of time.
 

@@ -47,7 +47,7 @@ from runjournal.journal.batch import Batch
 from runjournal.journal.events import Clock, Event
 from runjournal.journal.leases import Holder, KillRequest, Lease
 from runjournal.journal.query import Rows
-from runjournal.journal.rows import Action, Run
+from runjournal.journal.rows import Action, Problem, Run
 from runjournal.journal.spending import Budget, Reserve
 
 
@@ -238,6 +238,27 @@ class Spending(Protocol):
         ...
 
 
+class Auditing(Protocol):
+    """Checking the record: what `journal verify` reports, on any backend."""
+
+    def verify(self, run_id: str | None = None) -> list[Problem]:
+        """Every problem found, in the whole journal or in one run; empty means it is sound:
+        each run's seqs and hash chain, its blobs, its snapshots, and the derived tables
+        against a rebuild from the events (which writes nothing). What the engine cannot
+        read is a problem too, reported, not raised."""
+        ...
+
+    def heads(self, run_id: str | None = None) -> dict[str, tuple[int, str]]:
+        """The last seq and hash of each run (or of one): kept elsewhere, they show that a run
+        was not rewritten since."""
+        ...
+
+    def check_run(self, run_id: str, *, upto: int | None = None) -> None:
+        """JournalCorrupt if the part of the run a writer builds on (its first event and
+        input, and from its newest state at or before `upto` on) fails its hash chain."""
+        ...
+
+
 class Redacting(Protocol):
     """The secrets kept out of everything written. Written once, in `journal.base.StoreBase`:
     no backend implements it."""
@@ -257,8 +278,18 @@ class Redacting(Protocol):
         ...
 
 
-class Backend(EventLog, Views, Leases, Spending, Protocol):
+class Backend(EventLog, Views, Leases, Spending, Auditing, Protocol):
     """What a backend writes itself, in its own SQL: every role, and its lifecycle."""
+
+    @property
+    def location(self) -> str:
+        """What messages call this journal: its file's path, or its database (no password)."""
+        ...
+
+    @property
+    def readonly(self) -> bool:
+        """Whether it was opened for reading only."""
+        ...
 
     @property
     def clock(self) -> Clock:

@@ -97,3 +97,12 @@ class Action:
 
 
 ACTION_COLUMNS = ", ".join(f.name for f in attrs.fields(Action))
+
+
+@attrs.frozen
+class Problem:
+    """Something wrong in the journal: the run (None for the whole file) and seq it concerns."""
+
+    run_id: str | None
+    what: str
+    seq: int | None = None

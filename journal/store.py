@@ -32,7 +32,8 @@ from runjournal.journal.errors import (
 from runjournal.journal.events import Event, timestamp
 from runjournal.journal.leases import Holder, Lease
 from runjournal.journal.reading import Reading
-from runjournal.journal.rows import Run
+from runjournal.journal.rows import Problem, Run
+from runjournal.journal.verify import heads, verify
 
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, at, kind, step, data, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -171,6 +172,14 @@ class Journal(Reading):
         """Derive the runs table again from the events alone."""
         with self._write() as conn:
             projection._rebuild(conn, lambda run_id: self.events(run_id))
+
+    def verify(self, run_id: str | None = None) -> list[Problem]:
+        """Every problem found, in the whole journal or in one run (journal/verify.py)."""
+        return verify(self, run_id)
+
+    def heads(self, run_id: str | None = None) -> dict[str, tuple[int, str]]:
+        """The last seq and hash of each run (or of one)."""
+        return heads(self, run_id)
 
     # Leases
 

@@ -16,12 +16,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
-import attrs
-
 from runjournal.journal import blobs, chain, delta, fold, parts, projection
 from runjournal.journal import events as k
 from runjournal.journal.errors import BlobMissing
 from runjournal.journal.protocol import Store
+from runjournal.journal.rows import Problem
 
 
 class SQLStore(Store, Protocol):
@@ -39,15 +38,6 @@ class SQLStore(Store, Protocol):
     def translating(self) -> AbstractContextManager[None]:
         """SQLite's errors inside raised as the journal's own."""
         ...
-
-
-@attrs.frozen
-class Problem:
-    """Something wrong in the journal: the run (None for the whole file) and seq it concerns."""
-
-    run_id: str | None
-    what: str
-    seq: int | None = None
 
 
 def verify(journal: SQLStore, run_id: str | None = None) -> list[Problem]:
@@ -97,18 +87,7 @@ def verify_part(
         + " ORDER BY seq"
     )
     params: tuple[Any, ...] = (run_id, first) if upto is None else (run_id, first, upto)
-    expected = first
-    for seq, at, kind, step, data, stored in conn.execute(sql, params):
-        if seq != expected:
-            return f"seq {expected} is gone"
-        previous = chain.event_hash(previous, run_id, seq, at, kind, step, data)
-        if previous != stored:
-            return (
-                f"the hash chain breaks at seq {seq} ({kind}): this event, or one before it, "
-                "was changed, removed or moved"
-            )
-        expected += 1
-    return None
+    return chain.first_break(run_id, first, previous, conn.execute(sql, params))
 
 
 def heads(journal: SQLStore, run_id: str | None = None) -> dict[str, tuple[int, str]]:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from runjournal.journal import Durability, Journal, Store
+from runjournal.journal import Durability, Store, open_store
 from runjournal.machine import convert, inputs, loader, runner
 from runjournal.machine.definition import Machine
 from runjournal.machine.execution import Options, Outcome
@@ -41,7 +41,8 @@ def run(
     options: Options | None = None,
     durability: Durability = "normal",
 ) -> Outcome[S]:
-    """Start a run of `machine` on `input` and execute it to its end; the journal is `db`.
+    """Start a run of `machine` on `input` and execute it to its end; the journal is `db`, a
+    SQLite file or a PostgreSQL URL (`postgresql://...`).
 
     `input` is a file `journal run --input` would read (a `Path`: a JSON document, or JSON Lines
     as a list), what it would read from one (JSON values), or Python values of the machine's
@@ -56,7 +57,7 @@ def run(
     target = loader.locate(machine)
     prepared = prepare(machine, input)
     given = _with_models(machine, options)
-    with _signals(given) as used, Journal.open(db, create=True, durability=durability) as j:
+    with _signals(given) as used, open_store(db, create=True, durability=durability) as j:
         outcome = start(j, target, prepared, key=key, options=used)
     return _told(cast(Outcome[S], outcome), options)
 
@@ -72,7 +73,7 @@ def resume(
     """Resume the run `run_id` (or a unique prefix of it) of `machine` and execute it to its
     end: model calls, effects and actions the journal holds are not done again."""
     target = loader.locate(machine)
-    with _signals(options) as used, Journal.open(db, durability=durability) as journal:
+    with _signals(options) as used, open_store(db, durability=durability) as journal:
         found = journal.find_run(run_id)
         outcome = go_on(journal, found.run_id, target, options=used)
     return _told(cast(Outcome[S], outcome), options)
