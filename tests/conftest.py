@@ -1,4 +1,5 @@
-"""Shared test helpers: a fresh journal file, the `journal` command as a real subprocess."""
+"""Shared test helpers: a fresh journal file, the `journal` command as a real subprocess, a
+PostgreSQL server of the suite's own (tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import compileall
 import contextlib
 import hashlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import postgres
 import pytest
 
 from runjournal.journal import Journal
@@ -52,6 +56,32 @@ def journal(db: Path) -> Iterator[Journal]:
     j = Journal.open(db, create=True)
     yield j
     j.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.Cluster]:
+    """A PostgreSQL server of the session's own, on a Unix socket in a temporary folder (each
+    xdist worker starts its own, the first time one of its tests asks); where PostgreSQL is
+    missing or does not start, the tests that need it are skipped, saying why."""
+    bindir = postgres.find_bindir()
+    if isinstance(bindir, str):
+        pytest.skip(bindir)
+    cluster = postgres.Cluster(bindir)
+    try:
+        cluster.start()
+    except postgres.ClusterError as e:
+        pytest.skip(f"PostgreSQL did not start: {e}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_url(postgres_cluster: postgres.Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a new, empty database for the test module, dropped after its last test."""
+    module = re.sub(r"\W", "_", request.module.__name__.rpartition(".")[2])[:40]
+    name = f"{module}_{uuid.uuid4().hex[:8]}"
+    yield postgres_cluster.create_database(name)
+    postgres_cluster.drop_database(name)
 
 
 def journal_command() -> list[str]:
