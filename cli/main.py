@@ -23,6 +23,7 @@ from runjournal.cli.running import resume, run
 from runjournal.cli.shared import JournalGroup
 from runjournal.cli.sql import sql
 from runjournal.cli.verify import verify_command
+from runjournal.cli.worker import submit, worker
 
 
 @click.group(cls=JournalGroup)
@@ -54,6 +55,8 @@ cli.add_command(kill)
 cli.add_command(budget)
 cli.add_command(fork)
 cli.add_command(graph)
+cli.add_command(submit)
+cli.add_command(worker)
 
 
 def main() -> None:

@@ -128,6 +128,7 @@ def start(
     forked_from: tuple[str, int] | None,
     redact: Redact,
     secrets: Sequence[str],
+    submitted: bool = False,
 ) -> Batch:
     """A new run's `run.started` as a batch: its input stored as a blob, and the big members of
     its input and first state as blobs of their own (journal/parts.py), secrets redacted.
@@ -152,6 +153,7 @@ def start(
         forked_from={"run_id": forked_from[0], "seq": forked_from[1]} if forked_from else None,
         input_parts=input_parts,
         state_parts=state_parts,
+        submitted=submitted or None,
     ).as_json()
     started = Event(run_id, 1, at, k.RUN_STARTED, None, data)
     return prepare([started], blobs=[*held, *more, whole], redact=redact, secrets=secrets)

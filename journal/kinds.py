@@ -56,6 +56,7 @@ class RunStarted(Data):
     forked_from: dict[str, Any] | None = _doc("{run_id, seq} of the run forked from", None)
     input_parts: dict[str, str] | None = _doc("the input's big members: blob hash by name", None)
     state_parts: dict[str, str] | None = _doc("the state's big members: blob hash by name", None)
+    submitted: bool | None = _doc("recorded for a worker to execute (`journal submit`)", None)
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +71,8 @@ class RunResumed(Data):
     taken_over_from: str | None = _doc("the lease holder it took over from, if any", None)
     limits: dict[str, Any] | None = _doc("the limits in force", None)
     limit_overrides: dict[str, Any] | None = _doc("the limits given for this run alone", None)
+    host: str | None = _doc("the host of the process that took it up", None)
+    pid: int | None = _doc("that process's id", None)
 
 
 @attrs.frozen(kw_only=True)

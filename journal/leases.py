@@ -16,6 +16,8 @@ import os
 import socket
 import sqlite3
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -104,6 +106,30 @@ def _process_alive(pid: int, process_start: str | None) -> bool:
 
 
 _COLUMNS = "run_id, owner, pid, host, process_start, acquired_at, expires_at"
+
+
+RUNNABLE = ("submitted", "running", "interrupted", "resolved")
+"""The statuses a worker takes a run up in (`running`: its process ended without letting go)."""
+
+
+def claimable(
+    now: float, machines: Sequence[str] | None, excluded: Sequence[str] = ()
+) -> tuple[str, list[Any]]:
+    """SQL (`%s` parameters) of the runs a worker may claim now, first created first: runnable
+    and with no lease, or one that expired."""
+    marks = ", ".join(["%s"] * len(RUNNABLE))
+    sql = (
+        f"SELECT run_id FROM runs r WHERE status IN ({marks}) AND NOT EXISTS "
+        "(SELECT 1 FROM leases l WHERE l.run_id = r.run_id AND l.expires_at > %s)"
+    )
+    params: list[Any] = [*RUNNABLE, now]
+    if machines:
+        sql += f" AND machine IN ({', '.join(['%s'] * len(machines))})"
+        params += machines
+    if excluded:
+        sql += f" AND run_id NOT IN ({', '.join(['%s'] * len(excluded))})"
+        params += excluded
+    return sql + " ORDER BY ordinal LIMIT 8", params
 
 
 def _lease(conn: sqlite3.Connection, run_id: str) -> Lease | None:

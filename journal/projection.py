@@ -56,7 +56,7 @@ def _started(e: Event, c: Changes) -> None:
         target=d["target"],
         code_hash=d["code_hash"],
         run_key=d.get("run_key"),
-        status="running",
+        status="submitted" if d.get("submitted") else "running",
         step=to_step(d),
         started_at=e.at,
         snapshot_seq=e.seq,

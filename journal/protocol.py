@@ -115,14 +115,15 @@ class EventLog(Protocol):
         state: Any,
         input: Any,
         run_key: str | None,
-        holder: Holder,
+        holder: Holder | None,
         lease_ttl: float,
         limits: dict[str, Any] | None = None,
         limit_overrides: dict[str, Any] | None = None,
         forked_from: tuple[str, int] | None = None,
     ) -> tuple[Run, bool]:
         """Record a run (`run.started`, its input as a blob, its ordinal) and give `holder` its
-        lease, in one transaction; `(run, True)`.
+        lease, in one transaction; `(run, True)`. With no `holder`, the run is recorded
+        `submitted`, for a worker to claim (`claim_run`).
 
         With a `run_key` the machine used before, nothing is written: `(that run, False)`.
         """
@@ -198,6 +199,21 @@ class Leases(Protocol):
         """
         ...
 
+    def claim_run(
+        self,
+        holder: Holder,
+        ttl: float,
+        *,
+        machines: Sequence[str] | None = None,
+        excluded: Sequence[str] = (),
+    ) -> Run | None:
+        """Give `holder` the lease of one runnable run (submitted, interrupted, resolved, or
+        running with its lease expired), the first created, of `machines` when given and not
+        one of `excluded` (runs that failed this worker); None if
+        there is none. Processes claiming at once get different runs, none waiting for another
+        (on PostgreSQL, `FOR UPDATE SKIP LOCKED`)."""
+        ...
+
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         """Push the lease's expiry `ttl` seconds on; False (nothing written) when the lease is
         no longer `owner`'s: it was taken over."""
@@ -220,6 +236,12 @@ class Leases(Protocol):
 
     def kill_request(self, run_id: str) -> KillRequest | None:
         """The request waiting to kill the run, as committed by any process; None if none."""
+        ...
+
+    def notify_kills(self, told: Callable[[str], None]) -> Callable[[], None] | None:
+        """Call `told(run_id)`, from a thread of the store's, each time a kill request is
+        committed, until the function returned is called; None where the engine cannot
+        notify (SQLite), and `kill_request` polled is the only way."""
         ...
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from secrets import token_hex
 from typing import Any
 
@@ -26,6 +26,8 @@ from runjournal.journal.errors import (
     ActionBusy,
     ActionKeyDone,
     ConcurrentAppend,
+    JournalCorrupt,
+    LeaseHeld,
     LeaseLost,
     RunIsDone,
 )
@@ -117,7 +119,7 @@ class Journal(Reading):
         state: Any,
         input: Any,
         run_key: str | None,
-        holder: Holder,
+        holder: Holder | None,
         lease_ttl: float,
         limits: dict[str, Any] | None = None,
         limit_overrides: dict[str, Any] | None = None,
@@ -159,13 +161,15 @@ class Journal(Reading):
                 forked_from=forked_from,
                 redact=self.redact,
                 secrets=self.secrets,
+                submitted=holder is None,
             )
             for blob in started.blobs:
                 put_blob(conn, blob)
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
             self._insert(conn, started)
             projection._apply(conn, run_id, started.changes)
-            leases._acquire(conn, run_id, holder, now, lease_ttl)
+            if holder is not None:
+                leases._acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
 
     def rebuild_runs(self) -> None:
@@ -196,9 +200,32 @@ class Journal(Reading):
                 raise _done(run_id)
             return leases._acquire(conn, run_id, holder, self.clock(), ttl)
 
+    def claim_run(
+        self,
+        holder: Holder,
+        ttl: float,
+        *,
+        machines: Sequence[str] | None = None,
+        excluded: Sequence[str] = (),
+    ) -> Run | None:
+        now = self.clock()
+        sql, params = leases.claimable(now, machines, excluded)
+        with self._write() as conn:
+            for (run_id,) in conn.execute(sql.replace("%s", "?"), params).fetchall():
+                try:
+                    self.check_run(run_id)
+                    leases._acquire(conn, run_id, holder, now, ttl)
+                except (LeaseHeld, JournalCorrupt):
+                    continue  # a live process on this host, or a damaged run: not this one
+                return self._run(conn, run_id)
+        return None
+
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         with self._write() as conn:
             return leases._renew(conn, run_id, owner, self.clock(), ttl)
+
+    def notify_kills(self, told: Callable[[str], None]) -> Callable[[], None] | None:
+        return None  # SQLite has no notifications: the heartbeat polls `kill_requests`
 
     def release_lease(self, run_id: str | None, owner: str) -> None:
         with self._write() as conn:

@@ -241,6 +241,7 @@ class Heartbeat:
         self.kill: KillRequest | None = None
         self.kill_requested = threading.Event()
         self._stop = threading.Event()
+        self._woken = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{run_id}", daemon=True)
 
     def start(self) -> Heartbeat:
@@ -252,7 +253,11 @@ class Heartbeat:
         journal: Store | None = None
         renew_at = time.monotonic() + self.ttl / 3
         try:
-            while not self._stop.wait(self.poll):
+            while not self._stop.is_set():
+                self._woken.wait(self.poll)
+                self._woken.clear()
+                if self._stop.is_set():
+                    return
                 try:
                     journal = journal or self.journal.reopen()
                     if self.kill is None:
@@ -272,7 +277,13 @@ class Heartbeat:
             if journal is not None:
                 journal.close()
 
+    def wake(self) -> None:
+        """Look for a kill request now (a notification said one was made), not at the next
+        poll."""
+        self._woken.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._woken.set()
         if self._thread.is_alive():
             self._thread.join()

@@ -73,6 +73,14 @@ class Options:
     limits: Mapping[str, Any] = attrs.Factory(dict)
     """Limits for this run, over the machine's (`max_cost_usd`, `max_tokens`, `max_steps`,
     `max_model_calls`): recorded with the run, they hold for its resumes too."""
+    holder: Holder | None = None
+    """The lease holder the run is executed as: a worker's, whose claim took the run's lease
+    for it. None: a holder of this process's own, made for the run."""
+    kill_poll: float = 0.5
+    """Seconds between two looks for a person's kill request (`journal kill`)."""
+    on_heartbeat: Callable[[Heartbeat], None] | None = None
+    """Told the run's heartbeat once it beats: a worker that listens for kill notifications
+    wakes it with `Heartbeat.wake` rather than wait for its next look."""
     stop: StopRequest | None = None
     """Asked to stop by a signal (see `machine.signals.stop_on_signals`): the run stops at its
     next safe point, records `run.interrupted` and lets its lease go."""
@@ -124,7 +132,7 @@ class Execution:
         self.journal = journal
         self.machine = machine
         self.options = options
-        self.holder = Holder.this_process()
+        self.holder = options.holder or Holder.this_process()
         self.models = models
         journal.keep_out(*self.models.secrets)
         self.fields = typing.get_type_hints(machine.state)
@@ -159,7 +167,11 @@ class Execution:
                 return None
             run_id = run.run_id
             options.checkpoint("run.lease")
-            heartbeat = Heartbeat(journal, run_id, self.holder, options.lease_ttl).start()
+            heartbeat = Heartbeat(
+                journal, run_id, self.holder, options.lease_ttl, poll=options.kill_poll
+            ).start()
+            if options.on_heartbeat is not None:
+                options.on_heartbeat(heartbeat)
             writer = RunWriter(
                 journal,
                 run_id,

@@ -174,6 +174,36 @@ def start(
     return resume(journal, run.run_id, machine, target=target, code_hash=code_hash, options=options)
 
 
+def submit(
+    journal: Store,
+    prepared: Prepared,
+    *,
+    target: str,
+    code_hash: str,
+    run_key: str | None = None,
+    limits: Mapping[str, Any] | None = None,
+) -> tuple[Run, bool]:
+    """Record a run of the prepared machine and input for a worker to execute
+    (`journal worker`), executing nothing: `(run, True)`; with a run key the machine used
+    before, that run and False."""
+    machine = prepared.machine
+    machine.check()
+    in_force, overrides = _limits_for(journal, machine, {}, limits or {})
+    return journal.create_run(
+        machine=machine.name,
+        target=target,
+        code_hash=code_hash,
+        step=machine.start,
+        state=prepared.state_json,
+        input=prepared.input,
+        run_key=run_key,
+        holder=None,
+        lease_ttl=0,
+        limits=in_force.to_json(),
+        limit_overrides=overrides,
+    )
+
+
 def resume(
     journal: Store,
     run_id: str,
@@ -223,6 +253,8 @@ def resume(
                 taken_over_from=taken[0].describe() if taken[0] else None,
                 limits=limits.to_json(),
                 limit_overrides=overrides,
+                host=execution.holder.host,
+                pid=execution.holder.pid,
             ),
         )
         return Start(state, at.state, at.step, at.transitions, recorded, limits)

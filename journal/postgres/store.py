@@ -28,7 +28,7 @@ import psycopg
 import psycopg.errors
 
 from runjournal.journal import batch as batches
-from runjournal.journal import chain, parts, projection
+from runjournal.journal import chain, leases, parts, projection
 from runjournal.journal.base import StoreBase
 from runjournal.journal.batch import Batch
 from runjournal.journal.blobs import Payload
@@ -279,7 +279,7 @@ class PostgresJournal(StoreBase):
         state: Any,
         input: Any,
         run_key: str | None,
-        holder: Holder,
+        holder: Holder | None,
         lease_ttl: float,
         limits: dict[str, Any] | None = None,
         limit_overrides: dict[str, Any] | None = None,
@@ -316,13 +316,15 @@ class PostgresJournal(StoreBase):
                 forked_from=forked_from,
                 redact=self.redact,
                 secrets=self.secrets,
+                submitted=holder is None,
             )
             for blob in started.blobs:
                 _put_blob(conn, blob)
             conn.execute("INSERT INTO runs (run_id) VALUES (%s)", (run_id,))
             self._insert(conn, started)
             _apply(conn, run_id, started.changes)
-            _acquire(conn, run_id, holder, now, lease_ttl)
+            if holder is not None:
+                _acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
 
     def import_run(self, rows: Sequence[tuple[Any, ...]], blobs: Sequence[str]) -> None:
@@ -357,6 +359,25 @@ class PostgresJournal(StoreBase):
             if row[0] == "done":
                 raise _done(run_id)
             return _acquire(conn, run_id, holder, self.clock(), ttl)
+
+    def claim_run(
+        self,
+        holder: Holder,
+        ttl: float,
+        *,
+        machines: Sequence[str] | None = None,
+        excluded: Sequence[str] = (),
+    ) -> Run | None:
+        now = self.clock()
+        sql, params = leases.claimable(now, machines, excluded)
+        # Locked rows are skipped: workers claiming at once each get another run, at once.
+        sql = sql.replace(" LIMIT 8", " LIMIT 1 FOR UPDATE SKIP LOCKED")
+        with self._write() as conn:
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                return None
+            _acquire(conn, row[0], holder, now, ttl)
+            return self._run(conn, row[0])
 
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         with self._write() as conn:
@@ -398,6 +419,11 @@ class PostgresJournal(StoreBase):
             # Sent when the row commits: a worker listening stops the run at once; one that
             # missed it finds the row at its next heartbeat.
             conn.execute("SELECT pg_notify(%s, %s)", (KILL_CHANNEL, run_id))
+
+    def notify_kills(self, told: Callable[[str], None]) -> Callable[[], None] | None:
+        from runjournal.journal.postgres.listen import listen
+
+        return listen(self.pool.url, told)
 
     def kill_request(self, run_id: str) -> KillRequest | None:
         with self._translating():
@@ -454,7 +480,7 @@ class PostgresJournal(StoreBase):
             sql += " AND kind = ANY(%s)"
         sql += f" ORDER BY seq LIMIT {_PAGE}"
         loads = json.loads
-        for page in self._pages(sql, run_id, after, upto, kinds):
+        for page in self._pages(sql, run_id, after, upto, None if kinds is None else list(kinds)):
             for run, seq, at, kind, step, data in page:
                 yield Event(run, seq, at, kind, step, loads(data))
 

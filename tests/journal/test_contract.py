@@ -42,6 +42,7 @@ from runjournal.journal import (
 )
 from runjournal.journal.events import Clock
 from runjournal.journal.spending import Reserve
+from runjournal.journal.stores import open_store as open_store_at
 
 NUSD = 1_000_000_000
 SECRET = "sk-ant-contract-0123456789abcdef"
@@ -68,7 +69,7 @@ class Opener(Protocol):
     def __call__(self, *, readonly: bool = False, clock: Clock | None = None) -> Store: ...
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -79,16 +80,19 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def open_store(backend: str, tmp_path: Path, clock: ManualClock) -> Iterator[Opener]:
-    """Opens stores on one fresh journal; a second backend adds its branch here."""
+def open_store(
+    backend: str, tmp_path: Path, clock: ManualClock, request: pytest.FixtureRequest
+) -> Iterator[Opener]:
+    """Opens stores on one fresh journal: a file, or a database of its own on the test's
+    PostgreSQL server."""
     opened: list[Store] = []
     shared = clock
+    db: str | Path = tmp_path / "journal.db"
+    if backend == "postgres":
+        db = request.getfixturevalue("postgres_cluster").create_database()
 
     def opener(*, readonly: bool = False, clock: Clock | None = None) -> Store:
-        if backend != "sqlite":
-            raise NotImplementedError(backend)
-        path = tmp_path / "journal.db"
-        store = Journal.open(path, create=not readonly, readonly=readonly, clock=clock or shared)
+        store = open_store_at(db, create=not readonly, readonly=readonly, clock=clock or shared)
         opened.append(store)
         return store
 
