@@ -10,6 +10,7 @@ import click
 
 from runjournal.cli.actions import actions, resolve_command
 from runjournal.cli.budget import budget
+from runjournal.cli.copying import copy_command
 from runjournal.cli.costs import cost
 from runjournal.cli.fake import fake_model
 from runjournal.cli.fork import fork
@@ -56,6 +57,7 @@ cli.add_command(budget)
 cli.add_command(fork)
 cli.add_command(graph)
 cli.add_command(submit)
+cli.add_command(copy_command)
 cli.add_command(worker)
 
 

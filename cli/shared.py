@@ -188,6 +188,11 @@ Db = Path | str
 """Where a journal is: a SQLite file's path, or a PostgreSQL URL (`postgresql://...`)."""
 
 
+def parse_location(value: str) -> Db:
+    """A journal named on the command line: a URL as text, anything else a path."""
+    return value if is_url(value) else Path(value)
+
+
 class _Location(click.ParamType):  # type: ignore[type-arg]
     """A journal file, or a `postgresql://` URL (kept as text: a path would fold its `//`)."""
 

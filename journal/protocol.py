@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
-from runjournal.journal.batch import Batch
+from runjournal.journal.batch import Batch, Row
 from runjournal.journal.events import Clock, Event
 from runjournal.journal.leases import Holder, KillRequest, Lease
 from runjournal.journal.query import Rows
@@ -146,6 +146,17 @@ class EventLog(Protocol):
     ) -> Iterator[tuple[int, str, str | None, str]]:
         """`(seq, at, step, data as JSON text)` of the run's transitions with
         `after < seq <= upto`, in seq order: what a fold reads, without building events."""
+        ...
+
+    def stored(self, run_id: str, *, after: int = 0) -> Iterator[Row]:
+        """The run's events with `seq > after` as stored, `(run_id, seq, at, kind, step, data
+        as JSON text, hash)`, in seq order: what `journal copy` moves, byte for byte."""
+        ...
+
+    def import_run(self, rows: Sequence[Row], blobs: Sequence[str]) -> bool:
+        """Store a run's events exactly as another journal holds them (their seqs, times,
+        data and hashes) with the blobs they refer to, and derive its rows, in one
+        transaction; False (nothing written) when a run of that id is here already."""
         ...
 
     def latest_snapshot(self, run_id: str, upto: int | None = None) -> Event:

@@ -15,6 +15,7 @@ from typing import Any
 
 from runjournal.journal import events as k
 from runjournal.journal import leases, parts, spending
+from runjournal.journal.batch import Row
 from runjournal.journal.blobs import holds as blob_holds
 from runjournal.journal.blobs import text as blob_text
 from runjournal.journal.connection import Connected, reading
@@ -111,6 +112,15 @@ class Reading(Connected):
         loads = json.loads
         for run, seq, at, kind, step, data in self.conn.execute(sql + " ORDER BY seq", params):
             yield Event(run, seq, at, kind, step, loads(data))
+
+    @reading
+    def stored(self, run_id: str, *, after: int = 0) -> Iterator[Row]:
+        rows = self.conn.execute(
+            "SELECT run_id, seq, at, kind, step, data, hash FROM events "
+            "WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after),
+        )
+        return iter(rows)
 
     @reading
     def transitions(

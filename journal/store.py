@@ -20,7 +20,7 @@ from typing import Any
 
 from runjournal.journal import batch as batches
 from runjournal.journal import leases, projection, spending
-from runjournal.journal.batch import Batch
+from runjournal.journal.batch import Batch, Row
 from runjournal.journal.blobs import put as put_blob
 from runjournal.journal.errors import (
     ActionBusy,
@@ -171,6 +171,19 @@ class Journal(Reading):
             if holder is not None:
                 leases._acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
+
+    def import_run(self, rows: Sequence[Row], blobs: Sequence[str]) -> bool:
+        run_id = rows[0][0]
+        events = [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                return False
+            for blob in blobs:
+                put_blob(conn, blob)
+            conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
+            conn.executemany(_INSERT_EVENT, rows)
+            projection._apply(conn, run_id, projection.project(events))
+        return True
 
     def rebuild_runs(self) -> None:
         """Derive the runs table again from the events alone."""

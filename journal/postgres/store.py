@@ -30,7 +30,7 @@ import psycopg.errors
 from runjournal.journal import batch as batches
 from runjournal.journal import chain, leases, parts, projection
 from runjournal.journal.base import StoreBase
-from runjournal.journal.batch import Batch
+from runjournal.journal.batch import Batch, Row
 from runjournal.journal.blobs import Payload
 from runjournal.journal.blobs import holds as blob_holds
 from runjournal.journal.errors import (
@@ -327,24 +327,29 @@ class PostgresJournal(StoreBase):
                 _acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
 
-    def import_run(self, rows: Sequence[tuple[Any, ...]], blobs: Sequence[str]) -> None:
-        """Store a run's events exactly as another journal holds them (`journal copy`): the
-        same seqs, times, data and hashes, and the blobs they refer to; the derived tables
-        follow from them. ConcurrentAppend if the run is here already."""
+    def import_run(self, rows: Sequence[Row], blobs: Sequence[str]) -> bool:
+        run_id = rows[0][0]
         events = [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
-        run_id = events[0].run_id
         with self._write() as conn:
+            # As a creation: ordinals and run ids are the creation lock's.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-            try:
-                conn.execute("INSERT INTO runs (run_id) VALUES (%s)", (run_id,))
-            except psycopg.errors.UniqueViolation as e:
-                msg = f"run {run_id} is in {self.location} already"
-                raise ConcurrentAppend(msg) from e
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,)).fetchone():
+                return False
             for blob in blobs:
                 _put_blob(conn, blob)
+            conn.execute("INSERT INTO runs (run_id) VALUES (%s)", (run_id,))
             with conn.cursor() as cur:
                 cur.executemany(_INSERT_EVENT, rows)
             _apply(conn, run_id, projection.project(events))
+        return True
+
+    def stored(self, run_id: str, *, after: int = 0) -> Iterator[Row]:
+        sql = (
+            "SELECT run_id, seq, at, kind, step, data, hash FROM events "
+            f"WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT {_PAGE}"
+        )
+        for page in self._pages(sql, run_id, after, None):
+            yield from page
 
     # Leases
 
