@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from types import FrameType
 from typing import Any
 
@@ -106,9 +107,11 @@ def _print(result: Rows, *, as_json: bool, as_csv: bool) -> None:
         click.echo(table(result.columns, result.rows))
 
 
-def _hex(value: Any) -> str:
+def _hex(value: Any) -> str | int | float:
     if isinstance(value, bytes):
         return value.hex()
+    if isinstance(value, Decimal):  # PostgreSQL's numeric: exact when whole
+        return int(value) if value == value.to_integral_value() else float(value)
     msg = f"Object of type {type(value).__name__} is not JSON serializable"
     raise TypeError(msg)
 

@@ -10,6 +10,7 @@ that rows come back as the SQLite journal gives them and hashes are checked on t
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,11 @@ from runjournal.journal.errors import (
     JournalUnreachable,
     ReadOnlyJournal,
 )
+
+# The pool says each failed attempt to connect as a warning; the store raises what a person
+# needs to know, once.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+logging.getLogger("psycopg.pool").propagate = False
 
 
 class _At(psycopg.adapt.Loader):
@@ -59,8 +65,10 @@ def display(url: str) -> str:
         info = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "the PostgreSQL journal"
-    host = info.get("host") or "localhost"
+    host = str(info.get("host") or "localhost")
     user = f"{info['user']}@" if info.get("user") else ""
+    if host.startswith("/"):  # a Unix socket's folder
+        return f"postgresql://{user}/{info.get('dbname') or ''}?host={host}"
     return f"postgresql://{user}{host}/{info.get('dbname') or ''}"
 
 
@@ -80,6 +88,14 @@ class Pool:
             if readonly:
                 conn.execute("SET default_transaction_read_only = on")
 
+        # Once, directly: a server that cannot be reached is one line, at once, not the pool's
+        # retries until its timeout.
+        try:
+            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+        except psycopg.Error as e:
+            said = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            msg = f"cannot connect to {self.name}: {said}"
+            raise JournalUnreachable(msg) from e
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,

@@ -46,7 +46,7 @@ def _column(name: str, path: str) -> str:
         return f"data #> '{keys}' AS {name}"
     text = f"data #>> '{keys}'"
     if name in _NUMERIC:
-        return f"({text})::numeric AS {name}"
+        return f"({text})::double precision AS {name}"  # SQLite's REAL
     if name in _INTEGER:
         return f"({text})::bigint AS {name}"
     if name in ("retryable",):
@@ -80,14 +80,14 @@ _TOKENS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_to
 
 
 def _cost_view(by: str, group: str, source: str, extra: str = "") -> str:
-    sums = ", ".join(f"sum({t}) AS {t}" for t in _TOKENS)
+    sums = ", ".join(f"sum({t})::bigint AS {t}" for t in _TOKENS)
     return f"""
         CREATE VIEW cost_by_{by} AS
-        SELECT {group} AS {by}{extra}, sum(model_calls) AS calls,
-               sum(model_requests) AS requests, {sums},
-               sum(cost_nusd) / 1e9 AS cost_usd,
-               sum(total_nusd - cost_nusd) / 1e9 AS possibly_billed_usd,
-               sum(cost_nusd) AS cost_nusd
+        SELECT {group} AS {by}{extra}, sum(model_calls)::bigint AS calls,
+               sum(model_requests)::bigint AS requests, {sums},
+               (sum(cost_nusd) / 1e9)::double precision AS cost_usd,
+               (sum(total_nusd - cost_nusd) / 1e9)::double precision AS possibly_billed_usd,
+               sum(cost_nusd)::bigint AS cost_nusd
         FROM {source} GROUP BY {group} ORDER BY {group}
     """
 
@@ -269,7 +269,7 @@ M0001: tuple[str, ...] = (
         "run",
         "run_id",
         "runs",
-        ", min(machine) AS machine, min(code_hash) AS code_hash, sum(steps) AS steps",
+        ", min(machine) AS machine, min(code_hash) AS code_hash, sum(steps)::bigint AS steps",
     ),
     _cost_view("machine", "machine", "runs"),
     _cost_view("model", "model", "spend"),

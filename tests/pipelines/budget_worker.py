@@ -1,18 +1,21 @@
 """Run the machine `budgeted` against each journal given, in turn, until its budget stops it.
 
-    python budget_worker.py JOURNAL [JOURNAL ...]
+    python budget_worker.py [--connections N] JOURNAL [JOURNAL ...]
 
-Several of these at once share each journal: its per-day budget must hold across them.
+A journal is a file or a PostgreSQL URL. With `--connections N`, N threads run the machine at
+once against each journal, each on a connection of its own. Several of these processes at once
+share each journal: its per-day budget must hold across them.
 """
 
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
 from runjournal import Context, Machine, Models, Options, PriceTable, Transition
-from runjournal.journal import Journal
+from runjournal.journal import open_store
 from runjournal.machine import runner
 from runjournal.machine.testing import FakeModel
 
@@ -37,14 +40,23 @@ def ask(ctx: Context, s: Loop) -> Transition:
     return ctx.goto("ask", attrs.evolve(s, n=s.n + 1))
 
 
-def main() -> None:
+def until_stopped(db: str) -> None:
     models = Models(FakeModel(max_output=True).client, PriceTable.load())
     options = Options(models=models, sleep=lambda seconds: None)
-    for path in sys.argv[1:]:
-        with Journal.open(path, timeout=60) as journal:
-            prepared = runner.prepare(budgeted, {})
-            outcome = runner.start(journal, prepared, target="w", code_hash="0", options=options)
-            assert outcome.run.status == "killed", outcome.run
+    with open_store(db, timeout=60) as journal:
+        prepared = runner.prepare(budgeted, {})
+        outcome = runner.start(journal, prepared, target="w", code_hash="0", options=options)
+        assert outcome.run.status == "killed", outcome.run
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    connections = 1
+    if args[0] == "--connections":
+        connections, args = int(args[1]), args[2:]
+    with ThreadPoolExecutor(connections) as pool:
+        for db in args:
+            list(pool.map(until_stopped, [db] * connections))
 
 
 if __name__ == "__main__":
