@@ -127,7 +127,7 @@ def worker(
     wanted = [m.strip() for m in machines.split(",") if m.strip()] if machines else None
     if machines is not None and not wanted:
         raise InputError("--machines names no machine")
-    options = given.options(stop=stop, lease_ttl=lease_ttl)
+    options = given.options(stop=stop, lease_ttl=lease_ttl, shared_pace=True)
     journal = given.journal(create=True)
     click.echo(
         printable(f"worker started: {concurrency} at a time on {journal.location}"), err=True

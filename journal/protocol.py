@@ -270,6 +270,12 @@ class Spending(Protocol):
         """The budgets set, by machine, each with what its machine spent today (UTC)."""
         ...
 
+    def pace(self, name: str, limit: int, amount: float) -> float:
+        """Take `amount` from the shared bucket `name`, which refills at `limit` a minute and
+        holds a second of it, in one transaction; the seconds the caller must wait before
+        spending it (0: now). A bucket in debt queues its takers in the order they took."""
+        ...
+
 
 class Auditing(Protocol):
     """Checking the record: what `journal verify` reports, on any backend."""

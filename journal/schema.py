@@ -67,6 +67,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0006_model_calls_mechanism_thinking", _statements(tables.M0006)),
     ("0007_big_members_as_blobs", _statements(tables.M0007)),
     ("0008_total_not_exposure", _statements(tables.M0008)),
+    ("0009_shared_pace", _statements(tables.M0009)),
 ]
 
 _REBUILDS = frozenset({"0005_limits_exact_costs"})

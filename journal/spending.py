@@ -82,6 +82,27 @@ def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) 
         )
 
 
+PACE_SQL = """
+INSERT INTO pace (name, level, stamp) VALUES ({p}, {p}, {p})
+ON CONFLICT (name) DO UPDATE SET
+    level = {least}({p}, pace.level + max(0.0, excluded.stamp - pace.stamp) * {p}) - {p},
+    stamp = excluded.stamp
+RETURNING level
+"""
+"""A take from a shared bucket (`pace`): its name, the level a new bucket starts at (a full
+second, less the take), now; then the capacity, the rate a second, and the take."""
+
+
+def pace_params(name: str, limit: int, amount: float, now: float) -> tuple[object, ...]:
+    capacity, rate = max(1.0, limit / 60.0), limit / 60.0
+    return (name, capacity - amount, now, capacity, rate, amount)
+
+
+def pace_wait(level: float, limit: int) -> float:
+    """Seconds until a bucket left at `level` is out of debt."""
+    return 0.0 if level >= 0 else -level / (limit / 60.0)
+
+
 def _set_budget(
     conn: sqlite3.Connection,
     machine: str,

@@ -254,6 +254,13 @@ class Journal(Reading):
             at = timestamp(self.clock())
             spending._set_budget(conn, machine, per_day_nusd, per_run_nusd, at, by)
 
+    def pace(self, name: str, limit: int, amount: float) -> float:
+        sql = spending.PACE_SQL.format(p="?", least="min")
+        with self._write() as conn:
+            params = spending.pace_params(name, limit, amount, self.clock())
+            (level,) = conn.execute(sql, params).fetchone()
+        return spending.pace_wait(level, limit)
+
     def request_kill(self, run_id: str, *, by: str, reason: str | None) -> None:
         """Ask the process executing the run to stop it (it looks every half second)."""
         with self._write() as conn:

@@ -478,3 +478,17 @@ M0008 = (
     "ALTER TABLE spend RENAME COLUMN exposure_nusd TO total_nusd",
     *_cost_views(),
 )
+
+
+# The pace of model requests shared by the runs of one journal (`journal worker`): a bucket per
+# limit per minute, refilled at that limit and holding a second of it, that every process takes
+# from in a transaction, so runs on many workers together stay under the limit of their key.
+M0009 = (
+    """
+    CREATE TABLE pace (
+        name TEXT PRIMARY KEY,
+        level REAL NOT NULL,
+        stamp REAL NOT NULL
+    )
+    """,
+)

@@ -73,6 +73,10 @@ class Options:
     limits: Mapping[str, Any] = attrs.Factory(dict)
     """Limits for this run, over the machine's (`max_cost_usd`, `max_tokens`, `max_steps`,
     `max_model_calls`): recorded with the run, they hold for its resumes too."""
+    shared_pace: bool = False
+    """Pace model requests with the other processes of this journal (`Store.pace`): workers
+    sharing an API key share its limits per minute instead of learning of each other from
+    429s."""
     holder: Holder | None = None
     """The lease holder the run is executed as: a worker's, whose claim took the run's lease
     for it. None: a holder of this process's own, made for the run."""
@@ -186,7 +190,11 @@ class Execution:
                 retrying = Retrying(
                     options.retry, guard.sleep, random.Random(options.seed), journal.clock
                 )
-                pace = Pace(options.rate_limits, seed=options.seed)
+                pace = Pace(
+                    options.rate_limits,
+                    seed=options.seed,
+                    shared=journal.pace if options.shared_pace else None,
+                )
                 session = ModelSession(self.models, retrying, guard, pace)
                 means = _Means(writer, guard, retrying, session)
                 if options.on_start is not None:

@@ -20,6 +20,10 @@ Two controls, both in front of every attempt (retries included):
   it) and the unused part given back once the answer says how much was used.
 
 Thread-safe: the threads of a parallel step (`ctx.map`) share one `Pace`.
+
+Runs in other processes (workers sharing a key) learn of each other only from throttles, unless
+the pace is `shared`: then each request first takes its part of each known limit from a bucket
+the journal keeps for every process (`Store.pace`), and waits its turn there.
 """
 
 from __future__ import annotations
@@ -103,8 +107,12 @@ class Pace:
         clock: Callable[[], float] = time.monotonic,
         most: int = 64,
         seed: int | None = None,
+        shared: Callable[[str, int, float], float] | None = None,
     ) -> None:
         self.clock = clock
+        self.shared = shared
+        """Takes an amount of a limit per minute from a bucket shared with other processes;
+        returns the seconds to wait (`Store.pace`)."""
         self.most = most
         """The widest the window gets: more threads than this are held back anyway."""
         self.window = float(most)
@@ -139,6 +147,8 @@ class Pace:
         """Wait until one more request may be sent, take its share of each bucket, and return
         its ticket. `check` is called at least every 0.1 s while waiting: a kill raises there."""
         amounts = {REQUESTS: 1, INPUT: input_tokens, OUTPUT: max_tokens}
+        if self.shared is not None:
+            self._take_shared(amounts, check)
         with self._changed:
             while True:
                 now = self.clock()
@@ -154,6 +164,20 @@ class Pace:
                 bucket.level -= amounts[name]
             self.in_flight += 1
             return Ticket(input_tokens, max_tokens, self._epoch)
+
+    def _take_shared(self, amounts: Mapping[str, int], check: Callable[[], None]) -> None:
+        """Wait for this request's turn in the buckets shared with other processes."""
+        assert self.shared is not None
+        with self._changed:
+            known = {name: bucket.limit for name, bucket in self._buckets.items()}
+        wait = max(
+            (self.shared(name, limit, amounts[name]) for name, limit in known.items()),
+            default=0.0,
+        )
+        until = self.clock() + wait
+        while (left := until - self.clock()) > 0:
+            time.sleep(min(0.1, left))
+            check()
 
     def answered(
         self,

@@ -82,8 +82,11 @@ class Cluster:
     `create_database(name)`, `drop_database(name)`, `stop()`. Its superuser is `postgres`, and a
     connection on its socket is trusted with no password."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, fsync: bool = False) -> None:
         self.bindir = bindir
+        self.fsync = fsync
+        """Whether the server syncs its commits to disk (bench/postgres_bench.py): tests need
+        not."""
         self.root: Path | None = None
         # The words before each command: as root, initdb and the server run as `nobody`.
         self._as: list[str] = []
@@ -120,8 +123,8 @@ class Cluster:
             # No TCP (listen_addresses empty), the socket in our folder, and no fsync (-F): a
             # test's data need not survive a crash of the machine.
             options = (
-                f"-k {shlex.quote(str(self.socket_dir))} -p {PORT} -c listen_addresses='' -F"
-                " -c max_connections=200 -c shared_buffers=32MB"
+                f"-k {shlex.quote(str(self.socket_dir))} -p {PORT} -c listen_addresses=''"
+                f"{'' if self.fsync else ' -F'} -c max_connections=200 -c shared_buffers=32MB"
             )
             waiting = ("-w", "-t", "60")
             self._run(

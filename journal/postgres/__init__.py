@@ -4,6 +4,7 @@ An optional part: it needs psycopg (`pip install 'runjournal[postgres]'`), impor
 journal names a `postgresql://` URL (journal/stores.py).
 """
 
-from runjournal.journal.postgres.store import KILL_CHANNEL, PostgresJournal
+from runjournal.journal.postgres.connection import KILL_CHANNEL
+from runjournal.journal.postgres.store import PostgresJournal
 
 __all__ = ["KILL_CHANNEL", "PostgresJournal"]

@@ -29,6 +29,9 @@ from runjournal.journal.errors import (
     ReadOnlyJournal,
 )
 
+KILL_CHANNEL = "runjournal_kill"
+"""The channel a kill request is notified on, when it commits; the payload is the run's id."""
+
 # The pool says each failed attempt to connect as a warning; the store raises what a person
 # needs to know, once.
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())

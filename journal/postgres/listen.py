@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from runjournal.journal.postgres.store import KILL_CHANNEL
+from runjournal.journal.postgres.connection import KILL_CHANNEL
 
 _RECONNECT = 1.0  # seconds between two attempts while the server cannot be reached
 

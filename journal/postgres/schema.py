@@ -159,6 +159,25 @@ M0001: tuple[str, ...] = (
     CREATE TRIGGER events_none_after_done BEFORE INSERT ON events
         FOR EACH ROW EXECUTE FUNCTION runjournal_none_after_done()
     """,
+    # What an append checks first, in its own transaction, so that the whole append can be sent
+    # at once (psycopg's pipeline): the run's row locked, and refused with its own error code
+    # when its lease is not the writer's (RJ002) or the run is done (RJ001).
+    """
+    CREATE FUNCTION runjournal_writer(run text, writer text) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        found_status text;
+    BEGIN
+        SELECT status INTO found_status FROM runs WHERE run_id = run FOR UPDATE;
+        IF writer IS NOT NULL AND writer IS DISTINCT FROM
+                (SELECT owner FROM leases WHERE run_id = run) THEN
+            RAISE EXCEPTION 'lease lost' USING ERRCODE = 'RJ002';
+        END IF;
+        IF found_status IS NULL OR found_status = 'done' THEN
+            RAISE EXCEPTION 'run is done' USING ERRCODE = 'RJ001';
+        END IF;
+    END $$
+    """,
     f"""
     CREATE TABLE runs (
         run_id text PRIMARY KEY,
@@ -255,6 +274,13 @@ M0001: tuple[str, ...] = (
         per_run_nusd bigint,
         updated_at timestamptz NOT NULL,
         updated_by text NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE pace (
+        name text PRIMARY KEY,
+        level double precision NOT NULL,
+        stamp double precision NOT NULL
     )
     """,
     """

@@ -17,7 +17,6 @@ is notified (`NOTIFY runjournal_kill`) when it commits, for the workers that lis
 from __future__ import annotations
 
 import json
-import re
 import secrets as random
 import threading
 import time
@@ -28,7 +27,7 @@ import psycopg
 import psycopg.errors
 
 from runjournal.journal import batch as batches
-from runjournal.journal import chain, leases, parts, projection
+from runjournal.journal import chain, leases, parts, projection, spending
 from runjournal.journal.base import StoreBase
 from runjournal.journal.batch import Batch, Row
 from runjournal.journal.blobs import Payload
@@ -55,15 +54,11 @@ from runjournal.journal.errors import (
 from runjournal.journal.events import Clock, Event, dumps, timestamp
 from runjournal.journal.leases import Holder, KillRequest, Lease
 from runjournal.journal.postgres import schema
-from runjournal.journal.postgres.connection import Pool, ServerClock, translate
+from runjournal.journal.postgres.connection import KILL_CHANNEL, Pool, ServerClock, translate
+from runjournal.journal.postgres.projection import apply as _apply
 from runjournal.journal.query import Rows
 from runjournal.journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Problem, Run
 from runjournal.journal.spending import NUSD, Budget, Reserve
-
-KILL_CHANNEL = "runjournal_kill"
-"""The channel a kill request is notified on; the payload is the run's id."""
-EVENTS_CHANNEL = "runjournal_events"
-"""The channel an append is notified on when a follower asked for it (`journal logs -f`)."""
 
 _CREATE_LOCK = 0x524A4E43
 _PAGE = 2000  # events read per statement: reads never hold a cursor open between rows
@@ -71,14 +66,6 @@ _LEASE_COLUMNS = "run_id, owner, pid, host, process_start, acquired_at, expires_
 _ALLOWED = {"select", "with", "values", "table", "explain", "show"}
 
 
-def _named(sql: str) -> str:
-    """SQLite's `:name` parameters as psycopg's `%(name)s`: one statement text, both engines."""
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
-
-
-_UPSERT_KEY = _named(projection._UPSERT_KEY)
-_UPSERT_ACTION = _named(projection._UPSERT_ACTION)
-_UPSERT_SPEND = _named(projection._UPSERT_SPEND)
 _INSERT_EVENT = (
     "INSERT INTO events (run_id, seq, at, kind, step, data, hash) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -217,6 +204,8 @@ class PostgresJournal(StoreBase):
         owner: str | None = None,
     ) -> Sequence[Event]:
         run_id = batch.run_id
+        if claim is None and reserve is None:
+            return self._append_at_once(batch, sync=sync, owner=owner)
         with self._write(sync=sync) as conn:
             row = conn.execute(
                 "SELECT r.status, r.machine, r.total_nusd, r.total_tokens, r.model_requests, "
@@ -243,6 +232,62 @@ class PostgresJournal(StoreBase):
             if batch.kills:
                 conn.execute("DELETE FROM kill_requests WHERE run_id = %s", (run_id,))
         return batch.events
+
+    def _append_at_once(self, batch: Batch, *, sync: bool, owner: str | None) -> Sequence[Event]:
+        """An append with nothing to check but the run's lease and status, sent as one
+        pipeline: one round trip to the server, the commit included. The checks are
+        `runjournal_writer`'s, which raises inside the transaction and so rolls it back."""
+        run_id = batch.run_id
+        if self.readonly:
+            self._write()  # raises ReadOnlyJournal
+        with self._lock:
+            conn = self.conn
+            try:
+                previous = self._previous(conn, batch)
+                rows = batch.rows(previous)
+                with conn.pipeline(), conn.transaction():
+                    if sync and self.durability == "normal":
+                        conn.execute("SET LOCAL synchronous_commit = on")
+                    conn.execute("SELECT runjournal_writer(%s, %s)", (run_id, owner))
+                    for blob in batch.blobs:
+                        _put_blob(conn, blob, look=False)
+                    with conn.cursor() as cur:
+                        cur.executemany(_INSERT_EVENT, rows)
+                    _apply(conn, run_id, batch.changes, counted=False)
+                    if batch.kills:
+                        conn.execute("DELETE FROM kill_requests WHERE run_id = %s", (run_id,))
+            except psycopg.Error as e:
+                raise self._refused(e, batch) from e
+        self._heads.moved(run_id, rows[-1][1], rows[-1][-1])
+        return batch.events
+
+    def _previous(self, conn: psycopg.Connection[Any], batch: Batch) -> str:
+        """The hash the batch chains from: remembered, or read (once per run and connection)."""
+
+        def read(seq: int) -> str | None:
+            row = conn.execute(
+                "SELECT hash FROM events WHERE run_id = %s AND seq = %s", (batch.run_id, seq)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return self._heads.previous(batch.run_id, batch.first, read)
+
+    def _refused(self, e: psycopg.Error, batch: Batch) -> JournalError:
+        run_id = batch.run_id
+        state = getattr(e, "sqlstate", None)
+        if state == "RJ002":
+            return LeaseLost(
+                f"run {run_id}: another process took over this run's lease; "
+                "this process stops without writing"
+            )
+        if state == "RJ001":
+            return _done(run_id)
+        if isinstance(e, psycopg.errors.UniqueViolation):
+            return ConcurrentAppend(
+                f"run {run_id}: seq {batch.first} is already taken; "
+                "another process is writing this run"
+            )
+        return translate(e, self.location)
 
     def _insert(self, conn: psycopg.Connection[Any], batch: Batch) -> None:
         run_id = batch.run_id
@@ -452,6 +497,13 @@ class PostgresJournal(StoreBase):
                 "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
                 (machine, per_day_nusd, per_run_nusd, timestamp(self.clock()), by),
             )
+
+    def pace(self, name: str, limit: int, amount: float) -> float:
+        sql = spending.PACE_SQL.format(p="%s", least="least").replace("max(0.0,", "greatest(0.0,")
+        with self._write() as conn:
+            params = spending.pace_params(name, limit, amount, self.clock())
+            (level,) = _one(conn, sql, params)
+        return spending.pace_wait(level, limit)
 
     def budgets(self, machine: str | None = None) -> list[Budget]:
         day = timestamp(self.clock())[:10]
@@ -787,10 +839,11 @@ def _new_run_id(conn: psycopg.Connection[Any]) -> str:
             return run_id
 
 
-def _put_blob(conn: psycopg.Connection[Any], blob: str | Payload) -> None:
+def _put_blob(conn: psycopg.Connection[Any], blob: str | Payload, *, look: bool = True) -> None:
     if isinstance(blob, Payload):
         name, size = blob.name, blob.size
-        if conn.execute("SELECT 1 FROM blobs WHERE hash = %s", (name,)).fetchone() is not None:
+        # Looked up first (not in a pipeline): a big text stored already is not sent again.
+        if look and conn.execute("SELECT 1 FROM blobs WHERE hash = %s", (name,)).fetchone():
             return
         text = "".join(blob.pieces())
     else:
@@ -856,28 +909,6 @@ def _reserve(conn: psycopg.Connection[Any], run: Sequence[Any], reserve: Reserve
             f"USD on {day} across the runs of {machine}",
             worst_case=reserve.nusd / NUSD,
         )
-
-
-def _apply(conn: psycopg.Connection[Any], run_id: str, changes: projection.Changes) -> None:
-    """`projection._apply` in PostgreSQL's SQL: the same statements, the same checks."""
-    sets, adds, keys, spend = changes
-    assignments = [f"{col} = %s" for col in sets] + [f"{col} = {col} + %s" for col in adds]
-    cur = conn.execute(
-        f"UPDATE runs SET {', '.join(assignments)} WHERE run_id = %s AND status != 'done'",
-        (*sets.values(), *adds.values(), run_id),
-    )
-    if cur.rowcount != 1:
-        raise RunIsDone(
-            f"run {run_id} is done (or missing from the runs table): nothing more can be added"
-        )
-    for (name, key), entry in keys.items():
-        row = {"name": name, "key": key, "intended_at": None, **entry}
-        if row["seen"]:
-            conn.execute(_UPSERT_KEY, row)
-        conn.execute(_UPSERT_ACTION, row)
-    for (day, model), amounts in spend.items():
-        values = {c: amounts.get(c, 0) for c in projection._SPEND_COLUMNS}
-        conn.execute(_UPSERT_SPEND, {"run_id": run_id, "day": day, "model": model, **values})
 
 
 def _acquire(

@@ -10,21 +10,33 @@ journal's tables are read, never written.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import psycopg
 
 from runjournal.journal import blobs, delta, fold, parts, projection
 from runjournal.journal import events as k
 from runjournal.journal.errors import BlobMissing
-from runjournal.journal.postgres.connection import _configure, translate
+from runjournal.journal.postgres.connection import Pool, _configure, translate
+from runjournal.journal.postgres.projection import apply as _apply
+from runjournal.journal.protocol import Store
 from runjournal.journal.rows import Problem
 
-if TYPE_CHECKING:  # the store imports this module
-    from runjournal.journal.postgres.store import PostgresJournal
+
+class Checked(Store, Protocol):
+    """A PostgreSQL journal as its checks read it: a store, its connection and pool, and the
+    check of a part of a run (`Checked`; a protocol, since the store imports this)."""
+
+    conn: psycopg.Connection[Any]
+    pool: Pool
+
+    def _translating(self) -> AbstractContextManager[None]: ...
+
+    def _part_problem(self, run_id: str, first: int, upto: int | None) -> str | None: ...
 
 
-def verify(store: PostgresJournal, run_id: str | None = None) -> list[Problem]:
+def verify(store: Checked, run_id: str | None = None) -> list[Problem]:
     """Every problem found, in the whole journal or in one run; empty means it is sound."""
     try:
         with store._translating():
@@ -36,7 +48,7 @@ def verify(store: PostgresJournal, run_id: str | None = None) -> list[Problem]:
         raise translate(e, store.location) from e
 
 
-def heads(store: PostgresJournal, run_id: str | None = None) -> dict[str, tuple[int, str]]:
+def heads(store: Checked, run_id: str | None = None) -> dict[str, tuple[int, str]]:
     """The last seq and hash of each run (or of one)."""
     where, params = _runs(run_id)
     with store._translating():
@@ -52,7 +64,7 @@ def _runs(run_id: str | None) -> tuple[str, list[Any]]:
     return ("run_id = %s", [run_id]) if run_id is not None else ("true", [])
 
 
-def _gaps(store: PostgresJournal, run_id: str | None) -> list[Problem]:
+def _gaps(store: Checked, run_id: str | None) -> list[Problem]:
     where, params = _runs(run_id)
     rows = store.conn.execute(
         f"SELECT run_id, count(*), min(seq), max(seq) FROM events WHERE {where} GROUP BY run_id",
@@ -65,7 +77,7 @@ def _gaps(store: PostgresJournal, run_id: str | None) -> list[Problem]:
     ]
 
 
-def _chains(store: PostgresJournal, run_id: str | None) -> list[Problem]:
+def _chains(store: Checked, run_id: str | None) -> list[Problem]:
     where, params = _runs(run_id)
     runs = [
         r[0] for r in store.conn.execute(f"SELECT DISTINCT run_id FROM runs WHERE {where}", params)
@@ -79,7 +91,7 @@ def _chains(store: PostgresJournal, run_id: str | None) -> list[Problem]:
     return problems
 
 
-def _after_done(store: PostgresJournal, run_id: str | None) -> list[Problem]:
+def _after_done(store: Checked, run_id: str | None) -> list[Problem]:
     where, params = _runs(run_id)
     rows = store.conn.execute(
         "SELECT e.run_id, min(e.seq), count(*) FROM events e JOIN ("
@@ -93,7 +105,7 @@ def _after_done(store: PostgresJournal, run_id: str | None) -> list[Problem]:
     ]
 
 
-def _blob_refs(store: PostgresJournal, run_id: str | None) -> Iterator[tuple[str, int, str | None]]:
+def _blob_refs(store: Checked, run_id: str | None) -> Iterator[tuple[str, int, str | None]]:
     where, params = _runs(run_id)
     for field, kind in (("input", k.RUN_STARTED), ("request", k.MODEL_REQUESTED)):
         yield from store.conn.execute(
@@ -108,7 +120,7 @@ def _blob_refs(store: PostgresJournal, run_id: str | None) -> Iterator[tuple[str
         ).fetchall()
 
 
-def _blobs(store: PostgresJournal, run_id: str | None) -> list[Problem]:
+def _blobs(store: Checked, run_id: str | None) -> list[Problem]:
     problems = []
     sound: dict[str, bool | None] = {}
     for run, seq, ref in _blob_refs(store, run_id):
@@ -131,7 +143,7 @@ def _blobs(store: PostgresJournal, run_id: str | None) -> list[Problem]:
     return problems
 
 
-def _snapshots(store: PostgresJournal, run_id: str | None) -> list[Problem]:
+def _snapshots(store: Checked, run_id: str | None) -> list[Problem]:
     problems = []
     runs = [run_id] if run_id is not None else [r.run_id for r in store.runs()]
     for run in runs:
@@ -147,9 +159,7 @@ def _snapshots(store: PostgresJournal, run_id: str | None) -> list[Problem]:
     return problems
 
 
-def _projections(store: PostgresJournal, run_id: str | None) -> list[Problem]:
-    from runjournal.journal.postgres.store import _apply
-
+def _projections(store: Checked, run_id: str | None) -> list[Problem]:
     conn = psycopg.connect(store.pool.url, autocommit=True)
     try:
         _configure(conn)

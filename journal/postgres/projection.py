@@ -1,0 +1,55 @@
+"""The derived tables on PostgreSQL: `journal.projection`'s statements, in psycopg's style.
+
+The changes a batch makes (`projection.project`, pure) are applied by the same upserts as on
+SQLite, their `:name` parameters written `%(name)s`; the store applies them in each append's
+transaction, and `journal verify` to temporary tables of the same names for its rebuild.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+
+from runjournal.journal import projection
+from runjournal.journal.errors import RunIsDone
+
+
+def _named(sql: str) -> str:
+    """SQLite's `:name` parameters as psycopg's `%(name)s`: one statement text, both engines."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+
+
+_UPSERT_KEY = _named(projection._UPSERT_KEY)
+_UPSERT_ACTION = _named(projection._UPSERT_ACTION)
+_UPSERT_SPEND = _named(projection._UPSERT_SPEND)
+
+
+def apply(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    changes: projection.Changes,
+    *,
+    counted: bool = True,
+) -> None:
+    """`projection._apply` in PostgreSQL's SQL: the same statements, the same checks (not
+    `counted` in a pipeline, where `runjournal_writer` checked the run's row before)."""
+    sets, adds, keys, spend = changes
+    assignments = [f"{col} = %s" for col in sets] + [f"{col} = {col} + %s" for col in adds]
+    cur = conn.execute(
+        f"UPDATE runs SET {', '.join(assignments)} WHERE run_id = %s AND status != 'done'",
+        (*sets.values(), *adds.values(), run_id),
+    )
+    if counted and cur.rowcount != 1:
+        raise RunIsDone(
+            f"run {run_id} is done (or missing from the runs table): nothing more can be added"
+        )
+    for (name, key), entry in keys.items():
+        row = {"name": name, "key": key, "intended_at": None, **entry}
+        if row["seen"]:
+            conn.execute(_UPSERT_KEY, row)
+        conn.execute(_UPSERT_ACTION, row)
+    for (day, model), amounts in spend.items():
+        values = {c: amounts.get(c, 0) for c in projection._SPEND_COLUMNS}
+        conn.execute(_UPSERT_SPEND, {"run_id": run_id, "day": day, "model": model, **values})
