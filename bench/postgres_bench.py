@@ -11,9 +11,11 @@ a Unix socket, fsync on). Prints Markdown tables:
   `normal` (a commit outlives the process; the server's WAL writer syncs it within a fraction
   of a second: `synchronous_commit = off`) and `full` (each commit synced before it returns);
 - the triage pipeline submitted as `--runs` runs of 10 tickets and executed by 1, 2 and 4
-  `journal worker` processes (2 runs at a time each) sharing one key of a fake API that allows
-  `--rpm` requests a minute and answers in 0.2 s: requests answered per minute, as a share of
-  the limit, the 429s the fake sent, and whether every run ended done (no breaker opened).
+  `journal worker --rpm RPM` processes (8 runs at a time each) sharing one key of a fake API
+  that allows `--rpm` requests a minute (a bucket of a minute's worth, as the API's) and answers
+  in 0.2 s, the workers pacing their requests together through the journal: requests answered
+  per minute from the first answer to the last (the journal's `model_calls`), as a share of the
+  limit, the 429s the fake sent, and whether every run ended done (no breaker opened).
 """
 
 from __future__ import annotations
@@ -137,7 +139,17 @@ def throughput(url: str, workers: int, runs: int, rpm: int, folder: Path) -> dic
         started = time.perf_counter()
         processes = [
             subprocess.Popen(
-                [*journal, "worker", "--concurrency", "2", "--exit-when-idle", "--db", url],
+                [
+                    *journal,
+                    "worker",
+                    "--concurrency",
+                    "8",
+                    "--rpm",
+                    str(rpm),
+                    "--exit-when-idle",
+                    "--db",
+                    url,
+                ],
                 env=env,
                 cwd=folder,
                 stdout=subprocess.DEVNULL,
@@ -149,7 +161,6 @@ def throughput(url: str, workers: int, runs: int, rpm: int, folder: Path) -> dic
             p.wait()
         wall = time.perf_counter() - started
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    answered = [line for line in lines if line["status"] == 200]
     with open_store(url, readonly=True) as store:
         statuses = {r.status for r in store.runs()}
         span = store.query(

@@ -14,7 +14,7 @@ journal/chain.py), and applying `changes`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -157,3 +157,16 @@ def start(
     ).as_json()
     started = Event(run_id, 1, at, k.RUN_STARTED, None, data)
     return prepare([started], blobs=[*held, *more, whole], redact=redact, secrets=secrets)
+
+
+def chunked(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    """`rows` in lists of `size` (the last shorter): inserted a list at a time, a long run is
+    copied in flat memory (itertools.batched is Python 3.12's)."""
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -42,30 +42,41 @@ def copy(
     wanted = run_ids if run_ids is not None else [r.run_id for r in reversed(source.runs())]
     runs, events, skipped = 0, 0, []
     for run_id in wanted:
-        rows = list(source.stored(run_id))
-        if not rows:
-            continue
-        if not destination.import_run(rows, [source.blob(ref) for ref in _refs(rows)]):
+        copied = _copy_run(source, destination, run_id)
+        if copied is None:
             skipped.append(run_id)
             continue
-        runs, events = runs + 1, events + len(rows)
+        runs, events = runs + 1, events + copied
         if told is not None:
-            told(run_id, len(rows))
+            told(run_id, copied)
     return Copied(runs, events, tuple(skipped))
 
 
-def _refs(rows: Sequence[Row]) -> Iterator[str]:
-    """The blobs the events refer to, each once: inputs, requests and states' big members."""
-    seen: set[str] = set()
-    for row in rows:
-        kind = row[3]
-        if kind not in (k.RUN_STARTED, k.SNAPSHOT, k.MODEL_REQUESTED):
-            continue
-        data = json.loads(row[5])
-        found = [data.get("input"), data.get("request")]
-        for held in ("input_parts", "state_parts"):
-            found.extend((data.get(held) or {}).values())
-        for ref in found:
-            if isinstance(ref, str) and ref.startswith("sha256:") and ref not in seen:
-                seen.add(ref)
-                yield ref
+def _copy_run(source: Store, destination: Store, run_id: str) -> int | None:
+    """Copy one run as it streams from `source`; the number of its events, or None if the
+    destination has it already."""
+    refs: dict[str, None] = {}  # the blobs its events refer to, in order, each once
+    counted = 0
+
+    def rows() -> Iterator[Row]:
+        nonlocal counted
+        for row in source.stored(run_id):
+            counted += 1
+            refs.update(dict.fromkeys(_refs(row)))
+            yield row
+
+    def blobs() -> Iterator[str]:
+        return (source.blob(ref) for ref in refs)
+
+    return counted if destination.import_run(run_id, rows(), blobs) else None
+
+
+def _refs(row: Row) -> list[str]:
+    """The blobs an event refers to: an input, a request, a state's or input's big members."""
+    if row[3] not in (k.RUN_STARTED, k.SNAPSHOT, k.MODEL_REQUESTED):
+        return []
+    data = json.loads(row[5])
+    found = [data.get("input"), data.get("request")]
+    for held in ("input_parts", "state_parts"):
+        found.extend((data.get(held) or {}).values())
+    return [ref for ref in found if isinstance(ref, str) and ref.startswith("sha256:")]

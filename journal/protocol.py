@@ -40,7 +40,7 @@ worker, the lease's heartbeat) a store with a connection of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, Self, runtime_checkable
 
 from runjournal.journal.batch import Batch, Row
@@ -153,10 +153,13 @@ class EventLog(Protocol):
         as JSON text, hash)`, in seq order: what `journal copy` moves, byte for byte."""
         ...
 
-    def import_run(self, rows: Sequence[Row], blobs: Sequence[str]) -> bool:
-        """Store a run's events exactly as another journal holds them (their seqs, times,
-        data and hashes) with the blobs they refer to, and derive its rows, in one
-        transaction; False (nothing written) when a run of that id is here already."""
+    def import_run(
+        self, run_id: str, rows: Iterable[Row], blobs: Callable[[], Iterable[str]]
+    ) -> bool:
+        """Store the run's events exactly as another journal holds them (their seqs, times,
+        data and hashes), read as they are written, then the blobs they refer to (`blobs()`,
+        called once the rows are read), and derive its rows, in one transaction; False
+        (nothing written) when a run of that id is here already."""
         ...
 
     def latest_snapshot(self, run_id: str, upto: int | None = None) -> Event:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from secrets import token_hex
 from typing import Any
 
@@ -172,17 +172,19 @@ class Journal(Reading):
                 leases._acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
 
-    def import_run(self, rows: Sequence[Row], blobs: Sequence[str]) -> bool:
-        run_id = rows[0][0]
-        events = [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+    def import_run(
+        self, run_id: str, rows: Iterable[Row], blobs: Callable[[], Iterable[str]]
+    ) -> bool:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
                 return False
-            for blob in blobs:
-                put_blob(conn, blob)
             conn.execute("INSERT INTO runs (run_id) VALUES (?)", (run_id,))
-            conn.executemany(_INSERT_EVENT, rows)
-            projection._apply(conn, run_id, projection.project(events))
+            for chunk in batches.chunked(rows, 5000):
+                conn.executemany(_INSERT_EVENT, chunk)
+            for blob in blobs():
+                put_blob(conn, blob)
+            # Read back in this transaction, a page at a time: a long run in flat memory.
+            projection._apply(conn, run_id, projection.project(self.events(run_id)))
         return True
 
     def rebuild_runs(self) -> None:

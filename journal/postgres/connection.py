@@ -32,10 +32,10 @@ from runjournal.journal.errors import (
 KILL_CHANNEL = "runjournal_kill"
 """The channel a kill request is notified on, when it commits; the payload is the run's id."""
 
-# The pool says each failed attempt to connect as a warning; the store raises what a person
-# needs to know, once.
-logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
-logging.getLogger("psycopg.pool").propagate = False
+# psycopg says as warnings what the store raises as its own errors (each failed attempt of the
+# pool to connect, a pipeline given up after an error): a person is told once, by the store.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+logging.getLogger("psycopg").propagate = False
 
 
 class _At(psycopg.adapt.Loader):

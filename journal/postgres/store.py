@@ -20,7 +20,7 @@ import json
 import secrets as random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Self
 
 import psycopg
@@ -372,20 +372,22 @@ class PostgresJournal(StoreBase):
                 _acquire(conn, run_id, holder, now, lease_ttl)
             return self._run(conn, run_id), True
 
-    def import_run(self, rows: Sequence[Row], blobs: Sequence[str]) -> bool:
-        run_id = rows[0][0]
-        events = [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+    def import_run(
+        self, run_id: str, rows: Iterable[Row], blobs: Callable[[], Iterable[str]]
+    ) -> bool:
         with self._write() as conn:
             # As a creation: ordinals and run ids are the creation lock's.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
             if conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,)).fetchone():
                 return False
-            for blob in blobs:
-                _put_blob(conn, blob)
             conn.execute("INSERT INTO runs (run_id) VALUES (%s)", (run_id,))
             with conn.cursor() as cur:
-                cur.executemany(_INSERT_EVENT, rows)
-            _apply(conn, run_id, projection.project(events))
+                for chunk in batches.chunked(rows, 5000):
+                    cur.executemany(_INSERT_EVENT, chunk)
+            for blob in blobs():
+                _put_blob(conn, blob)
+            # Read back in this transaction, a page at a time: a long run in flat memory.
+            _apply(conn, run_id, projection.project(self.events(run_id)))
         return True
 
     def stored(self, run_id: str, *, after: int = 0) -> Iterator[Row]:
