@@ -73,10 +73,11 @@ def submit(target: str, input_path: Path | None, run_key: str | None, given: Giv
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1, max=256),
+    type=click.IntRange(min=1, max=30),
     default=1,
     show_default=True,
-    help="How many runs this worker executes at once, each on a thread and a connection.",
+    help="How many runs this worker executes at once (30 at most), each on a thread and two "
+    "connections (its writes, its lease).",
 )
 @click.option(
     "--exit-when-idle",

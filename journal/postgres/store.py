@@ -32,6 +32,7 @@ from runjournal.journal.base import StoreBase
 from runjournal.journal.batch import Batch, Row
 from runjournal.journal.blobs import Payload
 from runjournal.journal.blobs import holds as blob_holds
+from runjournal.journal.connection import Durability
 from runjournal.journal.errors import (
     ActionBusy,
     ActionKeyDone,
@@ -40,6 +41,7 @@ from runjournal.journal.errors import (
     ConcurrentAppend,
     JournalCorrupt,
     JournalError,
+    JournalMissing,
     JournalTooNew,
     LeaseHeld,
     LeaseLost,
@@ -81,7 +83,7 @@ class PostgresJournal(StoreBase):
         *,
         clock: Clock | None = None,
         secrets: Sequence[str] = (),
-        durability: str = "normal",
+        durability: Durability = "normal",
     ) -> None:
         super().__init__(secrets=secrets)
         self.pool = pool
@@ -107,12 +109,14 @@ class PostgresJournal(StoreBase):
         readonly: bool = False,
         clock: Clock | None = None,
         secrets: Sequence[str] = (),
-        durability: str = "normal",
+        durability: Durability = "normal",
         timeout: float = 30.0,
-        max_connections: int = 16,
+        max_connections: int = 64,
     ) -> Self:
-        """Open the journal in the database at `url`, bringing its schema up to date (not when
-        `readonly`: a database without it is refused)."""
+        """Open the journal in the database at `url`, bringing an older schema up to date, and
+        with `create` making it in a database that has none; read-only, a database without
+        this runjournal's schema is refused and nothing is written. At most `max_connections`
+        connections are open at once (one per store: a worker's run takes two)."""
         pool = Pool(url, readonly=readonly, max_size=max_connections, timeout=timeout)
         store = cls(pool, clock=clock, secrets=secrets, durability=durability)
         try:
@@ -140,6 +144,12 @@ class PostgresJournal(StoreBase):
                     "command (`journal run`, `journal migrate`) makes or upgrades it"
                 )
                 raise ReadOnlyJournal(msg)
+            if done is None and not create:
+                msg = (
+                    f"no journal in {self.location}: start a run with `journal run` (or "
+                    "`journal submit`), which makes one"
+                )
+                raise JournalMissing(msg)
             with self.conn.transaction():
                 self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (schema.MIGRATION_LOCK,))
                 self.conn.execute(schema.CREATE_MIGRATIONS)
@@ -239,7 +249,8 @@ class PostgresJournal(StoreBase):
         `runjournal_writer`'s, which raises inside the transaction and so rolls it back."""
         run_id = batch.run_id
         if self.readonly:
-            self._write()  # raises ReadOnlyJournal
+            msg = f"{self.location} was opened for reading: nothing can be written through it"
+            raise ReadOnlyJournal(msg)
         with self._lock:
             conn = self.conn
             try:
