@@ -161,12 +161,14 @@ def test_random_cost_caps_hold_with_16_in_flight(db: Path) -> None:
     tickets = [f"T-{i}" for i in range(24)]
     prepared = runner.prepare(m, {"tickets": tickets})
     with Journal.open(db, create=True) as journal:
-        # Caps from 5% to 150% of what a whole run costs: about two runs in three are killed,
-        # whatever the prices (a cap drawn in dollars killed 17 of 100 once, and failed).
+        # Caps from 5% to 6 times what a whole run costs, whatever the prices: a run is killed
+        # below about 1.2 to 2 times (16 requests in flight reserve their worst cases; more on a
+        # loaded machine), so some runs are killed and most are not (caps drawn in dollars, or
+        # up to 1.5 times, killed 17 and 97 of 100 and failed the bounds).
         whole = runner.start(journal, prepared, target="t", code_hash="0", options=options(fake))
         full = Decimal(whole.run.total_nusd) / NUSD
         for _ in range(100):
-            cap = full * rng.randint(5, 150) / 100
+            cap = full * rng.randint(5, 600) / 100
             limited = options(fake, limits={"max_cost_usd": cap})
             run = runner.start(journal, prepared, target="t", code_hash="0", options=limited).run
             spent = Decimal(run.total_nusd) / NUSD
@@ -175,7 +177,7 @@ def test_random_cost_caps_hold_with_16_in_flight(db: Path) -> None:
             assert run.status in ("done", "killed"), (seed, run.status, run.error)
             killed += run.status == "killed"
         assert verify(journal) == []
-    assert 20 <= killed <= 95, f"seed {seed}: {killed} of 100 killed"
+    assert 5 <= killed <= 95, f"seed {seed}: {killed} of 100 killed"
 
 
 def test_a_throttle_halves_the_window_once() -> None:
