@@ -45,12 +45,10 @@ class Budget:
     """Billed and possibly billed today, when read with `budgets(day=...)`."""
 
 
-def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) -> None:
-    """Raise LimitReached if the request could take its run or machine past a cap."""
-    machine, total, tokens, requests = conn.execute(
-        "SELECT machine, total_nusd, total_tokens, model_requests FROM runs WHERE run_id = ?",
-        (run_id,),
-    ).fetchone()
+def check_caps(reserve: Reserve, total: int, tokens: int, requests: int) -> None:
+    """LimitReached if the request could take its run past a cap, the run having spent or
+    possibly spent `total` nano-dollars and `tokens` tokens over `requests` requests. Every
+    backend's check, in the transaction that writes the request's intent."""
     if reserve.max_model_calls is not None and requests + 1 > reserve.max_model_calls:
         raise LimitReached("max_model_calls", requests, reserve.max_model_calls, "model calls")
     if reserve.max_tokens is not None and tokens + reserve.tokens > reserve.max_tokens:
@@ -65,6 +63,28 @@ def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) 
             "USD",
             worst_case=reserve.nusd / NUSD,
         )
+
+
+def check_budget(reserve: Reserve, spent: int, per_day: int, machine: str, day: str) -> None:
+    """LimitReached if the request could take its machine past its budget for `day`, the
+    machine's runs having spent or possibly spent `spent` nano-dollars that day."""
+    if spent + reserve.nusd > per_day:
+        raise LimitReached(
+            "budget_per_day",
+            spent / NUSD,
+            per_day / NUSD,
+            f"USD on {day} across the runs of {machine}",
+            worst_case=reserve.nusd / NUSD,
+        )
+
+
+def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) -> None:
+    """Raise LimitReached if the request could take its run or machine past a cap."""
+    machine, total, tokens, requests = conn.execute(
+        "SELECT machine, total_nusd, total_tokens, model_requests FROM runs WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    check_caps(reserve, total, tokens, requests)
     row = conn.execute("SELECT per_day_nusd FROM budgets WHERE machine = ?", (machine,)).fetchone()
     if row is None or row[0] is None:
         return
@@ -72,14 +92,7 @@ def _reserve(conn: sqlite3.Connection, run_id: str, reserve: Reserve, day: str) 
         "SELECT coalesce(sum(total_nusd), 0) FROM spend WHERE machine = ? AND day = ?",
         (machine, day),
     ).fetchone()
-    if spent + reserve.nusd > row[0]:
-        raise LimitReached(
-            "budget_per_day",
-            spent / NUSD,
-            row[0] / NUSD,
-            f"USD on {day} across the runs of {machine}",
-            worst_case=reserve.nusd / NUSD,
-        )
+    check_budget(reserve, spent, row[0], machine, day)
 
 
 PACE_SQL = """

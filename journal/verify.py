@@ -217,7 +217,16 @@ def _projections(journal: SQLStore, run_id: str | None) -> list[Problem]:
     stored = {
         table: _rows(conn, f"main.{table}", order) for table, order in projection.TABLES.items()
     }
-    derived = _rebuilt(journal)
+    return compared(stored, _rebuilt(journal), run_id)
+
+
+Tables = dict[str, dict[tuple[Any, ...], dict[str, Any]]]
+"""Each derived table's rows by their key (projection.TABLES), as column -> value."""
+
+
+def compared(stored: Tables, derived: Tables, run_id: str | None) -> list[Problem]:
+    """Each row of the derived tables as stored that differs from its rebuild from the events
+    (of one run, or all); every backend's `verify` compares with this."""
     problems = []
     for table, rows in stored.items():
         for key in sorted(rows.keys() | derived[table].keys()):

@@ -45,7 +45,6 @@ from runjournal.journal.errors import (
     JournalTooNew,
     LeaseHeld,
     LeaseLost,
-    LimitReached,
     QueryFailed,
     QueryRefused,
     QueryStopped,
@@ -60,7 +59,7 @@ from runjournal.journal.postgres.connection import KILL_CHANNEL, Pool, ServerClo
 from runjournal.journal.postgres.projection import apply as _apply
 from runjournal.journal.query import Rows
 from runjournal.journal.rows import ACTION_COLUMNS, RUN_COLUMNS, Action, Problem, Run
-from runjournal.journal.spending import NUSD, Budget, Reserve
+from runjournal.journal.spending import Budget, Reserve
 
 _CREATE_LOCK = 0x524A4E43
 _PAGE = 2000  # events read per statement: reads never hold a cursor open between rows
@@ -888,20 +887,7 @@ def _claim(conn: psycopg.Connection[Any], run_id: str, name: str, key: str) -> N
 
 def _reserve(conn: psycopg.Connection[Any], run: Sequence[Any], reserve: Reserve, day: str) -> None:
     machine, total, tokens, requests = run
-    if reserve.max_model_calls is not None and requests + 1 > reserve.max_model_calls:
-        raise LimitReached("max_model_calls", requests, reserve.max_model_calls, "model calls")
-    if reserve.max_tokens is not None and tokens + reserve.tokens > reserve.max_tokens:
-        raise LimitReached(
-            "max_tokens", tokens, reserve.max_tokens, "tokens", worst_case=reserve.tokens
-        )
-    if reserve.max_cost_nusd is not None and total + reserve.nusd > reserve.max_cost_nusd:
-        raise LimitReached(
-            "max_cost_usd",
-            total / NUSD,
-            reserve.max_cost_nusd / NUSD,
-            "USD",
-            worst_case=reserve.nusd / NUSD,
-        )
+    spending.check_caps(reserve, total, tokens, requests)
     # The budget's row is locked to the commit: runs of the machine on every host reserve one
     # at a time, each seeing what the one before it reserved.
     row = conn.execute(
@@ -914,14 +900,7 @@ def _reserve(conn: psycopg.Connection[Any], run: Sequence[Any], reserve: Reserve
         "SELECT coalesce(sum(total_nusd), 0)::bigint FROM spend WHERE machine = %s AND day = %s",
         (machine, day),
     )
-    if spent + reserve.nusd > row[0]:
-        raise LimitReached(
-            "budget_per_day",
-            spent / NUSD,
-            row[0] / NUSD,
-            f"USD on {day} across the runs of {machine}",
-            worst_case=reserve.nusd / NUSD,
-        )
+    spending.check_budget(reserve, spent, row[0], machine, day)
 
 
 def _acquire(

@@ -22,6 +22,7 @@ from runjournal.journal.postgres.connection import Pool, _configure, translate
 from runjournal.journal.postgres.projection import apply as _apply
 from runjournal.journal.protocol import Store
 from runjournal.journal.rows import Problem
+from runjournal.journal.verify import compared
 
 
 class Checked(Store, Protocol):
@@ -182,21 +183,7 @@ def _projections(store: Checked, run_id: str | None) -> list[Problem]:
             }
     finally:
         conn.close()
-    problems = []
-    for table, rows in stored.items():
-        for key in sorted(rows.keys() | derived[table].keys()):
-            row, expected = rows.get(key), derived[table].get(key)
-            if row == expected:
-                continue
-            if table == "runs":
-                run = key[0]
-            elif table == "spend":
-                run = None
-            else:
-                run = (row or expected or {})["run_id"]
-            if run_id is None or run == run_id:
-                problems.append(Problem(run, f"{table} {key}: stored {_changed(row, expected)}"))
-    return problems
+    return compared(stored, derived, run_id)
 
 
 def _rows(
@@ -206,17 +193,3 @@ def _rows(
     columns = [d.name for d in cursor.description or ()]
     width = len(order.split(","))
     return {tuple(row[:width]): dict(zip(columns, row, strict=True)) for row in cursor}
-
-
-def _changed(stored: dict[str, Any] | None, derived: dict[str, Any] | None) -> str:
-    if stored is None or derived is None:
-        return (
-            "a row the events do not give"
-            if derived is None
-            else "nothing where the events give a row"
-        )
-    return ", ".join(
-        f"{column}={stored[column]!r} where the events give {derived[column]!r}"
-        for column in stored
-        if stored[column] != derived[column]
-    )
