@@ -71,6 +71,7 @@ def actions(run_id: str | None, in_doubt: bool, as_json: bool, db: Db | None) ->
     "--action", "name", metavar="NAME", help="The action's name, when the key is not enough."
 )
 @click.option("--by", help="Who answers. Default: your user name @ this host.")
+@click.option("--reason", help="Why: what you checked, recorded with the answer.")
 @db_option
 def resolve_command(
     run_id: str,
@@ -79,6 +80,7 @@ def resolve_command(
     result_json: str | None,
     name: str | None,
     by: str | None,
+    reason: str | None,
     db: Db | None,
 ) -> None:
     """Record what happened to RUN's action KEY, whose outcome is unknown.
@@ -89,7 +91,7 @@ def resolve_command(
 
     \b
     Example:
-        journal resolve 3fa2 T-1003 --done --result '{"page_id": "P-77"}'
+        journal resolve 3fa2 T-1003 --done --result '{"page_id": "P-77"}' --reason "in the pager"
     """
     if outcome is None:
         raise click.UsageError("say --done or --not-done")
@@ -105,7 +107,14 @@ def resolve_command(
     run = journal.find_run(run_id)
     person = who(by)
     action = resolve(
-        journal, run.run_id, key, done=outcome == "done", result=result, name=name, by=person
+        journal,
+        run.run_id,
+        key,
+        done=outcome == "done",
+        result=result,
+        name=name,
+        by=person,
+        reason=reason,
     )
     said = "done" if outcome == "done" else "not done"
     recorded = f"recorded: action {action.name} {key!r} of run {run.run_id} {said} (by {person})"

@@ -315,6 +315,7 @@ class ActionResolved(_Action):
     outcome: str = _doc("done or not_done")
     result: Any = _doc("with done: what the action returned")
     by: str = _doc("who")
+    reason: str | None = _doc("why they said so (what they checked)", None)
 
 
 ACTION_STATUSES = ("intended", "in_doubt", "done", "failed", "not_done", "skipped")

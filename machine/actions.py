@@ -220,6 +220,7 @@ def resolve(
     result: Any = None,
     name: str | None = None,
     by: str,
+    reason: str | None = None,
     lease_ttl: float = 30.0,
 ) -> Action:
     """Record a person's answer for an action in doubt: it happened (`done`) or it did not.
@@ -265,6 +266,7 @@ def resolve(
             outcome="done" if done else "not_done",
             result=result if done else None,
             by=by,
+            reason=reason,
         )
         writer.commit(action.step, data, sync=True)
         return action

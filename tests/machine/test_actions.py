@@ -120,7 +120,8 @@ def test_non_idempotent_action_in_doubt_waits_for_a_person(
     in_doubt = cli("actions", "--in-doubt", "--json", db=db)
     assert [json.loads(line)["key"] for line in in_doubt.stdout.splitlines()] == ["K-1"]
 
-    resolved = cli("resolve", run_id, "K-1", answer, "--by", "tester", db=db)
+    why = "checked the outbox"
+    resolved = cli("resolve", run_id, "K-1", answer, "--by", "tester", "--reason", why, db=db)
     assert resolved.returncode == 0, resolved.stderr
     done = cli("resume", run_id, db=db)
     assert done.returncode == 0, done.stderr
@@ -128,6 +129,7 @@ def test_non_idempotent_action_in_doubt_waits_for_a_person(
     with Journal.open(db) as journal:
         (resolution,) = journal.events(run_id, kinds=(k.ACTION_RESOLVED,))
         assert resolution.data["by"] == "tester"
+        assert resolution.data["reason"] == why
         assert journal.run(run_id).status == "done"
 
 
