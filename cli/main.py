@@ -12,6 +12,8 @@ from runjournal.cli.actions import actions, resolve_command
 from runjournal.cli.budget import budget
 from runjournal.cli.copying import copy_command
 from runjournal.cli.costs import cost
+from runjournal.cli.datasette import datasette_command
+from runjournal.cli.export import export_command
 from runjournal.cli.fake import fake_model
 from runjournal.cli.fork import fork
 from runjournal.cli.graph import graph
@@ -21,6 +23,7 @@ from runjournal.cli.migrate import migrate
 from runjournal.cli.output import printable
 from runjournal.cli.replay import replay_command
 from runjournal.cli.running import resume, run
+from runjournal.cli.serve import serve
 from runjournal.cli.shared import JournalGroup
 from runjournal.cli.sql import sql
 from runjournal.cli.verify import verify_command
@@ -46,6 +49,7 @@ cli.add_command(show)
 cli.add_command(logs)
 cli.add_command(replay_command)
 cli.add_command(sql)
+cli.add_command(datasette_command)
 cli.add_command(cost)
 cli.add_command(actions)
 cli.add_command(resolve_command)
@@ -58,7 +62,9 @@ cli.add_command(fork)
 cli.add_command(graph)
 cli.add_command(submit)
 cli.add_command(copy_command)
+cli.add_command(export_command)
 cli.add_command(worker)
+cli.add_command(serve)
 
 
 def main() -> None:
