@@ -34,6 +34,7 @@ def status_of(run: Run, journal: Store) -> str:
 
 
 STATUSES = (
+    "submitted",
     "running",
     "interrupted",
     "needs_attention",

@@ -37,7 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runjournal.cli.inspecting import status_of
+from runjournal.cli.inspecting import STATUSES, status_of
 from runjournal.cli.web import pages, render
 from runjournal.journal import (
     AmbiguousRunId,
@@ -147,7 +147,7 @@ def application(settings: Settings) -> Starlette:
     async def runs(request: Request) -> Response:
         filters = _filters(request)
         found = pages.runs_page(journal(), filters)
-        return page(request, "runs.html", filters=filters, page=found, statuses=pages.STATUSES)
+        return page(request, "runs.html", filters=filters, page=found, statuses=STATUSES)
 
     async def run(request: Request) -> Response:
         after = _int(request.query_params.get("after"), "after")
@@ -344,8 +344,8 @@ def _filters(request: Request) -> pages.Filters:
         return value or None
 
     status = given("status")
-    if status is not None and status not in pages.STATUSES:
-        raise ValueError(f"status must be one of {', '.join(pages.STATUSES)}")
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}")
     day = given("day")
     return pages.Filters(
         status=status,

@@ -30,18 +30,6 @@ from runjournal.machine.actions import IN_DOUBT
 RUNS_PER_PAGE: Final = 50
 EVENTS_PER_PAGE: Final = 200
 
-STATUSES: Final = (
-    "submitted",
-    "running",
-    "interrupted",
-    "needs_attention",
-    "resolved",
-    "failed",
-    "killed",
-    "done",
-)
-"""The statuses a run shows: `interrupted` is a `running` run that no live process holds."""
-
 
 # The runs list
 

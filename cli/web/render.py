@@ -19,7 +19,7 @@ import jinja2
 from markupsafe import Markup
 
 from runjournal.cli.costs import dollars
-from runjournal.cli.output import printable
+from runjournal.cli.output import printable, short
 from runjournal.journal.delta import escape as escape_token
 from runjournal.journal.kinds import to_step
 
@@ -37,6 +37,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["text"] = text
+    env.filters["brief"] = brief
     env.filters["pretty"] = pretty
     env.filters["dollars"] = money
     env.filters["tokens"] = tokens
@@ -52,6 +53,11 @@ def text(value: Any) -> str:
     if value is None or isinstance(value, jinja2.Undefined):
         return "-"
     return printable(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+
+
+def brief(value: Any) -> str:
+    """A value on one line, cut to 300 characters: what a line of the timeline shows of it."""
+    return "-" if value is None or isinstance(value, jinja2.Undefined) else short(value, 300)
 
 
 def pretty(value: Any) -> str:
@@ -83,32 +89,40 @@ def seconds(value: float | None) -> str:
     return f"{value / 3600:.1f} h"
 
 
-def state_tree(state: Any, changed: set[str]) -> Markup:
+MEMBERS_SHOWN = 2000
+"""The state tree shows this many members at most: a state of a million items is a page of
+them and a line saying how many more, not megabytes of HTML."""
+
+
+def state_tree(state: Any, changed: set[str], limit: int = MEMBERS_SHOWN) -> Markup:
     """The state as nested lists of its members, each written by the last transition marked
     (`class="changed"`, `data-path` its JSON Pointer), so a reader sees the delta in place."""
-    return _node(state, "", changed)
+    return _node(state, "", changed, [limit])
 
 
-def _node(value: Any, path: str, changed: set[str]) -> Markup:
+def _node(value: Any, path: str, changed: set[str], left: list[int]) -> Markup:
     mark = path in changed
-    if isinstance(value, dict) and value:
-        items = (
-            (Markup('<span class="key">{}</span>').format(text(key)), f"{path}/{escape_token(key)}")
-            for key in value
+    if isinstance(value, dict | list) and value:
+        keys = list(value) if isinstance(value, dict) else range(len(value))
+        lines: list[Markup] = []
+        for key in keys:
+            if left[0] <= 0:
+                more = len(keys) - len(lines)
+                lines.append(Markup('<li class="more">… {} more</li>').format(f"{more:,}"))
+                break
+            left[0] -= 1
+            inner = _node(value[key], f"{path}/{escape_token(key)}", changed, left)
+            if isinstance(value, dict):
+                label = Markup('<span class="key">{}</span>: ').format(text(key))
+            else:
+                label = Markup('<span class="index">{}</span> ').format(key)
+            lines.append(Markup("<li>{}{}</li>").format(label, inner))
+        tag = "ul" if isinstance(value, dict) else "ol"
+        kind = "obj" if isinstance(value, dict) else "arr"
+        body = Markup('<{0} class="{1}">{2}</{0}>').format(
+            Markup(tag), Markup(kind), Markup("").join(lines)
         )
-        inner = Markup("").join(
-            Markup("<li>{}: {}</li>").format(label, _node(value[key], sub, changed))
-            for (label, sub), key in zip(items, value, strict=True)
-        )
-        return _wrap(Markup('<ul class="obj">{}</ul>').format(inner), path, mark)
-    if isinstance(value, list) and value:
-        inner = Markup("").join(
-            Markup('<li><span class="index">{}</span> {}</li>').format(
-                i, _node(item, f"{path}/{i}", changed)
-            )
-            for i, item in enumerate(value)
-        )
-        return _wrap(Markup('<ol class="arr" start="0">{}</ol>').format(inner), path, mark)
+        return _wrap(body, path, mark)
     shown = json.dumps(value, ensure_ascii=False)
     return _wrap(Markup('<code class="val">{}</code>').format(printable(shown)), path, mark)
 

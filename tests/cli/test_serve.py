@@ -240,3 +240,20 @@ def test_a_postgresql_journal_is_served(pg_url: str, tmp_path: Path) -> None:
         assert 'data-kind="decision"' in text
         status, _, text = request(served, "GET", "/?q=T-1")
         assert run_id in text
+
+
+def test_a_big_state_is_shown_in_part(tmp_path: Path) -> None:
+    """A state of 20,000 items is 2,000 members on the page and a line saying how many more,
+    not megabytes of HTML."""
+    holding = loader.load(str(Path(__file__).parent.parent / "pipelines" / "holding.py")).machine
+    db = tmp_path / "big.db"
+    items = [f"item {i} <b>" for i in range(20_000)]
+    with open_store(db, create=True) as journal:
+        prepared = runner.prepare(holding, {"items": items})
+        run_id = runner.start(journal, prepared, target="holding.py", code_hash="h").run.run_id
+    with serving(db) as served:
+        status, _, text = request(served, "GET", f"/runs/{run_id}/state?seq=1")
+    assert status == 200
+    assert "item 1998 &lt;b&gt;" in text and "item 1999 &lt;b&gt;" not in text
+    assert "… 18,001 more" in text
+    assert len(text) < 500_000
