@@ -185,12 +185,12 @@ def test_the_server_clock_corrects_a_skewed_host(url: str) -> None:
             assert abs(store.clock() - server()) < 1.0
 
 
-def ticket_inputs(folder: Path, runs: int, tickets: int) -> list[Path]:
-    """`runs` inputs of `tickets` tickets each, every ticket's id its own (so every page key
-    is one run's)."""
+def ticket_inputs(folder: Path, runs: int, tickets: int, first: int = 0) -> list[Path]:
+    """`runs` inputs of `tickets` tickets each, numbered from `first`, every ticket's id its
+    own (so every page key is one run's)."""
     source = (FIXTURES / "tickets.jsonl").read_text().splitlines()[:tickets]
     made = []
-    for n in range(runs):
+    for n in range(first, first + runs):
         path = folder / f"tickets-{n:02d}.jsonl"
         rows = [json.loads(line) for line in source]
         for row in rows:
@@ -209,11 +209,27 @@ def finished(url: str) -> bool:
         return all(r.status == "done" for r in store.runs())
 
 
+def unfinished(url: str) -> int:
+    with open_store(url, readonly=True) as store:
+        return sum(r.status != "done" for r in store.runs())
+
+
+def standing(url: str, workers: list[subprocess.Popen[str]]) -> str:
+    """The runs not done and the workers that ended, for a message that says why nothing moves."""
+    with open_store(url, readonly=True) as store:
+        runs = [
+            f"{r.run_id} {r.status} {r.error or ''}" for r in store.runs() if r.status != "done"
+        ]
+    ended = [(w.returncode, w.communicate()[1][-2000:]) for w in workers if w.poll() is not None]
+    return f"runs not done: {runs}; workers ended: {ended}"
+
+
 @pytest.mark.slow
 def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
     url: str, tmp_path: Path
 ) -> None:
-    """3 workers over 30 submitted triage runs against a fake API with faults; a worker
+    """3 workers over 30 submitted triage runs (and more whenever fewer than 12 are left, so
+    that every signal lands while runs remain) against a fake API with faults; a worker
     SIGKILLed (and started again) 50 times and SIGTERMed 20 times, at random, each once the
     fake has seen a request since the last: every run ends done, every ticket decided once,
     every page key paged by one action, no answered request asked again beyond one per kill,
@@ -222,13 +238,20 @@ def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
     log = tmp_path / "requests.jsonl"
     work = tmp_path / "work"
     work.mkdir()
-    # Submitted in this process (`journal submit` is tested above): 30 starts of the command
-    # would cost the suite more than the rest of the test.
     target = loader.load(TRIAGE)
-    with open_store(url, create=True) as store:
-        for path in ticket_inputs(tmp_path, 30, TICKETS):
-            prepared = api.prepare(target.machine, path)
-            runner.submit(store, prepared, target=target.location, code_hash=target.code_hash)
+    submitted = 0
+
+    def submit(runs: int) -> None:
+        # Submitted in this process (`journal submit` is tested above): 30 starts of the
+        # command would cost the suite more than the rest of the test.
+        nonlocal submitted
+        with open_store(url, create=True) as store:
+            for path in ticket_inputs(tmp_path, runs, TICKETS, first=submitted):
+                prepared = api.prepare(target.machine, path)
+                runner.submit(store, prepared, target=target.location, code_hash=target.code_hash)
+        submitted += runs
+
+    submit(30)
     seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     signals = [signal.SIGKILL] * 50 + [signal.SIGTERM] * 20
@@ -244,11 +267,19 @@ def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
         try:
             for sent, sig in enumerate(signals):
                 seen = requests()
-                wait_for(
-                    lambda seen=seen: requests() > seen or finished(url), "a request", timeout=60
-                )
+                try:
+                    wait_for(lambda seen=seen: requests() > seen or finished(url), "a request", 60)
+                except AssertionError as e:
+                    raise AssertionError(
+                        f"seed {seed}, signal {sent}: {standing(url, workers)}"
+                    ) from e
                 if finished(url):
                     break
+                left = unfinished(url)
+                if left < 12:
+                    # A loaded machine restarts workers slowly: more work, so that every
+                    # signal lands while runs remain.
+                    submit(12 - left)
                 time.sleep(rng.uniform(0, 0.05))
                 n = rng.randrange(len(workers))
                 workers[n].send_signal(sig)
@@ -277,7 +308,7 @@ def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
             "select count(*) from decisions where outcome = 'page'"
         ).fetchone()
         answered = conn.execute("select sum(model_calls) from runs").fetchone()
-    assert len(decided) == 30 * TICKETS and {n for _, _, n in decided} == {1}, seed
+    assert len(decided) == submitted * TICKETS and {n for _, _, n in decided} == {1}, seed
     assert pages and {n for _, n in pages} == {1}, seed
     assert page_decisions is not None and len(pages) == page_decisions[0], seed
     lines = [json.loads(line) for line in log.read_text().splitlines()]
