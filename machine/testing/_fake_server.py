@@ -1,6 +1,6 @@
-"""The fake Messages API's HTTP side: its answers (`Reply`, `Hangup`, errors in the API's
-shape, refusals at the door) and the loopback server (`serve`) that puts a `FakeModel` before
-other processes.
+"""The fake Messages API's HTTP side: its answers (`Reply`, `Lines`, `Hangup`, errors in the
+API's shape, refusals at the door) and the loopback server (`serve`) that puts a `FakeModel`
+before other processes, `POST /v1/messages` and the Message Batches API's paths alike.
 
 Private to `machine.testing.fake`, which exports its public names.
 """
@@ -34,11 +34,33 @@ class Reply:
 
 
 @attrs.frozen
+class Lines:
+    """An HTTP answer in JSON Lines (the results of a message batch): one JSON value a line."""
+
+    status: int
+    headers: Mapping[str, str]
+    lines: tuple[Mapping[str, Any], ...]
+
+    def content(self) -> bytes:
+        lines = (json.dumps(line, ensure_ascii=False) + "\n" for line in self.lines)
+        return "".join(lines).encode()
+
+
+@attrs.frozen
 class Hangup:
     """No answer: the connection is reset, or left hanging until the client times out."""
 
     kind: Literal["reset", "timeout"]
     request_id: str
+
+
+BATCHES = "/v1/messages/batches"
+"""The path of the Message Batches API, served by `machine.testing._fake_batches`."""
+
+
+def is_batches(path: str) -> bool:
+    """Whether `path` is one of the Message Batches API's."""
+    return path == BATCHES or path.startswith(BATCHES + "/")
 
 
 class Served(Protocol):
@@ -52,6 +74,10 @@ class Served(Protocol):
         self, raw: bytes, headers: Mapping[str, str], wait: Callable[[float], bool]
     ) -> tuple[attrs.AttrsInstance, Reply | Hangup]: ...
 
+    def _batch_request(
+        self, method: str, url: str, raw: bytes, headers: Mapping[str, str]
+    ) -> tuple[attrs.AttrsInstance, Reply | Lines | Hangup]: ...
+
 
 def error(status: int, kind: str, message: str, request_id: str, **headers: str) -> Reply:
     """An error answer, with the API's error body."""
@@ -60,23 +86,31 @@ def error(status: int, kind: str, message: str, request_id: str, **headers: str)
 
 
 def not_found(method: str, path: str) -> Reply:
-    """The answer to anything but `POST /v1/messages`."""
+    """The answer to anything but `POST /v1/messages` and the Message Batches API."""
     request_id = "req_fake_" + digest(method, path, "not found")[:24]
-    message = f"{method} {path}: the fake serves POST /v1/messages only"
+    message = f"{method} {path}: the fake serves POST /v1/messages and {BATCHES} only"
     return error(404, "not_found_error", message, request_id)
 
 
 def refuse(body: Any, headers: Mapping[str, str]) -> tuple[int, str, str] | None:
     """The status, error type and message of a request refused at the door; None if none."""
+    refused = unauthenticated(headers)
+    if refused is not None:
+        return refused
+    problem = invalid(body)
+    return None if problem is None else (400, "invalid_request_error", problem)
+
+
+def unauthenticated(headers: Mapping[str, str]) -> tuple[int, str, str] | None:
+    """The 401 of a request without a key; None if it has one."""
     lowered = {k.lower(): v for k, v in headers.items()}
     bearer = lowered.get("authorization", "").removeprefix("Bearer ").strip()
     if not lowered.get("x-api-key", "").strip() and not bearer:
         return 401, "authentication_error", "x-api-key header is required"
-    problem = _invalid(body)
-    return None if problem is None else (400, "invalid_request_error", problem)
+    return None
 
 
-def _invalid(body: Any) -> str | None:
+def invalid(body: Any) -> str | None:
     """What is wrong with a request body, the way the API words it; None if nothing."""
     if not isinstance(body, dict):
         return "request body must be a JSON object"
@@ -135,13 +169,26 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = 0
         raw = self.rfile.read(length) if length > 0 else b""
+        if is_batches(path):
+            self._batches(raw)
+            return
         if path != "/v1/messages":
             self._send(not_found("POST", path))
             return
         model = self.server.model
         # The latency is spent waiting on `stopping`, so that closing the server ends it at once.
         seen, reply = model._handle(raw, dict(self.headers.items()), self.server.stopping.wait)
-        status = reply.status if isinstance(reply, Reply) else None
+        self._answer(seen, reply)
+
+    def _batches(self, raw: bytes) -> None:
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        url = f"http://{host}{self.path}"  # results_url points back at this server
+        headers = dict(self.headers.items())
+        self._answer(*self.server.model._batch_request(self.command, url, raw, headers))
+
+    def _answer(self, seen: attrs.AttrsInstance, reply: Reply | Lines | Hangup) -> None:
+        model = self.server.model
+        status = reply.status if isinstance(reply, Reply | Lines) else None
         log = self.server.log
         if log is not None:
             line = {**attrs.asdict(seen), "status": status}
@@ -150,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
                     log.write(json.dumps(line) + "\n")
                     log.flush()
         self.close_connection = True
-        if isinstance(reply, Reply):
+        if isinstance(reply, Reply | Lines):
             self._send(reply)
         elif reply.kind == "reset":
             self.server.abort(self.connection)
@@ -158,12 +205,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.stopping.wait(model.timeout_seconds)  # then close without answering
 
     def _other(self) -> None:
-        self._send(not_found(self.command, urlsplit(self.path).path))
+        path = urlsplit(self.path).path
+        if is_batches(path) and self.command in ("GET", "DELETE"):
+            self._batches(b"")
+            return
+        self._send(not_found(self.command, path))
 
     do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = _other
 
-    def _send(self, reply: Reply) -> None:
-        data = json.dumps(reply.body, ensure_ascii=False).encode()
+    def _send(self, reply: Reply | Lines) -> None:
+        if isinstance(reply, Lines):
+            data, kind = reply.content(), "application/x-jsonl"
+        else:
+            data, kind = json.dumps(reply.body, ensure_ascii=False).encode(), "application/json"
         try:
             reason = http.HTTPStatus(reply.status).phrase
         except ValueError:
@@ -172,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(reply.status, reason)
             for key, value in reply.headers.items():
                 self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

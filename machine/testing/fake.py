@@ -1,4 +1,5 @@
-"""A fake Anthropic Messages API (`POST /v1/messages`, non-streaming) that the real SDK talks to.
+"""A fake Anthropic Messages API (`POST /v1/messages`, non-streaming, and the Message Batches
+API, from `machine.testing._fake_batches`) that the real SDK talks to.
 
 Owns fault specs (`parse_spec`), the fake model (`FakeModel`: answers, faults, usage, prompt
 caching, latency and rate limits, the last four reckoned in `machine.testing._fake_limits`) and
@@ -36,6 +37,13 @@ from runjournal.machine.model.capabilities import Capabilities, ModelCapabilitie
 from runjournal.machine.model.pricing import PriceTable
 from runjournal.machine.testing import _fake_contract as contract
 from runjournal.machine.testing import _fake_values as values
+from runjournal.machine.testing._fake_batches import (
+    Batch,
+    BatchCall,
+    Batches,
+    BatchFaults,
+    parse_batch_spec,
+)
 from runjournal.machine.testing._fake_limits import (
     Cache,
     CacheHits,
@@ -47,8 +55,10 @@ from runjournal.machine.testing._fake_limits import (
 from runjournal.machine.testing._fake_server import (
     FakeServer,
     Hangup,
+    Lines,
     Reply,
     error,
+    is_batches,
     not_found,
     refuse,
     serve,
@@ -64,15 +74,19 @@ __all__ = [
     "FAULTS",
     "GROUPS",
     "PROMPT_CACHES",
+    "Batch",
+    "BatchFaults",
     "FakeModel",
     "FakeServer",
     "FakeSpecError",
     "Faults",
     "Hangup",
+    "Lines",
     "PromptCache",
     "Reply",
     "Responder",
     "Seen",
+    "parse_batch_spec",
     "parse_spec",
     "serve",
 ]
@@ -239,6 +253,13 @@ class FakeModel:
     `retry-after` and counts in `rate_limited`; it is logged with fault "rate_limit" and times
     0 but not counted for the fault draws, so a run draws the same faults with limits or
     without. Every answer after admission carries the `anthropic-ratelimit-*` headers.
+
+    The Message Batches API is served too (`machine.testing._fake_batches`): a batch ends
+    `processing_time` seconds after its creation by `clock` (0, the default: at the first call
+    after the create), and each item is answered as `POST /v1/messages` answers its params,
+    output faults included, never transport faults, latency or rate limits. `batch_faults`
+    make items come back expired or errored, or lose the answer to a create whose batch exists
+    all the same; `batches` lists every batch created, for a test to count.
     """
 
     def __init__(
@@ -259,6 +280,8 @@ class FakeModel:
         wall_clock: Callable[[], float] = time.time,
         capabilities: Capabilities | None = None,
         aliases: Mapping[str, str] | None = None,
+        processing_time: float = 0.0,
+        batch_faults: BatchFaults | None = None,
     ) -> None:
         if prompt_cache not in PROMPT_CACHES:
             raise ValueError(f"prompt_cache is {prompt_cache!r}, not one of {PROMPT_CACHES}")
@@ -288,6 +311,10 @@ class FakeModel:
         """What each model accepts: the API's rules the fake holds requests to."""
         self.aliases = aliases if aliases is not None else PriceTable.load().aliases
         """Other names of the models (dated ids), as the price table knows them."""
+        self._batches = Batches(
+            self, self._lock, processing_time=processing_time,
+            faults=batch_faults or BatchFaults(), clock=clock, wall_clock=wall_clock,
+        )  # fmt: skip
 
     @property
     def faults(self) -> Faults:
@@ -298,6 +325,22 @@ class FakeModel:
         """Inject `faults` from the next request on (a request in flight keeps its own)."""
         with self._lock:
             self._faults = faults
+
+    @property
+    def batches(self) -> list[Batch]:
+        """Every message batch created, oldest first, as of the clock now (a lost create's
+        too): e.g. to assert one batch per intent."""
+        return self._batches.seen()
+
+    @property
+    def batch_faults(self) -> BatchFaults:
+        """The batch faults injected now."""
+        return self._batches.faults
+
+    def set_batch_faults(self, faults: BatchFaults) -> None:
+        """Inject `faults` into the batches created from now on."""
+        with self._lock:
+            self._batches.faults = faults
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply | Hangup:
         """Answer one `POST /v1/messages` with this body and these headers."""
@@ -320,8 +363,12 @@ class FakeModel:
         )
 
     def _on_request(self, request: httpx2.Request) -> httpx2.Response:
-        if request.method != "POST" or request.url.path != "/v1/messages":
-            reply: Reply | Hangup = not_found(request.method, request.url.path)
+        reply: Reply | Lines | Hangup
+        if is_batches(request.url.path):
+            method, url = request.method, str(request.url)
+            reply = self._batch_request(method, url, request.content, request.headers)[1]
+        elif request.method != "POST" or request.url.path != "/v1/messages":
+            reply = not_found(request.method, request.url.path)
         else:
             reply = self.handle(request.content, request.headers)
         if isinstance(reply, Hangup) and reply.kind == "reset":
@@ -329,7 +376,17 @@ class FakeModel:
         if isinstance(reply, Hangup):
             # In-process there is no clock to wait on: the client's read timeout "fires" at once.
             raise httpx2.ReadTimeout("fake: no answer before the read timeout", request=request)
-        return httpx2.Response(reply.status, headers=dict(reply.headers), json=reply.body)
+        headers = dict(reply.headers)
+        if isinstance(reply, Lines):
+            return httpx2.Response(reply.status, headers=headers, content=reply.content())
+        return httpx2.Response(reply.status, headers=headers, json=reply.body)
+
+    def _batch_request(
+        self, method: str, url: str, raw: bytes, headers: Mapping[str, str]
+    ) -> tuple[BatchCall, Reply | Lines | Hangup]:
+        """Answer one request to the Message Batches API; `url` is absolute, for `results_url`
+        to point back at the fake. See `machine.testing._fake_batches`."""
+        return self._batches.handle(method, url, raw, headers)
 
     def _handle(
         self, raw: bytes, headers: Mapping[str, str], wait: Callable[[float], bool] = sleep
