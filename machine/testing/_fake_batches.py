@@ -39,12 +39,13 @@ import random
 import re
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
 from runjournal.machine.errors import FakeSpecError
+from runjournal.machine.model.capabilities import Capabilities
 from runjournal.machine.testing import _fake_contract as contract
 from runjournal.machine.testing._fake_server import (
     BATCHES,
@@ -58,8 +59,21 @@ from runjournal.machine.testing._fake_server import (
 )
 from runjournal.machine.testing._fake_values import canonical, digest
 
-if TYPE_CHECKING:
-    from runjournal.machine.testing.fake import FakeModel
+
+class Answering(Protocol):
+    """What the batches ask of the fake that holds them (`fake.FakeModel`): a protocol, so that
+    this module need not import the one that imports it."""
+
+    capabilities: Capabilities
+    aliases: Mapping[str, str]
+
+    @property
+    def faults(self) -> Any: ...
+
+    def _answer(
+        self, body: Any, body_hash: str, times: int, request_id: str, faults: Any
+    ) -> tuple[str | None, Reply | Hangup]: ...
+
 
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
@@ -195,7 +209,7 @@ class Batches:
 
     def __init__(
         self,
-        model: FakeModel,
+        model: Answering,
         lock: threading.Lock,
         *,
         processing_time: float,
