@@ -216,6 +216,10 @@ def _say(line: str) -> None:
         os.write(sys.stderr.fileno(), f"{line}\n".encode())
 
 
+WAITING = 8
+"""The exit code of a run that stopped to wait for a person's answer (`ctx.wait_for`)."""
+
+
 def report(outcome: Outcome[Any]) -> None:
     """Say how the run ended, and exit 0 if it is done, 3 if it was killed, 128 + the signal's
     number if a signal interrupted it (130 Ctrl-C, 143 SIGTERM), 1 otherwise."""
@@ -267,6 +271,10 @@ def tell(outcome: Outcome[Any]) -> int:
         click.echo(printable(f"run {run.run_id} killed at step {run.step}: {run.error}"), err=True)
         click.echo(f"journal resume {run.run_id} goes on (with higher limits if need be)", err=True)
         return 3
+    if run.status == "waiting":
+        click.echo(printable(f"run {run.run_id} {run.error}"), err=True)
+        click.echo(f"then: journal resume {run.run_id} (or journal resume --all)", err=True)
+        return WAITING
     if run.status == "needs_attention":
         click.echo(printable(f"run {run.run_id} stopped at step {run.step}: {run.error}"), err=True)
     elif run.status == "failed":

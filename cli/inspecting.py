@@ -22,7 +22,9 @@ from runjournal.journal import (
     RunNotFound,
     Store,
 )
+from runjournal.journal import events as k
 from runjournal.journal.costs import Spent
+from runjournal.journal.events import dumps
 
 
 def status_of(run: Run, journal: Store) -> str:
@@ -38,6 +40,7 @@ STATUSES = (
     "running",
     "interrupted",
     "needs_attention",
+    "waiting",
     "resolved",
     "failed",
     "killed",
@@ -54,6 +57,8 @@ def flags(run: Run, status: str) -> str:
         said.append("ready to resume: its process is gone")
     elif status == "resolved":
         said.append("ready to resume: answered")
+    elif status == "waiting":
+        said.append(run.error or "waiting for an answer")
     if run.anomaly:
         said.append("cost.anomaly")
     return "; ".join(said)
@@ -208,6 +213,7 @@ def show(run_id: str | None, as_json: bool, db: Db | None) -> None:
     limits = _limits_line(run)
     if limits is not None:
         fields.append(("limits", limits))
+    fields += [("wait", line) for line in _wait_lines(journal, run)]
     if status == "running" and lease is not None:
         fields.append(("holder", lease.describe()))
     if run.error:
@@ -263,6 +269,26 @@ def forks(journal: Store, run: Run) -> list[tuple[str, int]]:
         (run.run_id,),
     )
     return [(str(r), int(seq)) for r, seq in found.rows]
+
+
+def _wait_lines(journal: Store, run: Run) -> list[str]:
+    """Each wait of the run (`ctx.wait_for`): what it asked, and its answer, who gave it and
+    why; or its default, taken at its deadline; or that it waits still."""
+    said: dict[str, str] = {}
+    kinds = (k.WAIT_STARTED, k.WAIT_ANSWERED, k.WAIT_EXPIRED)
+    for e in journal.events(run.run_id, kinds=kinds):
+        d = e.data
+        where = f"{d['name']} ({e.step} {d['call']})"
+        if e.kind == k.WAIT_STARTED:
+            asked = f" of {d['of']}" if d.get("of") else ""
+            until = f" until {d['deadline']}" if d.get("deadline") else ""
+            said[where] = f"{where}: waiting{asked}{until}"
+        elif e.kind == k.WAIT_ANSWERED:
+            why = f": {d['reason']}" if d.get("reason") else ""
+            said[where] = f"{where}: {dumps(d['value'])}, answered by {d['by']} at {e.at}{why}"
+        else:
+            said[where] = f"{where}: {dumps(d['value'])}, the default, at {d['deadline']}"
+    return list(said.values())
 
 
 def _limits_line(run: Run) -> str | None:

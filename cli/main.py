@@ -9,6 +9,7 @@ import sys
 import click
 
 from runjournal.cli.actions import actions, resolve_command
+from runjournal.cli.answering import answer_command
 from runjournal.cli.budget import budget
 from runjournal.cli.copying import copy_command
 from runjournal.cli.costs import cost
@@ -53,6 +54,7 @@ cli.add_command(datasette_command)
 cli.add_command(cost)
 cli.add_command(actions)
 cli.add_command(resolve_command)
+cli.add_command(answer_command)
 cli.add_command(fake_model)
 cli.add_command(verify_command)
 cli.add_command(migrate)

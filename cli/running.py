@@ -18,6 +18,7 @@ from runjournal.cli.shared import InputError, one_line
 from runjournal.journal import JournalError, Run, Store
 from runjournal.machine import MachineError, Options, Outcome, api, loader, runner, signals
 from runjournal.machine.errors import IgnoredInput, Interrupted, TargetNotFound
+from runjournal.machine.waiting import due
 
 
 def _announce(verb: str) -> Any:
@@ -163,7 +164,8 @@ def _load(run: Run, target: str | None) -> loader.Target:
 
 
 READY = ("interrupted", "resolved")
-"""What `resume --all` takes up: runs a crash left behind, and runs a person answered for."""
+"""What `resume --all` takes up: runs a crash left behind, and runs a person answered for; and
+runs waiting past their deadline, whose default a resume takes."""
 
 
 def _resume_all(
@@ -172,8 +174,8 @@ def _resume_all(
     """Resume every run ready to resume; the worst exit code of theirs."""
     ready = [
         r
-        for r in journal.runs(machine=machine_name, statuses=("running", "resolved"))
-        if status_of(r, journal) in READY
+        for r in journal.runs(machine=machine_name, statuses=("running", "resolved", "waiting"))
+        if status_of(r, journal) in READY or (r.status == "waiting" and due(journal, r.run_id))
     ]
     if not ready:
         click.echo("no run to resume")

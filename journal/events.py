@@ -41,6 +41,10 @@ RUN_NEEDS_ATTENTION: Final = "run.needs_attention"
 RUN_KILLED: Final = "run.killed"
 RUN_INTERRUPTED: Final = "run.interrupted"
 COST_ANOMALY: Final = "cost.anomaly"
+WAIT_STARTED: Final = "wait.started"
+WAIT_ANSWERED: Final = "wait.answered"
+WAIT_EXPIRED: Final = "wait.expired"
+RUN_WAITING: Final = "run.waiting"
 
 
 @attrs.frozen

@@ -122,6 +122,17 @@ class RunNeedsAttention(Data):
 
 
 @attrs.frozen(kw_only=True)
+class RunWaiting(Data):
+    KIND = k.RUN_WAITING
+    SUMMARY = "the run stopped to wait for an answer (`journal answer`), until its deadline"
+    call: str = _doc("the place of the wait in its step")
+    name: str = _doc("what it waits for")
+    of: str | None = _doc("who is asked", None)
+    deadline: str | None = _doc("when the default is taken instead, if ever", None)
+    message: str = _doc("what to do, on one line")
+
+
+@attrs.frozen(kw_only=True)
 class RunKilled(Data):
     KIND = k.RUN_KILLED
     SUMMARY = "the run was stopped: a limit was reached, or a person killed it"
@@ -318,6 +329,43 @@ class ActionResolved(_Action):
     reason: str | None = _doc("why they said so (what they checked)", None)
 
 
+# Waits for a person
+
+
+@attrs.frozen(kw_only=True)
+class WaitStarted(Data):
+    KIND = k.WAIT_STARTED
+    SUMMARY = "a step asks a person for an answer, of a declared shape, by a deadline"
+    call: str = _doc("the wait's place in its step")
+    name: str = _doc("what it waits for: the name `journal answer` gives")
+    prompt: str = _doc("the question, for the person")
+    schema: dict[str, Any] = _doc("the JSON Schema an answer must fit")
+    of: str | None = _doc("who is asked", None)
+    deadline: str | None = _doc("when the default is taken instead; null: never", None)
+    default: Any = _doc("the answer taken at the deadline", None)
+
+
+@attrs.frozen(kw_only=True)
+class WaitAnswered(Data):
+    KIND = k.WAIT_ANSWERED
+    SUMMARY = "a person answered a wait: the value, who, why"
+    call: str = _doc("the wait's place in its step")
+    name: str = _doc("what it waited for")
+    value: Any = _doc("the answer, as JSON")
+    by: str = _doc("who answered")
+    reason: str | None = _doc("why, in their words", None)
+
+
+@attrs.frozen(kw_only=True)
+class WaitExpired(Data):
+    KIND = k.WAIT_EXPIRED
+    SUMMARY = "a wait's deadline passed unanswered: its default was taken"
+    call: str = _doc("the wait's place in its step")
+    name: str = _doc("what it waited for")
+    deadline: str = _doc("the deadline that passed")
+    value: Any = _doc("the default, taken as the answer")
+
+
 ACTION_STATUSES = ("intended", "in_doubt", "done", "failed", "not_done", "skipped")
 """Where an action stands, in the `actions` and `action_keys` tables and for a resume:
 intended (its intent is on disk, no outcome yet: in doubt once no process executes its run),
@@ -344,6 +392,10 @@ KINDS: Mapping[str, type[Data]] = {
         ActionSkipped,
         ActionResolved,
         RunNeedsAttention,
+        WaitStarted,
+        WaitAnswered,
+        WaitExpired,
+        RunWaiting,
         RunDone,
         RunFailed,
         RunKilled,

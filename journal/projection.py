@@ -209,6 +209,15 @@ def _needs_attention(e: Event, c: Changes) -> None:
     c.sets.update(status="needs_attention", error=e.data["message"])
 
 
+def _waiting(e: Event, c: Changes) -> None:
+    c.sets.update(status="waiting", error=e.data["message"])
+
+
+def _answered_wait(e: Event, c: Changes) -> None:
+    # As an action's answer: the run waits for nobody now, only for a resume to read it.
+    c.sets.update(status="resolved", error=None)
+
+
 def _add(c: Changes, column: str, amount: int) -> None:
     c.adds[column] = c.adds.get(column, 0) + amount
 
@@ -241,6 +250,8 @@ PROJECTORS: dict[str, Projector] = {
     k.ACTION_SKIPPED: _skipped,
     k.ACTION_RESOLVED: _resolved,
     k.RUN_NEEDS_ATTENTION: _needs_attention,
+    k.RUN_WAITING: _waiting,
+    k.WAIT_ANSWERED: _answered_wait,
 }
 
 

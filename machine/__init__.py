@@ -26,6 +26,7 @@ from runjournal.machine.definition import Machine
 from runjournal.machine.errors import (
     ActionError,
     AnswerCut,
+    AnswerRefused,
     CallFailed,
     ConversionError,
     DefinitionError,
@@ -39,12 +40,14 @@ from runjournal.machine.errors import (
     ModelRefused,
     ModelUnavailable,
     NeedsAttention,
+    NothingToAnswer,
     NoValidAnswer,
     RequestRefused,
     Retryable,
     SchemaError,
     StateNotJSON,
     UnknownInputField,
+    Waiting,
 )
 from runjournal.machine.execution import Options, Outcome
 from runjournal.machine.files import atomic_write
@@ -58,10 +61,12 @@ from runjournal.machine.ports import Checkpoint
 from runjournal.machine.retry import RetryPolicy
 from runjournal.machine.signals import StopRequest, stop_on_signals
 from runjournal.machine.transitions import Fail, Finish, Goto, Transition
+from runjournal.machine.waiting import answer
 
 __all__ = [
     "ActionError",
     "AnswerCut",
+    "AnswerRefused",
     "Breaker",
     "CallFailed",
     "Capabilities",
@@ -86,6 +91,7 @@ __all__ = [
     "Models",
     "NeedsAttention",
     "NoValidAnswer",
+    "NothingToAnswer",
     "Options",
     "Outcome",
     "PriceTable",
@@ -99,6 +105,8 @@ __all__ = [
     "Transition",
     "UnknownInputField",
     "Usage",
+    "Waiting",
+    "answer",
     "anthropic_api",
     "atomic_write",
     "offline",

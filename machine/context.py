@@ -7,11 +7,12 @@ at that place returns it without running anything again.
 
 from __future__ import annotations
 
+import builtins
 import typing
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from runjournal.machine import actions, journaled
+from runjournal.machine import actions, journaled, waiting
 from runjournal.machine.journaled import Calls
 from runjournal.machine.parallel import map_items
 from runjournal.machine.transitions import Fail, Finish, Goto
@@ -204,6 +205,39 @@ class Context:
             self._calls, name, key, fn, idempotent=idempotent, what=what, repeat=repeat, type=wanted
         )
         return cast(T, journaled.typed(self._calls, f"action {name!r}", result, wanted))
+
+    def wait_for(
+        self,
+        name: str,
+        type: builtins.type[T],
+        *,
+        prompt: str,
+        of: str | None = None,
+        deadline: waiting.Deadline = None,
+        default: Any = waiting.NO_DEFAULT,
+    ) -> T:
+        """Wait for a person's answer to `prompt`, of the attrs class `type`, and return it.
+
+        The first time, the wait is recorded (the question, the answer's JSON Schema, `of`:
+        who is asked, the deadline) and the run stops as `waiting`: its process ends (exit 8),
+        holding nothing. `journal answer RUN NAME --value JSON` (or `runjournal.answer`) gives
+        the answer from any process, checked against that schema; a resume then re-enters the
+        step and this returns it. `deadline` (seconds or a timedelta from now, or an aware
+        datetime) with `default`: once it passes unanswered, a resume takes `default` instead
+        (`wait.expired`). The calls before the wait in the step are answered from the journal
+        on re-entry, as after a crash; `name` is also the call's key, so give each wait of a
+        step its own.
+        """
+        return waiting.wait_for(
+            self._calls,
+            self._calls.writer.journal.clock,
+            name,
+            type,
+            prompt=prompt,
+            of=of,
+            deadline=deadline,
+            default=default,
+        )
 
     def goto(self, step: str, state: S) -> Goto[S]:
         """Go on with the step named `step` and the new `state`."""

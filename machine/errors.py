@@ -129,6 +129,23 @@ class NeedsAttention(MachineError):
         self.name, self.key, self.call = name, key, call
 
 
+class Waiting(NeedsAttention):
+    """A step waits for a person's answer (`ctx.wait_for`): the run stops as `waiting`."""
+
+    def __init__(self, message: str, *, name: str, call: str, of: str | None) -> None:
+        super().__init__(message, name=name, key=name, call=call)
+        self.of = of
+        self.deadline: str | None = None
+
+
+class NothingToAnswer(MachineError, LookupError):
+    """`journal answer` names a wait the run is not waiting for."""
+
+
+class AnswerRefused(MachineError, ValueError):
+    """An answer does not fit the shape its wait declared: nothing was recorded."""
+
+
 class ActionError(MachineError):
     """An action failed for sure (a fatal error, or retries used up)."""
 

@@ -38,7 +38,13 @@ from runjournal.journal import (
 from runjournal.machine import anomaly, convert, states
 from runjournal.machine.context import Context
 from runjournal.machine.definition import Machine
-from runjournal.machine.errors import ConversionError, Interrupted, Killed, NeedsAttention
+from runjournal.machine.errors import (
+    ConversionError,
+    Interrupted,
+    Killed,
+    NeedsAttention,
+    Waiting,
+)
 from runjournal.machine.journaled import Calls, Live, no_checkpoint
 from runjournal.machine.kill_switch import Guard, Limits
 from runjournal.machine.model import Models, ModelSession
@@ -420,9 +426,19 @@ class Execution:
         )
 
     def _stop(self, writer: RunWriter, step: str, stop: NeedsAttention) -> None:
-        data = kinds.RunNeedsAttention(
-            call=stop.call, name=stop.name, key=stop.key, message=str(stop)
-        )
+        data: kinds.Data
+        if isinstance(stop, Waiting):
+            data = kinds.RunWaiting(
+                call=stop.call,
+                name=stop.name,
+                of=stop.of,
+                deadline=stop.deadline,
+                message=str(stop),
+            )
+        else:
+            data = kinds.RunNeedsAttention(
+                call=stop.call, name=stop.name, key=stop.key, message=str(stop)
+            )
         writer.commit(step, data)
 
     def _fail(

@@ -54,6 +54,9 @@ OPERATIONS: dict[str, str] = {
     k.ACTION_FAILED: "act",
     k.ACTION_SKIPPED: "act",
     k.ACTION_RESOLVED: "act",
+    k.WAIT_STARTED: "wait",
+    k.WAIT_ANSWERED: "wait",
+    k.WAIT_EXPIRED: "wait",
 }
 """Which operation each kind of event belongs to; a re-entered step finds these again."""
 

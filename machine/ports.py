@@ -24,7 +24,8 @@ Checkpoint = Callable[[str], None]
 run), `effect.after` (it ran, its outcome is not journaled yet), `effect.done` (journaled);
 `model.before` (a request is about to be sent), `model.answered` (its answer is journaled);
 `action.before`, `action.intended` (the intent is on disk), `action.ran` (the action ran, its
-outcome is not journaled yet), `action.done`.
+outcome is not journaled yet), `action.done`; `wait.before` (a wait is about to be recorded),
+`wait.started` (it is, and the run is about to stop as waiting).
 
 Tests pass one that stops or kills the process at a chosen point; by default it does nothing.
 """

@@ -13,7 +13,7 @@ from typing import Literal
 from runjournal.journal import Holder, LeaseHeld, RunWriter, Store, kinds
 from runjournal.machine.errors import NothingToKill
 
-KILLABLE = ("running", "needs_attention", "resolved", "failed")
+KILLABLE = ("running", "needs_attention", "waiting", "resolved", "failed")
 """Statuses of a run that a kill ends; done is final, and killed already is killed."""
 
 
