@@ -16,7 +16,7 @@ from runjournal.cli.inspecting import status_of
 from runjournal.cli.output import printable
 from runjournal.cli.shared import InputError, one_line
 from runjournal.journal import JournalError, Run, Store
-from runjournal.machine import MachineError, Options, Outcome, api, loader, runner, signals
+from runjournal.machine import MachineError, Options, Outcome, api, loader, runner, signals, waiting
 from runjournal.machine.errors import IgnoredInput, Interrupted, TargetNotFound
 from runjournal.machine.waiting import due
 
@@ -42,6 +42,13 @@ def _announce(verb: str) -> Any:
     help="A run key: starting the same machine with the same key again resumes that run, "
     "or reports it if it is done, and never starts a second one.",
 )
+@click.option(
+    "--wait",
+    "hold",
+    is_flag=True,
+    help="If the run stops to wait for a person (ctx.wait_for), keep this process until it is "
+    "answered or its deadline passes, then go on.",
+)
 @execution_options(live_view=True)
 @stoppable
 def run(
@@ -49,14 +56,17 @@ def run(
     target: str,
     input_path: Path | None,
     run_key: str | None,
+    hold: bool,
     given: Given,
 ) -> None:
     """Start a run of the machine in TARGET and execute it to its end.
 
     TARGET is path/to/file.py or package.module, with :NAME to pick one machine when the
-    file has several. Exits 0 when the run is done, 3 when a limit or a person killed it, 1
-    when it failed or stopped (resume it with `journal resume`), 2 on bad input, 143 or 130
-    when SIGTERM or Ctrl-C stopped it at a safe point (a second signal stops it at once).
+    file has several. Exits 0 when the run is done, 3 when a limit or a person killed it, 8
+    when it stopped to wait for a person's answer (`journal answer`; --wait keeps this
+    process until then), 1 when it failed or stopped (resume it with `journal resume`), 2 on
+    bad input, 143 or 130 when SIGTERM or Ctrl-C stopped it at a safe point (a second signal
+    stops it at once).
     While it executes, each outcome (a model call, a decision, an action, the run's end) is
     a line on stderr (`--log all`: every event, as `journal logs` prints them), or, on a
     terminal, one progress line.
@@ -83,6 +93,8 @@ def run(
         click.echo(
             f"note: run key {run_key!r} belongs to run {outcome.run.run_id}; resumed it", err=True
         )
+    if hold:
+        outcome = _held(journal, outcome, loaded, options, stop)
     report(outcome)
 
 
@@ -100,6 +112,13 @@ def run(
 )
 @click.option("--machine", "machine_name", metavar="M", help="With --all: only this machine's.")
 @click.option(
+    "--wait",
+    "hold",
+    is_flag=True,
+    help="If the run stops to wait for a person (ctx.wait_for), keep this process until it is "
+    "answered or its deadline passes, then go on.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=1,
@@ -115,6 +134,7 @@ def resume(
     every: bool,
     machine_name: str | None,
     workers: int,
+    hold: bool,
     given: Given,
 ) -> None:
     """Rebuild RUN's state from the journal and go on from its unfinished step.
@@ -133,6 +153,8 @@ def resume(
         raise click.UsageError("give a RUN, or --all")
     if (machine_name is not None or workers != 1) and not every:
         raise click.UsageError("--machine and --workers go with --all")
+    if hold and every:
+        raise click.UsageError("--wait goes with one RUN, not --all")
     options = given.options(stop=stop)
     assert options.models is not None
     journal = given.journal()
@@ -150,7 +172,30 @@ def resume(
     with live.view(journal, loaded.machine, announce=_announce("resumed")) as view:
         told = attrs.evolve(options, on_start=view.on_start, on_event=view.on_event)
         outcome = api.go_on(journal, found.run_id, loaded, options=told)
+    if hold:
+        outcome = _held(journal, outcome, loaded, options, stop)
     report(outcome)
+
+
+def _held(
+    journal: Store,
+    outcome: Outcome[Any],
+    loaded: loader.Target,
+    options: Options,
+    stop: signals.StopRequest,
+) -> Outcome[Any]:
+    """`--wait`: while the run waits for a person, keep this process; once it is answered or
+    its deadline passed, go on with it. A signal ends the wait, the run still waiting."""
+    while outcome.run.status == "waiting":
+        run_id = outcome.run.run_id
+        click.echo(printable(f"run {run_id} {outcome.run.error} (--wait: waiting here)"), err=True)
+        why = waiting.hold(journal, run_id, stop=stop)
+        if why not in ("resolved", "due"):
+            return Outcome[Any](journal.run(run_id), None)
+        with live.view(journal, loaded.machine, announce=_announce("resumed")) as view:
+            told = attrs.evolve(options, on_start=view.on_start, on_event=view.on_event)
+            outcome = api.go_on(journal, run_id, loaded, options=told)
+    return outcome
 
 
 def _load(run: Run, target: str | None) -> loader.Target:

@@ -24,9 +24,10 @@ from runjournal.journal import Event, Holder, RunWriter, Store, kinds
 from runjournal.journal import events as k
 from runjournal.journal.events import timestamp
 from runjournal.machine import convert
-from runjournal.machine.errors import AnswerRefused, NothingToAnswer, Waiting
+from runjournal.machine.errors import AnswerRefused, Interrupted, NothingToAnswer, Waiting
 from runjournal.machine.journaled import Calls, Found, once, place, typed
 from runjournal.machine.model.jsonschema import input_schema
+from runjournal.machine.signals import StopRequest
 
 T = TypeVar("T")
 
@@ -121,21 +122,26 @@ def _moment(deadline: Deadline, clock: Callable[[], float]) -> str | None:
 # The answer
 
 
+def waits(journal: Store, run_id: str) -> list[Event]:
+    """The run's `wait.started` events that are neither answered nor expired, oldest first."""
+    found: dict[tuple[str | None, str], Event] = {}
+    for e in journal.events(run_id, kinds=(k.WAIT_STARTED, k.WAIT_ANSWERED, k.WAIT_EXPIRED)):
+        place = (e.step, str(e.data["call"]))
+        if e.kind == k.WAIT_STARTED:
+            found[place] = e
+        else:
+            found.pop(place, None)
+    return sorted(found.values(), key=lambda e: e.seq)
+
+
 def pending(journal: Store, run_id: str, name: str) -> Event:
     """The run's latest `wait.started` of this name that is neither answered nor expired;
     NothingToAnswer."""
-    found: dict[str, Event] = {}
-    for e in journal.events(run_id, kinds=(k.WAIT_STARTED, k.WAIT_ANSWERED, k.WAIT_EXPIRED)):
-        if e.data.get("name") != name:
-            continue
-        if e.kind == k.WAIT_STARTED:
-            found[str(e.data["call"])] = e
-        else:
-            found.pop(str(e.data["call"]), None)
+    found = [e for e in waits(journal, run_id) if e.data.get("name") == name]
     if not found:
         msg = f"run {run_id} waits for no {name!r} (see `journal runs --status waiting`)"
         raise NothingToAnswer(msg)
-    return max(found.values(), key=lambda e: e.seq)
+    return found[-1]
 
 
 def refusals(schema: dict[str, Any], value: Any) -> list[str]:
@@ -182,6 +188,21 @@ def answer(
         return writer.commit(started.step, data, sync=True)
     finally:
         journal.release_lease(run_id, holder.owner)
+
+
+def hold(journal: Store, run_id: str, *, stop: StopRequest, poll: float = 1.0) -> str:
+    """Keep this process while the run waits (`--wait`): look every `poll` seconds, and return
+    why it need wait no longer: "resolved" (answered), "due" (its deadline passed) or the run's
+    status (killed, say). Interrupted if a signal asks this process to stop: the run stays
+    waiting, as it would have without `--wait`."""
+    while True:
+        status = journal.run(run_id).status
+        if status != "waiting":
+            return status
+        if due(journal, run_id):
+            return "due"
+        if stop.asked.wait(poll):
+            raise Interrupted(str(stop.signal), at_once=stop.at_once)
 
 
 def due(journal: Store, run_id: str) -> bool:

@@ -46,8 +46,9 @@ from runjournal.journal import (
     Store,
 )
 from runjournal.journal.stores import open_store
+from runjournal.machine import waiting
 from runjournal.machine.actions import resolve
-from runjournal.machine.errors import MachineError
+from runjournal.machine.errors import AnswerRefused, MachineError
 from runjournal.machine.stopping import KILLABLE, kill
 
 STATIC = Path(__file__).parent / "static"
@@ -64,6 +65,7 @@ SAID: Final = {
     "kill-requested": "kill requested: the run's process stops it within a second",
     "killed": "killed: no process was executing the run",
     "resolved": "answer recorded: resume the run to go on",
+    "answered": "answer recorded: resume the run to go on",
     "resuming": "resume started in a new process",
     "signed-in": "signed in: acting is recorded as by {label}",
 }
@@ -275,6 +277,24 @@ def application(settings: Settings) -> Starlette:
             )
         return RedirectResponse(f"/runs/{run.run_id}?said=resolved", status_code=303)
 
+    async def answer_view(request: Request) -> Response:
+        form = await acted(request)
+        run = journal().find_run(request.path_params["run_id"])
+        try:
+            value = json.loads(form.get("value", ""))
+        except ValueError as e:
+            raise Refused(f"the answer is not JSON: {e}", 400) from e
+        reason = _required(form, "reason")
+        with writing() as store:
+            try:
+                waiting.answer(
+                    store, run.run_id, _required(form, "name"), value, by=settings.label,
+                    reason=reason,
+                )  # fmt: skip
+            except AnswerRefused as e:
+                raise Refused(str(e), 400) from e
+        return RedirectResponse(f"/runs/{run.run_id}?said=answered", status_code=303)
+
     async def resume_view(request: Request) -> Response:
         await acted(request)
         run = journal().find_run(request.path_params["run_id"])
@@ -292,6 +312,7 @@ def application(settings: Settings) -> Starlette:
         Route("/runs/{run_id}/kill", guarded(kill_view), methods=["POST"]),
         Route("/runs/{run_id}/resolve", guarded(resolve_view), methods=["POST"]),
         Route("/runs/{run_id}/resume", guarded(resume_view), methods=["POST"]),
+        Route("/runs/{run_id}/answer", guarded(answer_view), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [

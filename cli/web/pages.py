@@ -25,6 +25,7 @@ from runjournal.journal.events import Event, timestamp
 from runjournal.journal.kinds import to_step
 from runjournal.journal.rows import Action
 from runjournal.journal.spending import NUSD, Budget
+from runjournal.machine import waiting
 from runjournal.machine.actions import IN_DOUBT
 
 RUNS_PER_PAGE: Final = 50
@@ -252,6 +253,8 @@ class RunPage:
     """... up to this one."""
     actions: list[Action]
     in_doubt: list[Action]
+    waits: list[Event]
+    """What the run waits for (`ctx.wait_for`), unanswered."""
     lineage: list[tuple[str, int | None]]
     forks: list[tuple[str, int]]
     limits: dict[str, Any]
@@ -277,6 +280,7 @@ def run_page(journal: Store, run_id: str, after: int | None = None) -> RunPage:
         upto=min(upto, run.last_seq),
         actions=actions,
         in_doubt=doubtful,
+        waits=waiting.waits(journal, run.run_id) if status != "running" else [],
         lineage=lineage(journal, run),
         forks=forks(journal, run),
         limits=json.loads(run.limits) if run.limits else {},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import socket
 import urllib.parse
 from collections.abc import Iterator
@@ -257,3 +258,32 @@ def test_a_big_state_is_shown_in_part(tmp_path: Path) -> None:
     assert "item 1998 &lt;b&gt;" in text and "item 1999 &lt;b&gt;" not in text
     assert "… 18,001 more" in text
     assert len(text) < 500_000
+
+
+def test_a_waiting_run_is_answered_from_the_page(tmp_path: Path) -> None:
+    db = tmp_path / "wait.db"
+    spec = tmp_path / "refund.json"
+    spec.write_text(json.dumps({"id": "RF-7", "customer": "c", "amount_usd": 5.0}))
+    started = cli("run", str(FIXTURES / "approval.py"), "--input", str(spec), cwd=tmp_path, db=db)
+    assert started.returncode == 8, started.stderr
+    with open_store(db) as journal:
+        (run,) = journal.runs()
+    with serving(db, "--as", "lead@page") as served:
+        status, _, text = request(served, "GET", f"/runs/{run.run_id}")
+        assert 'id="waits"' in text and "Refund $5.00 to c (RF-7)?" in text
+        status, headers, _ = request(served, "GET", f"/login?token={served.token}")
+        here = {"Cookie": headers["set-cookie"].split(";")[0], "Origin": served.url}
+        form = {"name": "approval", "value": '{"approve": "yes"}', "reason": "r"}
+        status, _, text = request(
+            served, "POST", f"/runs/{run.run_id}/answer", form=form, headers=here
+        )
+        assert status == 400 and "is not of type" in text and "boolean" in text
+        form["value"] = '{"approve": true}'
+        status, _, _ = request(
+            served, "POST", f"/runs/{run.run_id}/answer", form=form, headers=here
+        )
+        assert status == 303
+    with open_store(db) as journal:
+        (answered,) = journal.events(run.run_id, kinds=("wait.answered",))
+        assert answered.data["by"] == "lead@page" and answered.data["value"] == {"approve": True}
+        assert journal.run(run.run_id).status == "resolved"

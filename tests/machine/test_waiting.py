@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, cli, digest, one_line_error
+from conftest import FIXTURES, ROOT, cli, digest, journal_command, one_line_error
 
-from runjournal.journal import Journal
+from runjournal.journal import Journal, JournalError
 from runjournal.journal import events as k
 
 APPROVAL = str(FIXTURES / "approval.py")
@@ -171,3 +172,70 @@ def test_the_python_api_answers_and_checks_as_the_command_does(tmp_path: Path, d
     machine = loader.load(APPROVAL).machine
     outcome = resume(machine, run_id, db=db)
     assert outcome.run.status == "done" and outcome.state.approved is True
+
+
+def test_wait_keeps_the_process_until_an_answer_from_another_process(
+    tmp_path: Path, db: Path
+) -> None:
+    """`--wait`: the process stays while the run waits; SIGKILLed there, the run still waits;
+    a second `--wait` goes on once another process answers."""
+    command = [*journal_command(), "run", APPROVAL, "--input", str(refund(tmp_path)), "--wait"]
+    first = subprocess.Popen([*command, "--db", str(db)], stderr=subprocess.PIPE, text=True)
+    run_id = _wait_status(db, "waiting")
+    assert first.poll() is None  # still here, waiting
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert _status(db, run_id) == "waiting"
+
+    second = subprocess.Popen(
+        [*journal_command(), "resume", run_id, "--wait", "--db", str(db)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: kinds_of(db, run_id).count(k.RUN_WAITING) == 2, "the resume to wait")
+    value = '{"approve": true, "note": "ok"}'
+    answered = cli("answer", run_id, "approval", "--value", value, "--by", "lead", db=db)
+    assert answered.returncode == 0, answered.stderr
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert _status(db, run_id) == "done"
+    assert [p.name for p in (tmp_path / "refunds").iterdir()] == ["RF-1001.json"]
+
+
+def test_wait_ends_at_a_signal_and_the_run_still_waits(tmp_path: Path, db: Path) -> None:
+    command = [*journal_command(), "run", APPROVAL, "--input", str(refund(tmp_path)), "--wait"]
+    said = tmp_path / "stderr"
+    with said.open("w") as err:
+        held = subprocess.Popen([*command, "--db", str(db)], stderr=err, text=True)
+        _wait_for(lambda: "--wait: waiting here" in said.read_text(), "the process to wait")
+        held.send_signal(signal.SIGTERM)
+        held.wait(timeout=30)
+    assert held.returncode == 143, said.read_text()
+    assert _status(db, only_run(db)) == "waiting"
+
+
+def _status(db: Path, run_id: str) -> str:
+    with Journal.open(db) as journal:
+        return journal.run(run_id).status
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
+
+
+def _wait_status(db: Path, status: str) -> str:
+    def found() -> bool:
+        if not db.exists():
+            return False
+        try:
+            with Journal.open(db) as journal:
+                runs = journal.runs()
+                return bool(runs) and runs[0].status == status
+        except JournalError:
+            return False
+
+    _wait_for(found, f"a run {status}")
+    return only_run(db)
