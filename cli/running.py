@@ -28,6 +28,16 @@ def _announce(verb: str) -> Any:
     return on_start
 
 
+wait_option = click.option(
+    "--wait",
+    "hold",
+    is_flag=True,
+    help="If the run stops to wait for a person (ctx.wait_for), keep this process until it is "
+    "answered or its deadline passes, then go on.",
+)
+"""`--wait` of `run` and `resume`."""
+
+
 @click.command()
 @click.argument("target")
 @click.option(
@@ -42,13 +52,7 @@ def _announce(verb: str) -> Any:
     help="A run key: starting the same machine with the same key again resumes that run, "
     "or reports it if it is done, and never starts a second one.",
 )
-@click.option(
-    "--wait",
-    "hold",
-    is_flag=True,
-    help="If the run stops to wait for a person (ctx.wait_for), keep this process until it is "
-    "answered or its deadline passes, then go on.",
-)
+@wait_option
 @execution_options(live_view=True)
 @stoppable
 def run(
@@ -108,16 +112,11 @@ def run(
     "--all",
     "every",
     is_flag=True,
-    help="Resume every run a crash left behind (interrupted) or a person answered (resolved).",
+    help="Resume every run a crash left behind (interrupted), a person answered (resolved), or "
+    "whose wait passed its deadline (waiting).",
 )
 @click.option("--machine", "machine_name", metavar="M", help="With --all: only this machine's.")
-@click.option(
-    "--wait",
-    "hold",
-    is_flag=True,
-    help="If the run stops to wait for a person (ctx.wait_for), keep this process until it is "
-    "answered or its deadline passes, then go on.",
-)
+@wait_option
 @click.option(
     "--workers",
     type=click.IntRange(min=1),

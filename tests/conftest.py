@@ -8,9 +8,11 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -110,6 +112,23 @@ def spawn(*args: str, db: Path, cwd: Path | None = None) -> subprocess.Popen[str
         text=True,
         cwd=cwd,
     )
+
+
+def kill_at(target: str, input_path: Path, db: Path, point: str, marker: Path) -> None:
+    """Start a run of `target` in another process (tests/pipelines/stop_at.py) and SIGKILL it
+    once it reaches `point` (a `machine.Checkpoint` name)."""
+    stop_at = str(ROOT / "tests" / "pipelines" / "stop_at.py")
+    process = subprocess.Popen(
+        [sys.executable, stop_at, target, str(input_path), str(db), point, str(marker)],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, f"never reached {point}"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def digest(path: Path) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,14 +17,13 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import ROOT, cli, spawn
+from conftest import ROOT, cli, kill_at, spawn
 
 from runjournal.journal import ActionBusy, Holder, Journal, RunWriter, kinds, state_at
 from runjournal.journal import events as k
 from runjournal.machine import Context, Machine, Options, Outcome, Retryable, Transition, runner
 
 ACTING = str(ROOT / "tests" / "pipelines" / "acting.py")
-STOP_AT = str(ROOT / "tests" / "pipelines" / "stop_at.py")
 
 WINDOWS = ["action.before", "action.intended", "action.ran", "action.done"]
 
@@ -46,18 +44,7 @@ def lines(path: Path) -> list[str]:
 
 def start_and_kill_at(tmp_path: Path, db: Path, input_path: Path, point: str) -> str:
     """Start a run in another process, SIGKILL it at `point`, return the run id."""
-    marker = tmp_path / "reached"
-    process = subprocess.Popen(
-        [sys.executable, STOP_AT, ACTING, str(input_path), str(db), point, str(marker)],
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, f"never reached {point}"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at(ACTING, input_path, db, point, tmp_path / "reached")
     with Journal.open(db) as journal:
         (run,) = journal.runs()
         return run.run_id

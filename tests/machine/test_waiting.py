@@ -7,19 +7,17 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, cli, digest, journal_command, one_line_error
+from conftest import FIXTURES, cli, digest, journal_command, kill_at, one_line_error
 
 from runjournal.journal import Journal, JournalError
 from runjournal.journal import events as k
 
 APPROVAL = str(FIXTURES / "approval.py")
-STOP_AT = str(ROOT / "tests" / "pipelines" / "stop_at.py")
 WAITING = 8
 
 
@@ -85,18 +83,7 @@ def test_a_run_waits_is_answered_from_another_process_and_goes_on(tmp_path: Path
 
 
 def start_and_kill_at(tmp_path: Path, db: Path, point: str) -> str:
-    marker = tmp_path / "reached"
-    process = subprocess.Popen(
-        [sys.executable, STOP_AT, APPROVAL, str(refund(tmp_path)), str(db), point, str(marker)],
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, f"never reached {point}"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at(APPROVAL, refund(tmp_path), db, point, tmp_path / "reached")
     return only_run(db)
 
 
