@@ -234,7 +234,10 @@ def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
     fake has seen a request since the last: every run ends done, every ticket decided once,
     every page key paged by one action, no answered request asked again beyond one per kill,
     and the journal verifies."""
-    faults = Faults({"429": 0.05, "529": 0.05, "truncated": 0.03, "empty": 0.03}, seed=5)
+    # Transport faults only: an answer rejected three times in a row (cut off, empty) fails
+    # its run, as it should, and over 50 runs of 15 tickets that happened one time in five.
+    # Rejections under kills are the SQLite crash tests' (tests/end_to_end/test_crash.py).
+    faults = Faults({"429": 0.05, "529": 0.05}, seed=5)
     log = tmp_path / "requests.jsonl"
     work = tmp_path / "work"
     work.mkdir()
@@ -290,7 +293,10 @@ def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
                 assert workers[n].returncode in (*expected, 0), (seed, sent, err)
                 workers[n] = start_worker(url, *args, env=env, cwd=work)
             assert sent == len(signals) - 1, f"seed {seed}: the runs ended after {sent} signals"
-            wait_for(lambda: finished(url), "every run done", timeout=240)
+            try:
+                wait_for(lambda: finished(url), "every run done", timeout=240)
+            except AssertionError as e:
+                raise AssertionError(f"seed {seed}: {standing(url, workers)}") from e
         finally:
             for w in workers:
                 w.send_signal(signal.SIGTERM)
