@@ -269,20 +269,18 @@ def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
         workers = [start_worker(url, *args, env=env, cwd=work) for _ in range(3)]
         try:
             for sent, sig in enumerate(signals):
+                left = unfinished(url)
+                if left < 12:
+                    # Work for every signal to land in, however slowly a loaded machine
+                    # restarts workers: never fewer than 12 runs to do before one is sent.
+                    submit(12 - left)
                 seen = requests()
                 try:
-                    wait_for(lambda seen=seen: requests() > seen or finished(url), "a request", 60)
+                    wait_for(lambda seen=seen: requests() > seen, "a request", 60)
                 except AssertionError as e:
                     raise AssertionError(
                         f"seed {seed}, signal {sent}: {standing(url, workers)}"
                     ) from e
-                if finished(url):
-                    break
-                left = unfinished(url)
-                if left < 12:
-                    # A loaded machine restarts workers slowly: more work, so that every
-                    # signal lands while runs remain.
-                    submit(12 - left)
                 time.sleep(rng.uniform(0, 0.05))
                 n = rng.randrange(len(workers))
                 workers[n].send_signal(sig)
@@ -292,7 +290,6 @@ def test_workers_killed_and_stopped_at_random_leave_every_run_done_once(
                 expected = (-9,) if sig == signal.SIGKILL else (143, -15)
                 assert workers[n].returncode in (*expected, 0), (seed, sent, err)
                 workers[n] = start_worker(url, *args, env=env, cwd=work)
-            assert sent == len(signals) - 1, f"seed {seed}: the runs ended after {sent} signals"
             try:
                 wait_for(lambda: finished(url), "every run done", timeout=240)
             except AssertionError as e:
