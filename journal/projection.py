@@ -326,19 +326,30 @@ ON CONFLICT (machine, day, model) DO UPDATE SET
 
 def _apply(conn: sqlite3.Connection, run_id: str, changes: Changes) -> None:
     """Write `changes` to the derived tables, inside the caller's transaction."""
-    sets, adds, keys, spend = changes
+    sets, adds = changes.sets, changes.adds
     sql = _update_sql(tuple(sets), tuple(adds))
     if conn.execute(sql, (*sets.values(), *adds.values(), run_id)).rowcount != 1:
         msg = f"run {run_id} is done (or missing from the runs table): nothing more can be added"
         raise RunIsDone(msg)
-    for (name, key), entry in keys.items():
+    for table, row in upserts(run_id, changes):
+        conn.execute(UPSERTS[table], row)
+
+
+UPSERTS = {"action_keys": _UPSERT_KEY, "actions": _UPSERT_ACTION, "spend": _UPSERT_SPEND}
+"""Each table `upserts` writes to, and the statement that writes a row of it."""
+
+
+def upserts(run_id: str, changes: Changes) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows `changes` writes beside the run's own, as (table, row): each backend writes them
+    with its own spelling of `UPSERTS`."""
+    for (name, key), entry in changes.keys.items():
         row = {"name": name, "key": key, "intended_at": None, **entry}
         if row["seen"]:
-            conn.execute(_UPSERT_KEY, row)
-        conn.execute(_UPSERT_ACTION, row)
-    for (day, model), amounts in spend.items():
+            yield "action_keys", row
+        yield "actions", row
+    for (day, model), amounts in changes.spend.items():
         values = {c: amounts.get(c, 0) for c in _SPEND_COLUMNS}
-        conn.execute(_UPSERT_SPEND, {"run_id": run_id, "day": day, "model": model, **values})
+        yield "spend", {"run_id": run_id, "day": day, "model": model, **values}
 
 
 def read_events(conn: sqlite3.Connection, run_id: str) -> Iterator[Event]:

@@ -21,9 +21,7 @@ def _named(sql: str) -> str:
     return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
 
 
-_UPSERT_KEY = _named(projection._UPSERT_KEY)
-_UPSERT_ACTION = _named(projection._UPSERT_ACTION)
-_UPSERT_SPEND = _named(projection._UPSERT_SPEND)
+_UPSERTS = {table: _named(sql) for table, sql in projection.UPSERTS.items()}
 
 
 def apply(
@@ -35,7 +33,7 @@ def apply(
 ) -> None:
     """`projection._apply` in PostgreSQL's SQL: the same statements, the same checks (not
     `counted` in a pipeline, where `runjournal_writer` checked the run's row before)."""
-    sets, adds, keys, spend = changes
+    sets, adds = changes.sets, changes.adds
     assignments = [f"{col} = %s" for col in sets] + [f"{col} = {col} + %s" for col in adds]
     cur = conn.execute(
         f"UPDATE runs SET {', '.join(assignments)} WHERE run_id = %s AND status != 'done'",
@@ -45,11 +43,5 @@ def apply(
         raise RunIsDone(
             f"run {run_id} is done (or missing from the runs table): nothing more can be added"
         )
-    for (name, key), entry in keys.items():
-        row = {"name": name, "key": key, "intended_at": None, **entry}
-        if row["seen"]:
-            conn.execute(_UPSERT_KEY, row)
-        conn.execute(_UPSERT_ACTION, row)
-    for (day, model), amounts in spend.items():
-        values = {c: amounts.get(c, 0) for c in projection._SPEND_COLUMNS}
-        conn.execute(_UPSERT_SPEND, {"run_id": run_id, "day": day, "model": model, **values})
+    for table, row in projection.upserts(run_id, changes):
+        conn.execute(_UPSERTS[table], row)
