@@ -84,6 +84,20 @@ _PROMPT_CACHES = ("warm", "cold", "instance")
     help="Cached prompt prefixes: always read (warm), always written (cold), or written "
     "the first time this server sees them and read after (instance).",
 )
+@click.option(
+    "--batch-time",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a Message Batch runs before it ends (24 hours at most).",
+)
+@click.option(
+    "--batch-faults",
+    default="none",
+    show_default=True,
+    help="Message Batch faults: none, or e.g. 'expired=0.1,errored=0.1,lost=1,lost_as=reset'.",
+)
 def fake_model(
     host: str,
     port: int,
@@ -97,20 +111,26 @@ def fake_model(
     otpm: int | None,
     max_output: bool,
     prompt_cache: PromptCache,
+    batch_time: float,
+    batch_faults: str,
 ) -> None:
     """Serve the fake Anthropic Messages API until interrupted; print its URL.
 
     Point any client at it with ANTHROPIC_BASE_URL (and any ANTHROPIC_API_KEY): the real SDK
     talks to it as to the API, with the faults of --spec injected at their rates. With --rpm,
     --itpm or --otpm a request over a limit gets a 429 with retry-after and the API's
-    anthropic-ratelimit-* headers.
+    anthropic-ratelimit-* headers. The Message Batches endpoints are served too: a batch ends
+    --batch-time seconds after its create, with the faults of --batch-faults (items expired or
+    errored; `lost`: a create whose answer is lost, its batch made all the same).
 
     \b
-    Example:
+    Examples:
         journal fake-model --port 8765 --spec chaos --log requests.jsonl
+        journal fake-model --batch-time 60 --batch-faults errored=0.05
     """
     from runjournal.machine.testing.fake import (  # only this command needs it
         FakeModel,
+        parse_batch_spec,
         parse_spec,
         serve,
     )
@@ -125,6 +145,8 @@ def fake_model(
         otpm=otpm,
         max_output=max_output,
         prompt_cache=prompt_cache,
+        processing_time=batch_time,
+        batch_faults=parse_batch_spec(batch_faults),
     )
     with serve(model, host=host, port=port, log=log) as server:
         click.echo(server.url)  # alone on its line, for a parent process to read

@@ -8,6 +8,8 @@ import click
 
 from runjournal.cli.shared import Db, db_option, open_journal, who
 from runjournal.journal import Run, Store
+from runjournal.machine.model import anthropic_api
+from runjournal.machine.model.batching import cancelling
 from runjournal.machine.stopping import KILLABLE
 from runjournal.machine.stopping import kill as kill_run
 
@@ -31,7 +33,9 @@ def kill(
 
     The process executing the run sees the request within a second wherever it waits (between
     effects, in a backoff, in a model request, which it abandons); a run no process executes is
-    marked killed at once. The kill is recorded with who asked and why.
+    marked killed at once. The kill is recorded with who asked and why. A run waiting on a
+    Message Batch has the batch canceled, through the API that ANTHROPIC_API_KEY (and
+    ANTHROPIC_BASE_URL) reach; the answers it had are kept for a resume.
 
     \b
     Example:
@@ -48,8 +52,10 @@ def kill(
         targets = [journal.find_run(str(run_id))]
     person = who(by)
     requested = []
+    # A run waiting on a Message Batch has it canceled: through the API of the environment.
+    cancel = cancelling(anthropic_api().connect, lambda line: click.echo(line, err=True))
     for run in targets:
-        if kill_run(journal, run.run_id, by=person, reason=reason) == "killed":
+        if kill_run(journal, run.run_id, by=person, reason=reason, cancel=cancel) == "killed":
             click.echo(f"killed run {run.run_id}: no process was executing it")
         else:
             requested.append(run)

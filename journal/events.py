@@ -45,6 +45,10 @@ WAIT_STARTED: Final = "wait.started"
 WAIT_ANSWERED: Final = "wait.answered"
 WAIT_EXPIRED: Final = "wait.expired"
 RUN_WAITING: Final = "run.waiting"
+BATCH_INTENDED: Final = "batch.intended"
+BATCH_CREATED: Final = "batch.created"
+BATCH_ENDED: Final = "batch.ended"
+BATCH_CANCELED: Final = "batch.canceled"
 
 
 @attrs.frozen

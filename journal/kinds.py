@@ -203,6 +203,7 @@ class _Attempt(Data):
     round: int = _doc("0, then 1, 2, ... when an answer was rejected and asked again")
     attempt: int = _doc("1, 2, ... within the round: transport retries")
     model: str = _doc("the model")
+    custom_id: str | None = _doc("its `custom_id` in a Message Batch (`ctx.ask_batch`)", None)
 
 
 @attrs.frozen(kw_only=True)
@@ -226,6 +227,7 @@ class _Outcome(_Attempt):
     worst_case_usd: float = _doc("its request's worst case", 0.0)
     worst_case_tokens: int = _doc("its request's worst case in tokens", 0)
     request_id: str | None = _doc("the API's request id", None)
+    batch_id: str | None = _doc("the Message Batch it was answered in; null: asked alone", None)
 
 
 @attrs.frozen(kw_only=True)
@@ -366,6 +368,61 @@ class WaitExpired(Data):
     value: Any = _doc("the default, taken as the answer")
 
 
+# Message Batches
+
+
+@attrs.frozen(kw_only=True)
+class _Batch(Data):
+    call: str = _doc("the `ask_batch`'s place in its step")
+    name: str = _doc("the schema asked for")
+    batch: int = _doc("0, then 1, 2, ...: the batches one `ask_batch` makes, for items still due")
+
+
+@attrs.frozen(kw_only=True)
+class BatchIntended(_Batch):
+    KIND = k.BATCH_INTENDED
+    SUMMARY = (
+        "a Message Batch is about to be created; each item's model.requested is written with "
+        "it, their worst case reserved at batch prices"
+    )
+    model: str = _doc("the model")
+    items: list[str] = _doc("the item keys, in the order of their custom_ids")
+    custom_id_prefix: str = _doc("each item's custom_id is this and its index in `items`")
+    requests_hash: str = _doc("a hash of the items' request hashes, to recognise it on resume")
+    worst_case_usd: float = _doc("what the batch can cost at most, at batch prices")
+    worst_case_tokens: int = _doc("how many tokens it can be billed for at most")
+
+
+@attrs.frozen(kw_only=True)
+class BatchCreated(_Batch):
+    KIND = k.BATCH_CREATED
+    SUMMARY = "the Message Batch exists: its id, as the API gave it or as found by listing"
+    batch_id: str = _doc("the API's id, msgbatch_...")
+    expires_at: str | None = _doc("when its unfinished items expire", None)
+    adopted: bool = _doc(
+        "true: the create's answer was lost and the batch was found by listing", False
+    )
+
+
+@attrs.frozen(kw_only=True)
+class BatchEnded(_Batch):
+    KIND = k.BATCH_ENDED
+    SUMMARY = "a Message Batch ended and every item's result was journaled"
+    batch_id: str = _doc("the API's id")
+    succeeded: int = _doc("items answered (each a model.answered)")
+    errored: int = _doc("items that failed (each a model.failed, not billed)")
+    expired: int = _doc("items not done within 24 hours (not billed)")
+    canceled: int = _doc("items canceled before they were done (not billed)")
+
+
+@attrs.frozen(kw_only=True)
+class BatchCanceled(_Batch):
+    KIND = k.BATCH_CANCELED
+    SUMMARY = "a Message Batch was canceled: the run was killed while it waited on it"
+    batch_id: str = _doc("the API's id")
+    by: str = _doc("who killed the run")
+
+
 ACTION_STATUSES = ("intended", "in_doubt", "done", "failed", "not_done", "skipped")
 """Where an action stands, in the `actions` and `action_keys` tables and for a resume:
 intended (its intent is on disk, no outcome yet: in doubt once no process executes its run),
@@ -396,6 +453,10 @@ KINDS: Mapping[str, type[Data]] = {
         WaitAnswered,
         WaitExpired,
         RunWaiting,
+        BatchIntended,
+        BatchCreated,
+        BatchEnded,
+        BatchCanceled,
         RunDone,
         RunFailed,
         RunKilled,

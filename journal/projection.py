@@ -148,7 +148,8 @@ def _answered(e: Event, c: Changes) -> None:
 
 def _model_failed(e: Event, c: Changes) -> None:
     _add(c, "model_failures", 1)
-    if e.data.get("status") is not None:  # the API answered with an error: nothing billed
+    # The API answered with an error, or a batch's item was not done: nothing billed.
+    if e.data.get("status") is not None or e.data.get("batch_id") is not None:
         worst = nusd(e.data.get("worst_case_usd"))
         _add(c, "total_nusd", -worst)
         _add(c, "total_tokens", -int(e.data.get("worst_case_tokens", 0)))

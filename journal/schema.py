@@ -68,6 +68,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0007_big_members_as_blobs", _statements(tables.M0007)),
     ("0008_total_not_exposure", _statements(tables.M0008)),
     ("0009_shared_pace", _statements(tables.M0009)),
+    ("0010_batch_items", _statements(tables.M0010)),
 ]
 
 _REBUILDS = frozenset({"0005_limits_exact_costs"})

@@ -30,6 +30,8 @@ class Reserve:
     max_cost_nusd: int | None = None
     max_tokens: int | None = None
     max_model_calls: int | None = None
+    requests: int = 1
+    """How many model requests it stands for: a Message Batch's items, each one request."""
 
 
 @attrs.frozen
@@ -49,7 +51,10 @@ def check_caps(reserve: Reserve, total: int, tokens: int, requests: int) -> None
     """LimitReached if the request could take its run past a cap, the run having spent or
     possibly spent `total` nano-dollars and `tokens` tokens over `requests` requests. Every
     backend's check, in the transaction that writes the request's intent."""
-    if reserve.max_model_calls is not None and requests + 1 > reserve.max_model_calls:
+    if (
+        reserve.max_model_calls is not None
+        and requests + reserve.requests > reserve.max_model_calls
+    ):
         raise LimitReached("max_model_calls", requests, reserve.max_model_calls, "model calls")
     if reserve.max_tokens is not None and tokens + reserve.tokens > reserve.max_tokens:
         raise LimitReached(

@@ -492,3 +492,13 @@ M0009 = (
     )
     """,
 )
+
+
+# A model request may be an item of a Message Batch (`ctx.ask_batch`): its `custom_id` there, and
+# the outcome's `batch_id`. The views of the outcomes are made again with those columns.
+M0010 = (
+    "DROP VIEW model_calls",
+    "DROP VIEW model_failures",
+    _kind_view("model_calls", "model.answered"),
+    _kind_view("model_failures", "model.failed"),
+)

@@ -124,7 +124,7 @@ class RunWriter:
         is taken, or when the model request could pass a limit.
         """
         if claim is not None or reserve is not None:
-            return self._commit_checked(step, data, sync=sync, claim=claim, reserve=reserve)
+            return self._commit_checked(step, [data], sync=sync, claim=claim, reserve=reserve)[-1]
         with self._lock:
             event = self._add(step, data, self.journal.clock())
             self._sync = self._sync or sync
@@ -133,32 +133,40 @@ class RunWriter:
                 self._append_held(own=event)
         return event
 
+    def commit_all(
+        self, step: str | None, data: Sequence[Data], *, sync: bool = False, reserve: Reserve
+    ) -> list[Event]:
+        """Append several events at once, all or none, with everything held before them: a
+        Message Batch's requests, whose worst case `reserve` holds in all."""
+        return self._commit_checked(step, data, sync=sync, claim=None, reserve=reserve)
+
     def _commit_checked(
         self,
         step: str | None,
-        data: Data,
+        data: Sequence[Data],
         *,
         sync: bool,
         claim: tuple[str, str] | None,
         reserve: Reserve | None,
-    ) -> Event:
-        # Under both locks throughout: no event may be numbered after this one until its check
-        # has passed, for a refused event is taken back and the run's seqs stay gapless.
+    ) -> list[Event]:
+        # Under both locks throughout: no event may be numbered after these until their check
+        # has passed, for refused events are taken back and the run's seqs stay gapless.
         with self._writing, self._lock:
-            event = self._add(step, data, self.journal.clock())
+            now = self.journal.clock()
+            held = len(self._events)
+            events = [self._add(step, d, now) for d in data]
             try:
                 written = self._append(
                     self._events, self._texts, self._blobs, sync or self._sync, claim, reserve
                 )
             except BaseException:
-                self._events.pop()
-                self._texts.pop()
-                self.last_seq -= 1
+                del self._events[held:], self._texts[held:]
+                self.last_seq -= len(events)
                 raise
-            self._written = event.seq
+            self._written = events[-1].seq
             self._events, self._texts, self._blobs, self._sync = [], [], [], False
             self._tell(written)
-            return event
+            return events
 
     def flush(self) -> None:
         with self._writing:

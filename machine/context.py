@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from runjournal.machine import actions, journaled, waiting
@@ -176,6 +176,57 @@ class Context:
             temperature=temperature,
             key=key,
         )
+
+    def ask_batch(
+        self,
+        schema: type[T],
+        prompts: Mapping[str, str],
+        *,
+        system: str | None = None,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        retries: int = 2,
+        cache_system: bool = False,
+        thinking: ThinkingOption = None,
+        effort: Effort | None = None,
+        temperature: float | None = None,
+        key: str | None = None,
+        poll: float = 30.0,
+    ) -> dict[str, T]:
+        """Ask the model about each of `prompts` (item key -> prompt) in one Message Batch, at
+        half the price; return the validated answers by key.
+
+        The requests are those `ask` would send, settings alike. The batch's intent and worst
+        case (at batch prices, against the caps and budgets) are journaled before it is
+        created, its id after, each item's answer as it is read: a crash anywhere neither
+        makes a second batch nor pays for an item twice. While the batch runs, the run stops
+        as `waiting` (exit 8, or `--wait` to keep the process) and a resume looks again: after
+        `poll` seconds at first, then less often, every 5 minutes at most. Answers that do not
+        fit, and items that errored or expired, go in a new batch (the first with the errors,
+        at most `retries` more times; the others per the retry policy). A kill cancels the
+        batch; its answered items keep their answers. Item keys are non-empty, without '/'.
+        """
+        if self.models is None:
+            msg = "this run has no model configured (Options.models)"
+            raise RuntimeError(msg)
+        from runjournal.machine.model.batching import BatchAsk, ask_batch
+
+        if model is None and self.model is None:
+            msg = f"step {self.step!r}: ctx.ask_batch needs model=, e.g. model='claude-haiku-5-5'"
+            raise ValueError(msg)
+        ask = BatchAsk(
+            schema=schema,
+            system=system,
+            model=model or self.model or "",
+            max_tokens=max_tokens or self.max_tokens,
+            retries=retries,
+            cache_system=cache_system,
+            thinking=thinking if thinking is not None else self.thinking,
+            effort=effort or self.effort,
+            temperature=temperature,
+            poll=poll,
+        )
+        return ask_batch(self.models, self._calls, ask, prompts, key=key)
 
     def act(
         self,

@@ -57,6 +57,10 @@ OPERATIONS: dict[str, str] = {
     k.WAIT_STARTED: "wait",
     k.WAIT_ANSWERED: "wait",
     k.WAIT_EXPIRED: "wait",
+    k.BATCH_INTENDED: "batch",
+    k.BATCH_CREATED: "batch",
+    k.BATCH_ENDED: "batch",
+    k.BATCH_CANCELED: "batch",
 }
 """Which operation each kind of event belongs to; a re-entered step finds these again."""
 

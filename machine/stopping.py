@@ -8,20 +8,32 @@ that asks: it takes the run's lease and records `run.killed` itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from runjournal.journal import Holder, LeaseHeld, RunWriter, Store, kinds
 from runjournal.machine.errors import NothingToKill
+from runjournal.machine.model.batching import canceled, open_batches
 
 KILLABLE = ("running", "needs_attention", "waiting", "resolved", "failed")
 """Statuses of a run that a kill ends; done is final, and killed already is killed."""
 
 
 def kill(
-    journal: Store, run_id: str, *, by: str, reason: str | None, lease_ttl: float = 30.0
+    journal: Store,
+    run_id: str,
+    *,
+    by: str,
+    reason: str | None,
+    lease_ttl: float = 30.0,
+    cancel: Callable[[str], bool] | None = None,
 ) -> Literal["killed", "requested"]:
     """Kill the run: at once if no live process executes it ("killed"), else ask that process
-    to ("requested"), which it does within a second."""
+    to ("requested"), which it does within a second.
+
+    A run killed at once may be waiting on Message Batches (`ctx.ask_batch`): `cancel(batch_id)`
+    cancels each and says whether it could (`batch.canceled` is recorded if so); the process
+    executing a run cancels its own."""
     run = journal.run(run_id)
     if run.status not in KILLABLE:
         msg = f"run {run_id} is {run.status} already: there is nothing to kill"
@@ -38,7 +50,11 @@ def kill(
         data = kinds.RunKilled(
             killed_by="person", who=by, reason=reason, message=f"killed by {by}{said}"
         )
-        RunWriter(journal, run_id, last_seq=run.last_seq, owner=holder.owner).commit(run.step, data)
+        writer = RunWriter(journal, run_id, last_seq=run.last_seq, owner=holder.owner)
+        writer.commit(run.step, data)
+        for created in open_batches(journal, run_id) if cancel is not None else ():
+            if cancel is not None and cancel(created.data["batch_id"]):
+                writer.commit(created.step, canceled(created, by=by))
         return "killed"
     finally:
         journal.release_lease(run_id, holder.owner)

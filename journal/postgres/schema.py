@@ -303,7 +303,18 @@ M0001: tuple[str, ...] = (
     *(_kind_view(view, kind) for view, kind in KIND_VIEWS.items()),
 )
 
-MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [("0001_journal", M0001)]
+# A model request may be an item of a Message Batch: its `custom_id`, the outcome's `batch_id`.
+M0002 = (
+    "DROP VIEW model_calls",
+    "DROP VIEW model_failures",
+    _kind_view("model_calls", "model.answered"),
+    _kind_view("model_failures", "model.failed"),
+)
+
+MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("0001_journal", M0001),
+    ("0002_batch_items", M0002),
+]
 """Each migration's name and statements, in order; released ones are never edited."""
 
 CREATE_MIGRATIONS = """

@@ -258,7 +258,7 @@ class ModelSession:
         raise NoValidAnswer(msg)
 
 
-def _timeout(max_tokens: int) -> anthropic.Timeout:
+def request_timeout(max_tokens: int) -> anthropic.Timeout:
     """How long one request may take: the SDK's own allowance for `max_tokens` (an hour for
     128,000 tokens), and never under its default of 10 minutes.
 
@@ -283,7 +283,7 @@ def _rounds(recorded: list[Event]) -> dict[int, dict[str, Event]]:
     return rounds
 
 
-def _hash(request: dict[str, Any], redact: Callable[[str], str]) -> str:
+def hash_request(request: dict[str, Any], redact: Callable[[str], str]) -> str:
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     # Of the request as the journal keeps it: a secret in the prompt is [redacted] in the state
     # a resume folds, and the request built from that must still be recognised as this one.
@@ -319,7 +319,7 @@ class _Ask:
     def answer(self, round_: int, request: dict[str, Any]) -> dict[str, Any]:
         """The response to `request`: from the journal if it holds one, else from the API."""
         calls = self.calls
-        request_hash = _hash(request, calls.writer.journal.redact)
+        request_hash = hash_request(request, calls.writer.journal.redact)
         held = self.rounds.get(round_, {})
         send = partial(self._send, round_, request, request_hash)
         return journaled.ask_round(
@@ -369,7 +369,7 @@ class _Ask:
             try:
                 raw = guard.call(
                     lambda: client.messages.with_raw_response.create(
-                        **request, timeout=_timeout(request["max_tokens"])
+                        **request, timeout=request_timeout(request["max_tokens"])
                     )
                 )
                 message = raw.parse()

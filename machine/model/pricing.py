@@ -93,6 +93,15 @@ class Price:
         most = {name: max(getattr(rates, name) for rates in could) for name in AMOUNTS}
         return attrs.evolve(self, bands=(), **most)
 
+    def batched(self, share: Decimal) -> Price:
+        """This entry as a Message Batch prices it: `share` of every amount, bands included."""
+        amounts = {name: getattr(self, name) * share for name in AMOUNTS}
+        bands = tuple(
+            attrs.evolve(b, **{name: getattr(b, name) * share for name in AMOUNTS})
+            for b in self.bands
+        )
+        return attrs.evolve(self, bands=bands, **amounts)
+
 
 def _is_count(value: object) -> bool:
     # bool is an int subclass, but `true` is not a token count.
@@ -220,6 +229,8 @@ class PriceTable:
 
     entries: Mapping[str, tuple[Price, ...]]
     aliases: Mapping[str, str]
+    batch: Decimal = Decimal("0.5")
+    """What a Message Batch charges of each amount (the file's `batch`)."""
 
     @classmethod
     def load(cls, override: Path | None = None) -> PriceTable:
@@ -227,10 +238,12 @@ class PriceTable:
         models of `override` (same format) added or replacing shipped ones."""
         text, origin = datafile.shipped(SHIPPED, "price table", PriceFileError)
         entries, aliases = _parse(text, origin)
+        batch = _batch_share(text, origin)
         alias_origin = dict.fromkeys(aliases, origin)
         if override is not None:
             text = datafile.given(override, "price file", PriceFileError)
             more, more_aliases = _parse(text, str(override))
+            batch = _batch_share(text, str(override), batch)
             # A model in the override replaces the shipped one whole: its dated entries are
             # the override's to state, not merged with ours.
             entries |= more
@@ -246,7 +259,9 @@ class PriceTable:
                     'model of the table; point it at a key of "models"'
                 )
                 raise PriceFileError(msg)
-        return cls(entries=MappingProxyType(entries), aliases=MappingProxyType(aliases))
+        return cls(
+            entries=MappingProxyType(entries), aliases=MappingProxyType(aliases), batch=batch
+        )
 
     def price(self, model: str, on: datetime.date | None = None) -> Price:
         """The entry in effect on `on` (default today): the newest whose `since` <= on; when the
@@ -306,6 +321,17 @@ def _parse(text: str, origin: str) -> tuple[dict[str, tuple[Price, ...]], dict[s
             msg = f"{origin}: {alias!r} is both a model and an alias; keep one"
             raise PriceFileError(msg)
     return entries, dict(aliases)
+
+
+def _batch_share(text: str, origin: str, default: Decimal = Decimal("0.5")) -> Decimal:
+    """The file's `batch` (a string, read exactly), or `default` when it gives none."""
+    given = json.loads(text).get("batch")
+    if given is None:
+        return default
+    share = _amount(given, f"{origin}: batch")
+    if not 0 < share <= 1:
+        raise PriceFileError(f'{origin}: "batch" is {given!r}; give a share above 0, at most 1')
+    return share
 
 
 def _entries(model: str, rows: Any, origin: str) -> tuple[Price, ...]:

@@ -168,6 +168,8 @@ class BatchCall:
     fault: str | None
     """"lost" for a create whose answer was lost."""
     request_id: str
+    custom_ids: tuple[str, ...] = ()
+    """A create's requests, in order: what a test counts to see no item asked twice."""
 
 
 @attrs.define
@@ -320,7 +322,9 @@ class Batches:
             self._held.append(held)
             self._by_id[batch_id] = held
             view = _view(held, now, "")
-        call = attrs.evolve(call, batch_id=batch_id, request_id=request_id)
+        call = attrs.evolve(
+            call, batch_id=batch_id, request_id=request_id, custom_ids=held.custom_ids
+        )
         if lost:
             return attrs.evolve(call, fault="lost"), Hangup(faults.lost_as, request_id)
         return call, Reply(200, {"request-id": request_id}, view)
