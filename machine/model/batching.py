@@ -200,7 +200,7 @@ class _Batching:
         bodies = [self._body(item) for item in due]
         redact = self.calls.writer.journal.redact
         hashes = [hash_request(body, redact) for body in bodies]
-        prefix = custom_id_prefix(self.calls.run_id, self.placed.call, number)
+        prefix = custom_id_prefix(self.calls.run_id, self.calls.visit, self.placed.call, number)
         ids = [f"{prefix}{i}" for i in range(len(due))]
         for item, body, request_hash, custom_id in zip(due, bodies, hashes, ids, strict=True):
             held = {}
@@ -388,7 +388,14 @@ class _Batching:
                 seen.append(batch)
             return seen
 
+        # The run's own batches, other calls' or visits', are known: never this intent's.
+        journal = self.calls.writer.journal
+        known = {
+            e.data["batch_id"] for e in journal.events(self.calls.run_id, kinds=(k.BATCH_CREATED,))
+        }
         for batch in self._retried("list batches", listing):
+            if batch.id in known:
+                continue
             counts = batch.request_counts
             total = (
                 counts.processing
@@ -428,6 +435,7 @@ class _Batching:
             f"({batch.processing_status}); a resume looks again from {timestamp(now + later)}: "
             f"journal resume {self.calls.run_id} (or --wait)"
         )
+        self.calls.checkpoint("batch.polled")
         stop = Waiting(message, name=f"batch {number}", call=self.placed.call, of=batch.id)
         stop.deadline = timestamp(now + later)
         self.calls.stopped = stop
@@ -680,11 +688,11 @@ def cancelling(
     return cancel
 
 
-def custom_id_prefix(run_id: str, call: str, number: int) -> str:
-    """`rj-<run>-<hash of the call and batch number>-`: an item's custom_id is this and its
-    index, at most 64 characters of [A-Za-z0-9_-], unique to the run's batch."""
+def custom_id_prefix(run_id: str, visit: int, call: str, number: int) -> str:
+    """`rj-<run>-<hash of the step visit, call and batch number>-`: an item's custom_id is this
+    and its index, at most 64 characters of [A-Za-z0-9_-], unique to the run's batch."""
     run = re.sub(r"[^A-Za-z0-9]", "", run_id)[:12]
-    place = hashlib.sha256(f"{run_id}\0{call}\0{number}".encode()).hexdigest()[:10]
+    place = hashlib.sha256(f"{run_id}\0{visit}\0{call}\0{number}".encode()).hexdigest()[:10]
     return f"rj-{run}-{place}-"
 
 

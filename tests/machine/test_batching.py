@@ -1,0 +1,482 @@
+"""Tests for `ctx.ask_batch` (machine/model/batching.py): Message Batches in-process against the
+fake API, at batch prices; a running batch makes the run wait; answers that do not fit and items
+that errored go in the next batch; limits stop before the create; a lost create is adopted by
+listing; bad prompts are refused before anything is sent."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections import Counter
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from pipelines.batched import Verdict, batched
+
+from runjournal.journal import Event, Journal, verify
+from runjournal.journal import events as k
+from runjournal.journal.spending import NUSD
+from runjournal.machine import Context, Machine, Models, Options, PriceTable, Transition, runner
+from runjournal.machine.execution import Outcome
+from runjournal.machine.kill_switch import Limits
+from runjournal.machine.model.capabilities import Capabilities
+from runjournal.machine.model.pricing import Usage, cost
+from runjournal.machine.retry import RetryPolicy
+from runjournal.machine.testing.fake import BatchFaults, FakeModel, Faults, parse_spec
+
+MODEL = "claude-haiku-5-5"
+SYSTEM = "Score how urgent each item is."
+CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class Clock:
+    """A clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def work(count: int, poll: float = 30.0) -> dict[str, Any]:
+    """The input of `batched`: `count` items, keyed item-0, item-1, ..."""
+    items = {f"item-{i}": f"Item {i}: the report for client {i} is {i} days late." for i in range(count)}
+    return {"items": items, "poll": poll}
+
+
+def options(fake: FakeModel, **more: Any) -> Options:
+    models = Models(fake.client, PriceTable.load(), (), Capabilities.load())
+    return Options(models=models, sleep=lambda seconds: None, seed=0, **more)
+
+
+def start(journal: Journal, machine: Machine[Any], given: Any, fake: FakeModel, **more: Any) -> Outcome[Any]:
+    prepared = runner.prepare(machine, given)
+    return runner.start(journal, prepared, target="t", code_hash="0", options=options(fake, **more))
+
+
+def resume(journal: Journal, run_id: str, machine: Machine[Any], fake: FakeModel) -> Outcome[Any]:
+    return runner.resume(journal, run_id, machine, target="t", code_hash="0", options=options(fake))
+
+
+def events(journal: Journal, run_id: str, kind: str) -> list[Event]:
+    return list(journal.events(run_id, kinds=(kind,)))
+
+
+def intents(journal: Journal, run_id: str) -> dict[int, Event]:
+    """The run's batch.intended by batch number."""
+    found = {e.data["batch"]: e for e in events(journal, run_id, k.BATCH_INTENDED)}
+    assert sorted(found) == list(range(len(found)))
+    return found
+
+
+def decided(journal: Journal, run_id: str) -> dict[str, str]:
+    """Each decided item's outcome; an item decided twice fails the test."""
+    decisions = events(journal, run_id, k.DECISION)
+    counts = Counter(e.data["item"] for e in decisions)
+    assert all(n == 1 for n in counts.values()), counts
+    return {e.data["item"]: e.data["outcome"] for e in decisions}
+
+
+def item_of(event: Event) -> str:
+    """The item key of an item's event: its call is `#0/KEY`."""
+    call = str(event.data["call"])
+    assert call.startswith("#0/"), call
+    return call.removeprefix("#0/")
+
+
+def money(value: float) -> Decimal:
+    return Decimal(str(value))
+
+
+# 1. One batch, at half price
+
+
+def test_one_batch_answers_every_item_once_at_half_the_standard_price(db: Path) -> None:
+    fake = FakeModel(processing_time=0)
+    given = work(30)
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, given, fake).run
+        assert run.status == "done", run.error
+        (batch,) = fake.batches
+        assert batch.status == "ended" and batch.answered
+        assert len(batch.custom_ids) == 30 and len(set(batch.custom_ids)) == 30
+        for custom_id in batch.custom_ids:
+            assert custom_id.startswith("rj-") and CUSTOM_ID.fullmatch(custom_id), custom_id
+
+        (intent,) = intents(journal, run.run_id).values()
+        assert intent.data["items"] == list(given["items"])
+        prefix = intent.data["custom_id_prefix"]
+        assert list(batch.custom_ids) == [f"{prefix}{i}" for i in range(30)]
+        (created,) = events(journal, run.run_id, k.BATCH_CREATED)
+        assert created.data["batch_id"] == batch.id and created.data["adopted"] is False
+        (ended,) = events(journal, run.run_id, k.BATCH_ENDED)
+        assert ended.data["batch_id"] == batch.id and ended.data["succeeded"] == 30
+
+        answered = events(journal, run.run_id, k.MODEL_ANSWERED)
+        assert Counter(item_of(e) for e in answered) == Counter(dict.fromkeys(given["items"], 1))
+        assert {e.data["batch_id"] for e in answered} == {batch.id}
+        assert sorted(e.data["custom_id"] for e in answered) == sorted(batch.custom_ids)
+        assert events(journal, run.run_id, k.MODEL_FAILED) == []
+
+        standard = PriceTable.load().price(MODEL)
+        for e in answered:
+            # The usage the fake billed, read from the fake, not from the journal.
+            usage = Usage.from_api(batch.usage[e.data["custom_id"]])
+            assert attrs.asdict(usage) == e.data["usage"]
+            assert money(e.data["cost_usd"]) == cost(standard, usage) / 2
+            assert money(e.data["cost_usd"]) > 0
+
+        scores = decided(journal, run.run_id)
+        assert sorted(scores) == sorted(given["items"])
+        assert all(outcome in {"1", "2", "3", "4", "5"} for outcome in scores.values())
+        # Everything billed, nothing possibly billed: the reserve was released item by item.
+        run = journal.run(run.run_id)
+        billed = sum(money(e.data["cost_usd"]) for e in answered)
+        assert Decimal(run.cost_nusd) / NUSD == billed
+        assert run.total_nusd == run.cost_nusd
+        assert verify(journal) == []
+
+
+# 2. The same answers as asking one at a time, for half
+
+
+@attrs.frozen
+class Items:
+    items: dict[str, str]
+
+
+def _interactive() -> Machine[Items]:
+    m = Machine("one_at_a_time", state=Items, start="score")
+
+    @m.step
+    def score(ctx: Context, s: Items) -> Transition:
+        for key, prompt in s.items.items():
+            verdict = ctx.ask(
+                Verdict,
+                prompt=prompt,
+                system=SYSTEM,
+                model=MODEL,
+                max_tokens=200,
+                thinking="disabled",
+                key=key,
+            )
+            ctx.decide(item=key, outcome=str(verdict.score), reason=verdict.reason)
+        return ctx.finish(s)
+
+    return m
+
+
+interactive = _interactive()
+
+
+def test_a_batch_answers_as_asking_one_at_a_time_does_for_half_the_cost(db: Path) -> None:
+    given = work(12)
+    with Journal.open(db, create=True) as journal:
+        alone = start(journal, interactive, {"items": given["items"]}, FakeModel()).run
+        together = start(journal, batched, given, FakeModel()).run
+        assert alone.status == "done", alone.error
+        assert together.status == "done", together.error
+        assert decided(journal, together.run_id) == decided(journal, alone.run_id)
+        assert len(decided(journal, alone.run_id)) == 12
+
+        asked = events(journal, alone.run_id, k.MODEL_ANSWERED)
+        batched_answers = events(journal, together.run_id, k.MODEL_ANSWERED)
+        assert all(e.data["batch_id"] is None for e in asked)
+        by_item = {item_of(e): e for e in batched_answers}
+        for e in asked:
+            twin = by_item[str(e.data["call"]).removeprefix("#")]
+            assert twin.data["request_hash"] == e.data["request_hash"]
+            assert twin.data["usage"] == e.data["usage"]
+            assert money(twin.data["cost_usd"]) * 2 == money(e.data["cost_usd"])
+
+        alone, together = journal.run(alone.run_id), journal.run(together.run_id)
+        assert alone.cost_nusd > 0
+        assert together.cost_nusd * 2 == alone.cost_nusd
+        assert together.model_calls == alone.model_calls == 12
+
+
+# 3. A batch still running: the run waits
+
+
+def test_a_running_batch_makes_the_run_wait_and_a_resume_makes_no_second_batch(
+    db: Path,
+) -> None:
+    clock = Clock()
+    fake = FakeModel(processing_time=100, clock=clock)
+    with Journal.open(db, create=True) as journal:
+        before = datetime.datetime.now(datetime.UTC)
+        run = start(journal, batched, work(5, poll=60), fake).run
+        assert run.status == "waiting", run.error
+        (batch,) = fake.batches
+        assert batch.status == "in_progress"
+        (waiting,) = events(journal, run.run_id, k.RUN_WAITING)
+        assert waiting.data["of"] == batch.id
+        assert batch.id in waiting.data["message"]
+        deadline = datetime.datetime.fromisoformat(waiting.data["deadline"].replace("Z", "+00:00"))
+        assert deadline > before + datetime.timedelta(seconds=59)
+        assert events(journal, run.run_id, k.MODEL_ANSWERED) == []
+        assert events(journal, run.run_id, k.DECISION) == []
+        # The worst case stays reserved while the batch runs.
+        assert journal.run(run.run_id).total_nusd > 0 == journal.run(run.run_id).cost_nusd
+
+        clock.now = 99.0
+        again = resume(journal, run.run_id, batched, fake).run
+        assert again.status == "waiting", again.error
+        assert [b.id for b in fake.batches] == [batch.id]
+        assert len(events(journal, run.run_id, k.RUN_WAITING)) == 2
+        assert len(events(journal, run.run_id, k.BATCH_INTENDED)) == 1
+        assert len(events(journal, run.run_id, k.MODEL_REQUESTED)) == 5
+
+        clock.now = 100.0
+        done = resume(journal, run.run_id, batched, fake).run
+        assert done.status == "done", done.error
+        assert [b.id for b in fake.batches] == [batch.id]
+        assert fake.batches[0].status == "ended"
+        assert len(events(journal, run.run_id, k.BATCH_CREATED)) == 1
+        assert len(events(journal, run.run_id, k.MODEL_REQUESTED)) == 5
+        assert len(decided(journal, run.run_id)) == 5
+        assert done.total_nusd == done.cost_nusd > 0
+
+
+# 4. Answers that do not fit go in the next batch
+
+
+def test_rejected_answers_go_in_the_next_batch_and_accepted_ones_never_again(db: Path) -> None:
+    fake = FakeModel(faults=parse_spec("garbage=0.5,seed=11"))
+    given = work(16)
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, given, fake).run
+        assert run.status in ("done", "failed"), run.error
+        if run.status == "failed":
+            assert run.error is not None and run.error.startswith("NoValidAnswer"), run.error
+        batches = intents(journal, run.run_id)
+        assert len(batches) >= 2, "half the answers garbage: some must be asked again"
+        assert [b.custom_ids for b in fake.batches] == [
+            tuple(f"{b.data['custom_id_prefix']}{i}" for i in range(len(b.data["items"])))
+            for b in batches.values()
+        ]
+        number_of = {}
+        for number, intent in batches.items():
+            prefix = intent.data["custom_id_prefix"]
+            number_of |= {f"{prefix}{i}": number for i in range(len(intent.data["items"]))}
+        rejected = events(journal, run.run_id, k.OUTPUT_REJECTED)
+        assert rejected, "half the answers garbage: some must be rejected"
+        rejected_at = {(item_of(e), e.data["round"]) for e in rejected}
+        requested = {
+            e.data["custom_id"]: e for e in events(journal, run.run_id, k.MODEL_REQUESTED)
+        }
+        last = max(batches)
+        for answer in events(journal, run.run_id, k.MODEL_ANSWERED):
+            key, round_ = item_of(answer), answer.data["round"]
+            number = number_of[answer.data["custom_id"]]
+            assert batches[number].data["items"][int(answer.data["custom_id"].rsplit("-", 1)[1])] == key
+            later = [n for n, b in batches.items() if n > number and key in b.data["items"]]
+            if (key, round_) in rejected_at:
+                if run.status == "done" or number < last:
+                    # Asked again in the very next batch, one round on.
+                    assert later and later[0] == number + 1, (key, number, later)
+                    nxt = batches[number + 1]
+                    custom_id = f"{nxt.data['custom_id_prefix']}{nxt.data['items'].index(key)}"
+                    assert requested[custom_id].data["round"] == round_ + 1
+            else:
+                assert later == [], f"{key} was accepted in batch {number}, yet sent again"
+        if run.status == "done":
+            assert sorted(decided(journal, run.run_id)) == sorted(given["items"])
+            (state,) = [e for e in events(journal, run.run_id, k.TRANSITION)]
+            assert len(state.data["delta"]) == 16
+        # Each batch's items are those still due: never an item twice in one batch.
+        for intent in batches.values():
+            assert len(set(intent.data["items"])) == len(intent.data["items"])
+
+
+# 5. Items that errored are sent again
+
+
+def test_errored_items_are_sent_again_and_nothing_stays_possibly_billed(db: Path) -> None:
+    fake = FakeModel(batch_faults=BatchFaults(errored=0.3), faults=Faults({}, seed=5))
+    given = work(20)
+    retry = RetryPolicy(max_attempts=12, base=0)
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, given, fake, retry=retry).run
+        assert run.status == "done", run.error
+        batches = intents(journal, run.run_id)
+        failed = events(journal, run.run_id, k.MODEL_FAILED)
+        assert failed, "errored=0.3 over 20 items: some must error"
+        assert len(batches) >= 2 and len(fake.batches) == len(batches)
+        created = {e.data["batch"]: e.data["batch_id"] for e in events(journal, run.run_id, k.BATCH_CREATED)}
+        for e in failed:
+            assert e.data["batch_id"] in created.values()
+            assert e.data["error_type"] == "errored: api_error" and e.data["retryable"] is True
+            number = next(n for n, batch_id in created.items() if batch_id == e.data["batch_id"])
+            # Sent again in the next batch, the same round, one attempt more.
+            assert item_of(e) in batches[number + 1].data["items"]
+        ended = events(journal, run.run_id, k.BATCH_ENDED)
+        assert sum(e.data["errored"] for e in ended) == len(failed)
+        assert sum(e.data["succeeded"] for e in ended) == 20
+        assert events(journal, run.run_id, k.OUTPUT_REJECTED) == []
+        for n in range(1, len(batches)):
+            errored_before = {item_of(e) for e in failed if e.data["batch_id"] == created[n - 1]}
+            assert set(batches[n].data["items"]) == errored_before
+        assert sorted(decided(journal, run.run_id)) == sorted(given["items"])
+
+        run = journal.run(run.run_id)
+        assert run.model_failures == len(failed)
+        assert run.model_requests == 20 + len(failed)
+        assert run.total_nusd - run.cost_nusd == 0
+        assert run.possibly_billed_usd == 0
+
+
+def test_an_item_that_errors_every_time_fails_the_run_after_the_retry_policy(db: Path) -> None:
+    fake = FakeModel(batch_faults=BatchFaults(errored=1.0))
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, work(3), fake, retry=RetryPolicy(max_attempts=3)).run
+        assert run.status == "failed"
+        assert run.error is not None and run.error.startswith("ModelCallFailed"), run.error
+        assert "3 batch requests failed" in run.error
+        assert len(fake.batches) == 3
+        assert run.total_nusd == run.cost_nusd == 0
+
+
+# 6. Limits stop before the create
+
+
+def limited(limits: Limits) -> Machine[Any]:
+    m = Machine("limited_batch", state=Items, start="score", limits=limits)
+
+    @m.step
+    def score(ctx: Context, s: Items) -> Transition:
+        verdicts = ctx.ask_batch(
+            Verdict, s.items, system=SYSTEM, model=MODEL, max_tokens=200, thinking="disabled"
+        )
+        for key, verdict in verdicts.items():
+            ctx.decide(item=key, outcome=str(verdict.score))
+        return ctx.finish(s)
+
+    return m
+
+
+@pytest.mark.parametrize(
+    ("limit", "limits"),
+    [
+        # One item's worst case is about $0.0001: ten of them pass $0.0005.
+        ("max_cost_usd", Limits(max_cost_usd=Decimal("0.0005"))),
+        ("max_model_calls", Limits(max_model_calls=9)),
+    ],
+)
+def test_a_batch_over_a_limit_kills_the_run_before_anything_is_sent(
+    db: Path, limit: str, limits: Limits
+) -> None:
+    fake = FakeModel()
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, limited(limits), {"items": work(10)["items"]}, fake).run
+        assert run.status == "killed", run.error
+        (killed,) = events(journal, run.run_id, k.RUN_KILLED)
+        assert killed.data["limit_name"] == limit
+        assert fake.batches == []
+        assert events(journal, run.run_id, k.MODEL_REQUESTED) == []
+        assert events(journal, run.run_id, k.BATCH_INTENDED) == []
+        assert run.total_nusd == run.model_requests == 0
+        if limit == "max_cost_usd":
+            assert money(killed.data["worst_case"]) > Decimal("0.0005")
+
+
+def test_a_batch_within_its_limits_is_sent(db: Path) -> None:
+    """The other side of the limits above: ten items within a cap of ten calls, and of a cost
+    above their worst case at batch prices (but below it at standard prices)."""
+    probe = FakeModel()
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, limited(Limits()), {"items": work(10)["items"]}, probe).run
+        (intent,) = events(journal, run.run_id, k.BATCH_INTENDED)
+        worst = money(intent.data["worst_case_usd"])
+        cap = worst * Decimal("1.5")  # under the standard prices' worst case, twice this
+        fake = FakeModel()
+        limits = Limits(max_cost_usd=cap, max_model_calls=10)
+        run = start(journal, limited(limits), {"items": work(10)["items"]}, fake).run
+        assert run.status == "done", run.error
+        assert len(fake.batches) == 1
+
+
+# 7. A lost create is found by listing
+
+
+def test_a_create_whose_answer_is_lost_is_adopted_not_made_again(db: Path) -> None:
+    fake = FakeModel(batch_faults=BatchFaults(lost=1.0, lost_as="reset"))
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, work(6), fake).run
+        assert run.status == "done", run.error
+        (batch,) = fake.batches
+        assert batch.answered is False  # its create was never answered
+        (created,) = events(journal, run.run_id, k.BATCH_CREATED)
+        assert created.data["adopted"] is True and created.data["batch_id"] == batch.id
+        assert len(decided(journal, run.run_id)) == 6
+
+
+def test_several_candidates_for_a_lost_create_stop_the_run_for_a_person(db: Path) -> None:
+    """Another batch of as many requests, created just before, could be this run's as well:
+    the run neither adopts one nor creates a third, and needs attention naming both."""
+    fake = FakeModel(batch_faults=BatchFaults(lost=1.0, lost_as="reset"))
+    other = [
+        {"custom_id": f"other-{i}", "params": {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}}
+        for i in range(6)
+    ]
+    with pytest.raises(Exception, match="connection|Connection"):
+        fake.client().messages.batches.create(requests=other)  # type: ignore[arg-type]
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, work(6), fake).run
+        assert run.status == "needs_attention", run.error
+        assert len(fake.batches) == 2
+        assert run.error is not None
+        for batch in fake.batches:
+            assert batch.id in run.error
+        assert events(journal, run.run_id, k.BATCH_CREATED) == []
+        assert events(journal, run.run_id, k.MODEL_ANSWERED) == []
+
+
+# 8. Bad prompts are refused before anything is sent
+
+
+@attrs.frozen
+class Case:
+    case: str
+
+
+BAD: Mapping[str, tuple[dict[Any, Any], str]] = {
+    "slash": ({"a/b": "x"}, "prompt key 'a/b'"),
+    "empty": ({"": "x"}, "prompt key ''"),
+    "not_str_prompt": ({"a": 3}, "the prompt of 'a' is not a string"),
+    "not_str_key": ({7: "x"}, "prompt key 7"),
+}
+
+
+def _bad() -> Machine[Case]:
+    m = Machine("bad_prompts", state=Case, start="ask")
+
+    @m.step
+    def ask(ctx: Context, s: Case) -> Transition:
+        prompts = {"fine": "Item 0: late.", **BAD[s.case][0]}
+        ctx.ask_batch(Verdict, prompts, model=MODEL, max_tokens=200, thinking="disabled")
+        return ctx.finish(s)
+
+    return m
+
+
+bad = _bad()
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_prompts_fail_the_run_naming_ask_batch_and_send_nothing(db: Path, case: str) -> None:
+    fake = FakeModel()
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, bad, {"case": case}, fake).run
+        assert run.status == "failed"
+        assert run.error is not None
+        assert run.error.startswith("DefinitionError: step 'ask': ctx.ask_batch: "), run.error
+        assert BAD[case][1] in run.error
+        assert fake.batches == []
+        assert events(journal, run.run_id, k.MODEL_REQUESTED) == []
+        assert events(journal, run.run_id, k.BATCH_INTENDED) == []
