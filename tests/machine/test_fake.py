@@ -1012,3 +1012,36 @@ def test_journal_fake_model_rate_limits_in_another_process() -> None:
         headers["anthropic-ratelimit-requests-reset"], "%Y-%m-%dT%H:%M:%SZ"
     ).replace(tzinfo=datetime.UTC)
     assert start < reset <= start + datetime.timedelta(seconds=62)
+
+
+def test_journal_fake_model_serves_batches_that_take_their_time(tmp_path: Path) -> None:
+    """`--batch-time` makes a batch run that long; `--batch-faults lost=1` loses every create's
+    answer (the batch is made all the same); bad values are one line and exit 2."""
+    command = [*journal_command(), "fake-model", "--port", "0", "--batch-time", "3600"]
+    process = subprocess.Popen(
+        [*command, "--batch-faults", "lost=1,lost_as=reset"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        client = sdk(process.stdout.readline().strip())
+        item = {"custom_id": "a-1", "params": forced()}
+        with pytest.raises(anthropic.APIConnectionError):
+            client.messages.batches.create(requests=[item])  # type: ignore[list-item]
+        (batch,) = client.messages.batches.list()
+        assert batch.processing_status == "in_progress"
+        assert batch.request_counts.processing == 1
+    finally:
+        process.kill()
+        process.wait(timeout=5)
+    for bad, says in (("--batch-faults", "is not a batch fault"), ("--batch-time", "range")):
+        result = subprocess.run(
+            [*journal_command(), "fake-model", bad, "nope=1" if "faults" in bad else "-1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2 and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
