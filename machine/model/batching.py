@@ -200,17 +200,16 @@ class _Batching:
         bodies = [self._body(item) for item in due]
         redact = self.calls.writer.journal.redact
         hashes = [hash_request(body, redact) for body in bodies]
-        prefix = custom_id_prefix(self.calls.run_id, self.calls.visit, self.placed.call, number)
+        intended = self.held.get((k.BATCH_INTENDED, number))
+        # The ids the intent recorded, if there is one: they name the items in the batch made.
+        prefix = (
+            custom_id_prefix(self.calls.run_id, self.calls.visit, self.placed.call, number)
+            if intended is None
+            else str(intended.data["custom_id_prefix"])
+        )
         ids = [f"{prefix}{i}" for i in range(len(due))]
         for item, body, request_hash, custom_id in zip(due, bodies, hashes, ids, strict=True):
-            held = {}
-            if custom_id in self.requested:
-                held[k.MODEL_REQUESTED] = self.requested[custom_id]
-                item.attempt = self.requested[custom_id].data["attempt"]
-            self.calls.journaling.asked(
-                self.calls, item.call, self.name, item.round, body, request_hash, held
-            )
-        intended = self.held.get((k.BATCH_INTENDED, number))
+            self._asked(item, body, request_hash, custom_id)
         if intended is None:
             self._unrecorded(f"batch {number} of {self.name}")
             intended = self._intend(number, due, bodies, hashes, ids, prefix)
@@ -226,6 +225,31 @@ class _Batching:
             self._through(number, intended, dict(zip(ids, due, strict=True)), bodies)
         for item, custom_id in zip(due, ids, strict=True):
             self._outcome(item, self.outcomes[custom_id])
+
+    def _asked(self, item: _Item, body: dict[str, Any], request_hash: str, custom_id: str) -> None:
+        """Tell the journaling of the item's request: the journal's, if it holds one, must be
+        the same (a rerun also compares the answer)."""
+        journaling = self.calls.journaling
+        journaling.placed(self.calls, item.call)
+        held: dict[str, Event] = {}
+        requested = self.requested.get(custom_id)
+        if requested is not None:
+            held[k.MODEL_REQUESTED] = requested
+            item.attempt = requested.data["attempt"]
+        outcome = self.outcomes.get(custom_id)
+        if outcome is not None and outcome.kind == k.MODEL_FAILED:
+            # Not answered, and asked again in a later batch: only the request is compared.
+            assert requested is not None
+            if requested.data["request_hash"] != request_hash:
+                had = (
+                    f"ask {self.name} round {item.round} (request {requested.data['request_hash']})"
+                )
+                now = f"ask {self.name} round {item.round} (request {request_hash})"
+                journaling.mismatch(self.calls, item.call, had, now)
+            return
+        if outcome is not None:
+            held[k.MODEL_ANSWERED] = outcome
+        journaling.asked(self.calls, item.call, self.name, item.round, body, request_hash, held)
 
     def _body(self, item: _Item) -> dict[str, Any]:
         ask = self.ask

@@ -60,6 +60,11 @@ def test_kill_cancels_the_batch_and_a_resume_asks_only_what_it_left(tmp_path: Pa
         now[0] = 200.0
         done = journal(server.url, db, "resume", run.run_id)
         assert done.returncode == 0, done.stderr
+        asked = len(fake.batches)
+        # Rerun against the recorded answers: the canceled, the failed and the answered alike.
+        rerun = journal(server.url, db, "replay", run.run_id, "--rerun")
+        assert rerun.returncode == 0 and "reproduced" in rerun.stdout + rerun.stderr, rerun.stderr
+        assert len(fake.batches) == asked == 2
 
     with Journal.open(db, readonly=True) as j:
         run = j.run(run.run_id)
