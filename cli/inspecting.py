@@ -214,6 +214,7 @@ def show(run_id: str | None, as_json: bool, db: Db | None) -> None:
     if limits is not None:
         fields.append(("limits", limits))
     fields += [("wait", line) for line in _wait_lines(journal, run)]
+    fields += [("batch", line) for line in _batch_lines(journal, run)]
     if status == "running" and lease is not None:
         fields.append(("holder", lease.describe()))
     if run.error:
@@ -288,6 +289,34 @@ def _wait_lines(journal: Store, run: Run) -> list[str]:
             said[where] = f"{where}: {dumps(d['value'])}, answered by {d['by']} at {e.at}{why}"
         else:
             said[where] = f"{where}: {dumps(d['value'])}, the default, at {d['deadline']}"
+    return list(said.values())
+
+
+def _batch_lines(journal: Store, run: Run) -> list[str]:
+    """Each Message Batch of the run (`ctx.ask_batch`): its id, size, and how it stands:
+    intended (not yet created), running, ended with its counts, or canceled."""
+    said: dict[tuple[str | None, str, int], str] = {}
+    kinds = (k.BATCH_INTENDED, k.BATCH_CREATED, k.BATCH_ENDED, k.BATCH_CANCELED)
+    sizes: dict[tuple[str | None, str, int], int] = {}
+    for e in journal.events(run.run_id, kinds=kinds):
+        d = e.data
+        place = (e.step, str(d["call"]), int(d["batch"]))
+        where = f"{d['name']} ({e.step} {d['call']}) {d['batch']}"
+        if e.kind == k.BATCH_INTENDED:
+            sizes[place] = len(d["items"])
+            said[place] = f"{where}: {plural(sizes[place], 'request')}, intended, not created"
+            continue
+        head = f"{where}: {d['batch_id']}, {plural(sizes.get(place, 0), 'request')}"
+        if e.kind == k.BATCH_CREATED:
+            found = ", found by listing" if d.get("adopted") else ""
+            said[place] = f"{head}, created{found}"
+        elif e.kind == k.BATCH_CANCELED:
+            said[place] = f"{head}, canceled by {d['by']}"
+        else:
+            counts = ", ".join(
+                f"{d[n]} {n}" for n in ("succeeded", "errored", "expired", "canceled") if d[n]
+            )
+            said[place] = f"{head}, ended: {counts or 'nothing'}"
     return list(said.values())
 
 

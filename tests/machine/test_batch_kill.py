@@ -65,6 +65,14 @@ def test_kill_cancels_the_batch_and_a_resume_asks_only_what_it_left(tmp_path: Pa
         rerun = journal(server.url, db, "replay", run.run_id, "--rerun")
         assert rerun.returncode == 0 and "reproduced" in rerun.stdout + rerun.stderr, rerun.stderr
         assert len(fake.batches) == asked == 2
+        shown = journal(server.url, db, "show", run.run_id).stdout
+        assert (
+            f"Verdict (score #0) 0: {first.id}, 10 requests, ended: 4 succeeded, 6 canceled"
+            in shown
+        )
+        assert (
+            f"Verdict (score #0) 1: {fake.batches[1].id}, 6 requests, ended: 6 succeeded" in shown
+        )
 
     with Journal.open(db, readonly=True) as j:
         run = j.run(run.run_id)
