@@ -408,7 +408,7 @@ class BatchCreated(_Batch):
 class BatchEnded(_Batch):
     KIND = k.BATCH_ENDED
     SUMMARY = "a Message Batch ended and every item's result was journaled"
-    batch_id: str = _doc("the API's id")
+    batch_id: str = _doc("the API's id; empty if the API refused to create it")
     succeeded: int = _doc("items answered (each a model.answered)")
     errored: int = _doc("items that failed (each a model.failed, not billed)")
     expired: int = _doc("items not done within 24 hours (not billed)")

@@ -389,6 +389,8 @@ class _Batching:
             except Exception as e:
                 failure = retry.classify(e, now=self.session.clock())
                 if not failure.retryable or attempt == policy.max_attempts:
+                    if failure.status is not None and failure.status < 500:  # made nothing
+                        self._refused(number, intended, ids, failure)
                     msg = f"{self.where}: creating batch {number}: {failure.describe()}"
                     raise ModelCallFailed(msg) from e
                 look = True  # it may have been created all the same
@@ -397,6 +399,41 @@ class _Batching:
             self.calls.checkpoint("batch.create_sent")
             return self._created(number, batch, adopted=False)
         raise AssertionError("the loop returns or raises")
+
+    def _refused(self, number: int, intended: Event, ids: list[str], failure: Any) -> None:
+        """The API refused the create, so no batch exists and nothing is billed: each item's
+        failure, and the batch's end, are journaled (a resume fails the same way)."""
+        writer, step = self.calls.writer, self.calls.step
+        for key, custom_id in zip(intended.data["items"], ids, strict=True):
+            requested = self.requested[custom_id]
+            data = kinds.ModelFailed(
+                call=f"{self.placed.call}/{key}",
+                name=self.name,
+                round=requested.data["round"],
+                attempt=requested.data["attempt"],
+                model=self.ask.model,
+                custom_id=custom_id,
+                requested_at=intended.at,
+                worst_case_usd=requested.data["worst_case_usd"],
+                worst_case_tokens=requested.data["worst_case_tokens"],
+                status=failure.status,
+                error_type=failure.error_type,
+                message=failure.message,
+                request_id=failure.request_id,
+                retryable=False,
+            )
+            self.outcomes[custom_id] = writer.record(step, data)
+        ended = kinds.BatchEnded(
+            call=self.placed.call,
+            name=self.name,
+            batch=number,
+            batch_id="",
+            succeeded=0,
+            errored=len(ids),
+            expired=0,
+            canceled=0,
+        )
+        self.held[(k.BATCH_ENDED, number)] = writer.commit(step, ended, sync=True)
 
     def _candidates(self, client: anthropic.Anthropic, intended: Event) -> list[Any]:
         """The batches created since the intent (less a margin) with as many requests."""
