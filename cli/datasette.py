@@ -91,7 +91,9 @@ _TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "forked_from": "the run it was forked from",
             "forked_at": "the seq it was forked at",
             "status": "submitted, running (interrupted when no live process holds it), done, "
-            "failed, needs_attention, resolved or killed",
+            "failed, needs_attention, waiting, resolved or killed",
+            "wake_at": "when a waiting run may be taken up again: the deadline of its wait, or "
+            "the moment to look at its Message Batch again",
             "step": "the next step to run",
             "steps": "transitions taken",
             "error": "why it failed, on one line",

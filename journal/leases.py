@@ -116,13 +116,14 @@ def claimable(
     now: float, machines: Sequence[str] | None, excluded: Sequence[str] = ()
 ) -> tuple[str, list[Any]]:
     """SQL (`%s` parameters) of the runs a worker may claim now, first created first: runnable
-    and with no lease, or one that expired."""
+    (or waiting, past the deadline of its wait) and with no lease, or one that expired."""
     marks = ", ".join(["%s"] * len(RUNNABLE))
     sql = (
-        f"SELECT run_id FROM runs r WHERE status IN ({marks}) AND NOT EXISTS "
+        f"SELECT run_id FROM runs r WHERE (status IN ({marks}) "
+        "OR (status = 'waiting' AND wake_at <= %s)) AND NOT EXISTS "
         "(SELECT 1 FROM leases l WHERE l.run_id = r.run_id AND l.expires_at > %s)"
     )
-    params: list[Any] = [*RUNNABLE, now]
+    params: list[Any] = [*RUNNABLE, timestamp(now), now]
     if machines:
         sql += f" AND machine IN ({', '.join(['%s'] * len(machines))})"
         params += machines

@@ -211,7 +211,7 @@ def _needs_attention(e: Event, c: Changes) -> None:
 
 
 def _waiting(e: Event, c: Changes) -> None:
-    c.sets.update(status="waiting", error=e.data["message"])
+    c.sets.update(status="waiting", error=e.data["message"], wake_at=e.data.get("deadline"))
 
 
 def _answered_wait(e: Event, c: Changes) -> None:

@@ -62,6 +62,9 @@ class Run:
     cost_usd: float
     possibly_billed_usd: float
     """The worst case of the requests whose outcome is unknown (a timeout, a crash)."""
+    wake_at: str | None = None
+    """The deadline of its latest wait (`run.waiting`): when a waiting run may be taken up
+    again, to take a wait's default or look at a Message Batch; None: never by itself."""
 
 
 RUN_COLUMNS = ", ".join(f.name for f in attrs.fields(Run))

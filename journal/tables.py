@@ -495,10 +495,20 @@ M0009 = (
 
 
 # A model request may be an item of a Message Batch (`ctx.ask_batch`): its `custom_id` there, and
-# the outcome's `batch_id`. The views of the outcomes are made again with those columns.
+# the outcome's `batch_id`. The views of the outcomes are made again with those columns. And a
+# run's `wake_at`, the deadline of its latest `run.waiting`, lets a worker claim a waiting run
+# whose time has come (a wait's default to take, a batch to look at again).
 M0010 = (
     "DROP VIEW model_calls",
     "DROP VIEW model_failures",
     _kind_view("model_calls", "model.answered"),
     _kind_view("model_failures", "model.failed"),
+    "ALTER TABLE runs ADD COLUMN wake_at TEXT",
+    """
+    UPDATE runs SET wake_at = (
+        SELECT json_extract(e.data, '$.deadline') FROM events e
+        WHERE e.run_id = runs.run_id AND e.kind = 'run.waiting' ORDER BY e.seq DESC LIMIT 1
+    )
+    """,
+    "CREATE INDEX runs_wake_at ON runs (wake_at) WHERE status = 'waiting'",
 )

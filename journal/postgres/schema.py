@@ -304,11 +304,20 @@ M0001: tuple[str, ...] = (
 )
 
 # A model request may be an item of a Message Batch: its `custom_id`, the outcome's `batch_id`.
+# A run's `wake_at` is the deadline of its latest `run.waiting`: when a worker may claim it.
 M0002 = (
     "DROP VIEW model_calls",
     "DROP VIEW model_failures",
     _kind_view("model_calls", "model.answered"),
     _kind_view("model_failures", "model.failed"),
+    "ALTER TABLE runs ADD COLUMN wake_at text",
+    """
+    UPDATE runs SET wake_at = (
+        SELECT e.data ->> 'deadline' FROM events e
+        WHERE e.run_id = runs.run_id AND e.kind = 'run.waiting' ORDER BY e.seq DESC LIMIT 1
+    )
+    """,
+    "CREATE INDEX runs_wake_at ON runs (wake_at) WHERE status = 'waiting'",
 )
 
 MIGRATIONS: list[tuple[str, tuple[str, ...]]] = [

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import attrs
@@ -25,9 +25,11 @@ from runjournal.journal.spending import NUSD
 from runjournal.machine import Context, Machine, Models, Options, PriceTable, Transition, runner
 from runjournal.machine.execution import Outcome
 from runjournal.machine.kill_switch import Limits
+from runjournal.machine.model.batching import cancelling
 from runjournal.machine.model.capabilities import Capabilities
 from runjournal.machine.model.pricing import Usage, cost
 from runjournal.machine.retry import RetryPolicy
+from runjournal.machine.stopping import kill
 from runjournal.machine.testing.fake import BatchFaults, FakeModel, Faults, parse_spec
 from runjournal.machine.waiting import due
 
@@ -252,6 +254,39 @@ def test_a_running_batch_makes_the_run_wait_and_a_resume_makes_no_second_batch(
         assert done.total_nusd == done.cost_nusd > 0
 
 
+def test_a_kill_while_the_batch_runs_cancels_it(db: Path) -> None:
+    """`journal kill` of a run waiting on a batch cancels the batch: the items done by then are
+    billed, the others not; the run's worst case stays counted, as nothing was read."""
+    clock = Clock()
+    fake = FakeModel(processing_time=100, clock=clock)
+    told: list[str] = []
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, work(4), fake).run
+        assert run.status == "waiting", run.error
+        (batch,) = fake.batches
+        clock.now = 50.0
+        cancel = cancelling(fake.client, told.append)
+        assert kill(journal, run.run_id, by="ops", reason="wrong prompt", cancel=cancel) == "killed"
+        assert told == []
+        assert fake.batches[0].status == "canceling"
+        clock.now = 51.0
+        assert fake.batches[0].status == "ended"
+        assert 0 < len(fake.batches[0].usage) < 4  # half the time gone: some items were done
+        run = journal.run(run.run_id)
+        assert run.status == "killed"
+        (canceled,) = events(journal, run.run_id, k.BATCH_CANCELED)
+        assert canceled.data["batch_id"] == batch.id and canceled.data["by"] == "ops"
+        assert events(journal, run.run_id, k.MODEL_ANSWERED) == []
+        assert run.cost_nusd == 0
+        assert run.total_nusd == sum(
+            Decimal(str(e.data["worst_case_usd"])) * NUSD
+            for e in events(journal, run.run_id, k.MODEL_REQUESTED)
+        )
+        # Once ended, a batch cannot be canceled: the kill says so instead of recording it.
+        assert cancel(batch.id) is False
+        assert told and batch.id in told[-1]
+
+
 # 4. Answers that do not fit go in the next batch
 
 
@@ -458,47 +493,89 @@ def test_a_batch_within_its_limits_is_sent(db: Path) -> None:
         assert len(fake.batches) == 1
 
 
+def test_no_prompts_send_no_batch(db: Path) -> None:
+    fake = FakeModel()
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, limited(Limits(max_model_calls=1)), {"items": {}}, fake).run
+        assert run.status == "done", run.error
+        assert fake.batches == []
+        assert events(journal, run.run_id, k.BATCH_INTENDED) == []
+
+
 # 7. A lost create is found by listing
 
 
-def test_a_create_whose_answer_is_lost_is_adopted_not_made_again(db: Path) -> None:
-    fake = FakeModel(batch_faults=BatchFaults(lost=1.0, lost_as="reset"))
+def someone_elses_batch(fake: FakeModel, size: int) -> None:
+    """A batch of `size` requests made on the same API by someone else, its create's answer lost
+    as the fake's faults say (the batch exists all the same)."""
+    params = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    other: Any = [{"custom_id": f"other-{i}", "params": params} for i in range(size)]
+    with pytest.raises(anthropic.APIConnectionError):  # a timeout is one too
+        fake.client().messages.batches.create(requests=other)
+
+
+@pytest.mark.parametrize("lost_as", ["reset", "timeout"])
+def test_a_create_whose_answer_is_lost_is_adopted_not_made_again(
+    db: Path, lost_as: Literal["reset", "timeout"]
+) -> None:
+    """Every create's answer is lost: the run lists the batches, passes over one of another
+    size, and adopts its own instead of creating a second."""
+    fake = FakeModel(batch_faults=BatchFaults(lost=1.0, lost_as=lost_as))
+    someone_elses_batch(fake, 5)
     with Journal.open(db, create=True) as journal:
         run = start(journal, batched, work(6), fake).run
         assert run.status == "done", run.error
-        (batch,) = fake.batches
+        other, batch = fake.batches
         assert batch.answered is False  # its create was never answered
+        (intent,) = events(journal, run.run_id, k.BATCH_INTENDED)
+        assert batch.custom_ids == tuple(f"{intent.data['custom_id_prefix']}{i}" for i in range(6))
         (created,) = events(journal, run.run_id, k.BATCH_CREATED)
         assert created.data["adopted"] is True and created.data["batch_id"] == batch.id
+        answered = events(journal, run.run_id, k.MODEL_ANSWERED)
+        assert {e.data["batch_id"] for e in answered} == {batch.id}
         assert len(decided(journal, run.run_id)) == 6
+        assert other.status == "ended" and len(other.custom_ids) == 5
 
 
-def test_several_candidates_for_a_lost_create_stop_the_run_for_a_person(db: Path) -> None:
+@pytest.mark.parametrize("remedy", ["cancel", "delete"])
+def test_several_candidates_for_a_lost_create_stop_the_run_until_one_is_left(
+    db: Path, remedy: str
+) -> None:
     """Another batch of as many requests, created just before, could be this run's as well:
-    the run neither adopts one nor creates a third, and needs attention naming both."""
-    fake = FakeModel(batch_faults=BatchFaults(lost=1.0, lost_as="reset"))
-    other = [
-        {
-            "custom_id": f"other-{i}",
-            "params": {
-                "model": MODEL,
-                "max_tokens": 10,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-        }
-        for i in range(6)
-    ]
-    with pytest.raises(anthropic.APIConnectionError):
-        fake.client().messages.batches.create(requests=other)  # type: ignore[arg-type]
+    the run neither adopts one nor creates a third, and needs attention naming both. Once the
+    other is canceled (while it runs) or deleted (once ended), a resume adopts the one left."""
+    clock = Clock()
+    processing = 100.0 if remedy == "cancel" else 0.0
+    lost = BatchFaults(lost=1.0, lost_as="reset")
+    fake = FakeModel(batch_faults=lost, processing_time=processing, clock=clock)
+    someone_elses_batch(fake, 6)
+    (other,) = fake.batches
     with Journal.open(db, create=True) as journal:
         run = start(journal, batched, work(6), fake).run
         assert run.status == "needs_attention", run.error
         assert len(fake.batches) == 2
-        assert run.error is not None
+        assert run.error is not None and "batches of 6 requests" in run.error
         for batch in fake.batches:
             assert batch.id in run.error
         assert events(journal, run.run_id, k.BATCH_CREATED) == []
         assert events(journal, run.run_id, k.MODEL_ANSWERED) == []
+
+        if remedy == "cancel":
+            fake.client().messages.batches.cancel(other.id)
+        else:
+            fake.client().messages.batches.delete(other.id)
+        clock.now = 1.0
+        again = resume(journal, run.run_id, batched, fake).run
+        if remedy == "cancel":
+            assert again.status == "waiting", again.error
+            clock.now = processing
+            again = resume(journal, run.run_id, batched, fake).run
+        assert again.status == "done", again.error
+        assert len(fake.batches) == 2
+        (created,) = events(journal, run.run_id, k.BATCH_CREATED)
+        mine = fake.batches[1]
+        assert created.data["adopted"] is True and created.data["batch_id"] == mine.id
+        assert len(decided(journal, run.run_id)) == 6
 
 
 # 8. Bad prompts are refused before anything is sent

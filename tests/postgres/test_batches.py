@@ -14,6 +14,8 @@ from runjournal.machine.model import Models
 from runjournal.machine.model.capabilities import Capabilities
 from runjournal.machine.model.pricing import PriceTable
 from runjournal.machine.testing import FakeModel
+from runjournal.machine.waiting import due
+from runjournal.machine.worker import Worker
 
 BATCHED = str(ROOT / "tests" / "pipelines" / "batched.py")
 
@@ -59,3 +61,34 @@ def test_a_batch_past_the_cap_is_refused_whole_on_postgresql(pg_url: str) -> Non
         run = journal.run(outcome.run.run_id)
         assert run.model_requests == 0 and run.total_nusd == 0
         assert not list(journal.events(run.run_id, kinds=(k.MODEL_REQUESTED,)))
+
+
+def test_a_worker_takes_up_a_waiting_run_once_it_is_due(pg_url: str) -> None:
+    """A run waiting on a batch is claimed by no worker before its `wake_at`, and by one
+    after: it looks at the batch, waits again while it runs, and finishes once it has ended."""
+    now = [0.0]
+    fake = FakeModel(processing_time=60.0, clock=lambda: now[0])
+    options = Options(
+        models=Models(fake.client, PriceTable.load(), (), Capabilities.load()),
+        sleep=lambda s: None,
+    )
+    machine = loader.load(BATCHED).machine
+    started = api.run(
+        machine, {"items": {"a": "x", "b": "y"}, "poll": 30}, db=pg_url, options=options
+    )
+    run_id = started.run.run_id
+    with open_store(pg_url) as journal:
+        waiting = journal.run(run_id)
+        assert waiting.status == "waiting" and waiting.wake_at is not None
+        worker = Worker(journal, options, exit_when_idle=True, listen=False)
+        assert worker.work() == []  # not due: nobody takes it
+        store_clock = journal.clock
+        journal.clock = lambda: store_clock() + 31  # half a minute on: due
+        assert due(journal, run_id)
+        (first,) = worker.work()
+        assert first.outcome is not None and first.outcome.run.status == "waiting"
+        journal.clock = lambda: store_clock() + 200
+        now[0] = 61.0
+        (second,) = worker.work()
+        assert second.outcome is not None and second.outcome.run.status == "done"
+    assert len(fake.batches) == 1
