@@ -2,8 +2,9 @@
 
 A worker claims runnable runs (submitted, interrupted, resolved, waiting past the deadline of
 their wait (`runs.wake_at`: a default to take, a Message Batch to look at again), or left
-running by a process that died: its lease expired), each with a lease of its own, executes up to `concurrency` of
-them at once, each on a thread and a connection of its own, and claims more as they end.
+running by a process that died: its lease expired), each with a lease of its own, executes up
+to `concurrency` of them at once, each on a thread and a connection of its own, and claims more
+as they end.
 Claiming is the journal's (`Store.claim_run`): on PostgreSQL, workers claiming at once skip the
 rows another is locking and never wait on each other. A worker never refuses a run for the code
 it was started with: a run whose code changed since is executed, the change reported with it

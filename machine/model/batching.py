@@ -125,8 +125,14 @@ def ask_batch(
     return _Batching(session, calls, placed, ask, prompts).answers()
 
 
-def _check(calls: Calls, prompts: Mapping[str, str], ask: BatchAsk) -> None:
+def _check(calls: Calls, prompts: object, ask: BatchAsk) -> None:
     where = f"step {calls.step!r}: ctx.ask_batch"
+    if not isinstance(prompts, Mapping):
+        msg = (
+            f"{where}: the prompts are a {type(prompts).__name__}; give them by item key, "
+            "e.g. {t.id: t.text for t in tickets}"
+        )
+        raise DefinitionError(msg)
     for item_key, prompt in prompts.items():
         if not isinstance(item_key, str) or not item_key or "/" in item_key:
             msg = f"{where}: prompt key {item_key!r}; a key is a non-empty string without '/'"
@@ -367,7 +373,8 @@ class _Batching:
                     msg = (
                         f"{self.where}: {len(found)} batches of {len(ids)} requests were created "
                         f"since batch {number}'s intent and any may be this run's: {ids_found}. "
-                        "Cancel all but one (the Console, or the API's cancel), then resume"
+                        "Cancel all but one (the Console, or the API's cancel; an ended one, "
+                        "delete), then resume"
                     )
                     stop = NeedsAttention(
                         msg, name=f"batch {number}", key=ids_found, call=self.placed.call
@@ -531,6 +538,8 @@ class _Batching:
             if custom_id in self.outcomes:
                 continue  # journaled before a crash
             data = self._outcome_data(item, custom_id, intended, batch_id, result)
+            if result.result.type != "canceled":  # the breaker counts a batch's items too
+                self.guard.record(result.result.type == "succeeded")
             event = writer.record(step, data)
             self.outcomes[custom_id] = event
             written += 1

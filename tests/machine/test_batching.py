@@ -27,7 +27,7 @@ from runjournal.machine.execution import Outcome
 from runjournal.machine.kill_switch import Limits
 from runjournal.machine.model.batching import cancelling
 from runjournal.machine.model.capabilities import Capabilities
-from runjournal.machine.model.pricing import Usage, cost
+from runjournal.machine.model.pricing import Usage, cost, worst_case
 from runjournal.machine.retry import RetryPolicy
 from runjournal.machine.stopping import kill
 from runjournal.machine.testing.fake import BatchFaults, FakeModel, Faults, parse_spec
@@ -256,7 +256,8 @@ def test_a_running_batch_makes_the_run_wait_and_a_resume_makes_no_second_batch(
 
 def test_a_kill_while_the_batch_runs_cancels_it(db: Path) -> None:
     """`journal kill` of a run waiting on a batch cancels the batch: the items done by then are
-    billed, the others not; the run's worst case stays counted, as nothing was read."""
+    billed, the others not; the run's worst case stays counted, as nothing was read. A resume
+    reads the answers the batch had and sends the other items in a new one."""
     clock = Clock()
     fake = FakeModel(processing_time=100, clock=clock)
     told: list[str] = []
@@ -268,9 +269,9 @@ def test_a_kill_while_the_batch_runs_cancels_it(db: Path) -> None:
         cancel = cancelling(fake.client, told.append)
         assert kill(journal, run.run_id, by="ops", reason="wrong prompt", cancel=cancel) == "killed"
         assert told == []
-        assert fake.batches[0].status == "canceling"
+        assert [b.status for b in fake.batches] == ["canceling"]
         clock.now = 51.0
-        assert fake.batches[0].status == "ended"
+        assert [b.status for b in fake.batches] == ["ended"]
         assert 0 < len(fake.batches[0].usage) < 4  # half the time gone: some items were done
         run = journal.run(run.run_id)
         assert run.status == "killed"
@@ -285,6 +286,59 @@ def test_a_kill_while_the_batch_runs_cancels_it(db: Path) -> None:
         # Once ended, a batch cannot be canceled: the kill says so instead of recording it.
         assert cancel(batch.id) is False
         assert told and batch.id in told[-1]
+
+        # A resume keeps the answers the batch had and sends the canceled items again.
+        again = resume(journal, run.run_id, batched, fake).run
+        assert again.status == "waiting", again.error
+        done_ids = set(fake.batches[0].usage)
+        answered = events(journal, run.run_id, k.MODEL_ANSWERED)
+        assert {e.data["custom_id"] for e in answered} == done_ids
+        canceled_items = events(journal, run.run_id, k.MODEL_FAILED)
+        assert {e.data["error_type"] for e in canceled_items} == {"canceled"}
+        assert len(canceled_items) == 4 - len(done_ids)
+        second = intents(journal, run.run_id)[1]
+        assert sorted(second.data["items"]) == sorted(item_of(e) for e in canceled_items)
+        clock.now = 200.0
+        done = resume(journal, run.run_id, batched, fake).run
+        assert done.status == "done", done.error
+        assert len(fake.batches) == 2
+        assert len(decided(journal, run.run_id)) == 4
+        assert done.total_nusd == done.cost_nusd > 0
+
+
+def prompted(system: str) -> Machine[Items]:
+    """Asks the batch of its items with `system`: two of these, alike but for it, are the same
+    machine before and after a change to its code."""
+    m = Machine("prompted", state=Items, start="score")
+
+    @m.step
+    def score(ctx: Context, s: Items) -> Transition:
+        verdicts = ctx.ask_batch(
+            Verdict, s.items, system=system, model=MODEL, max_tokens=200, thinking="disabled"
+        )
+        for key, verdict in verdicts.items():
+            ctx.decide(item=key, outcome=str(verdict.score))
+        return ctx.finish(s)
+
+    return m
+
+
+def test_a_resume_whose_prompts_changed_fails_and_sends_nothing(db: Path) -> None:
+    """The batch in flight was made of other requests than the code now makes: the resume
+    fails the run saying so, and neither looks at that batch's answers nor makes another."""
+    clock = Clock()
+    fake = FakeModel(processing_time=100, clock=clock)
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, prompted(SYSTEM), {"items": work(3)["items"]}, fake).run
+        assert run.status == "waiting", run.error
+        clock.now = 100.0
+        changed = prompted("Score how urgent each item is, from 1 to 5.")
+        run = resume(journal, run.run_id, changed, fake).run
+        assert run.status == "failed"
+        assert run.error is not None and run.error.startswith("ReplayMismatch"), run.error
+        assert len(fake.batches) == 1
+        assert events(journal, run.run_id, k.MODEL_ANSWERED) == []
+        assert events(journal, run.run_id, k.BATCH_ENDED) == []
 
 
 # 4. Answers that do not fit go in the next batch
@@ -401,12 +455,18 @@ def test_errored_items_are_sent_again_and_nothing_stays_possibly_billed(db: Path
             e.data["batch"]: e.data["batch_id"]
             for e in events(journal, run.run_id, k.BATCH_CREATED)
         }
+        requested = {e.data["custom_id"]: e for e in events(journal, run.run_id, k.MODEL_REQUESTED)}
         for e in failed:
             assert e.data["batch_id"] in created.values()
             assert e.data["error_type"] == "errored: api_error" and e.data["retryable"] is True
             number = next(n for n, batch_id in created.items() if batch_id == e.data["batch_id"])
             # Sent again in the next batch, the same round, one attempt more.
-            assert item_of(e) in batches[number + 1].data["items"]
+            nxt = batches[number + 1]
+            index = nxt.data["items"].index(item_of(e))
+            again = requested[f"{nxt.data['custom_id_prefix']}{index}"]
+            assert again.data["call"] == e.data["call"]
+            assert again.data["round"] == e.data["round"] == 0
+            assert again.data["attempt"] == e.data["attempt"] + 1
         ended = events(journal, run.run_id, k.BATCH_ENDED)
         assert sum(e.data["errored"] for e in ended) == len(failed)
         assert sum(e.data["succeeded"] for e in ended) == 40
@@ -426,12 +486,65 @@ def test_errored_items_are_sent_again_and_nothing_stays_possibly_billed(db: Path
 def test_an_item_that_errors_every_time_fails_the_run_after_the_retry_policy(db: Path) -> None:
     fake = FakeModel(batch_faults=BatchFaults(errored=1.0))
     with Journal.open(db, create=True) as journal:
-        run = start(journal, batched, work(3), fake, retry=RetryPolicy(max_attempts=3)).run
+        run = start(journal, batched, work(1), fake, retry=RetryPolicy(max_attempts=3)).run
         assert run.status == "failed"
         assert run.error is not None and run.error.startswith("ModelCallFailed"), run.error
         assert "3 batch requests failed" in run.error
         assert len(fake.batches) == 3
         assert run.total_nusd == run.cost_nusd == 0
+
+
+def test_a_batch_whose_items_all_error_opens_the_breaker(db: Path) -> None:
+    """Each item's failure counts as a failed model attempt: six in a row open the breaker
+    (five), and the run is killed before a third batch, resumable once the API is well."""
+    fake = FakeModel(batch_faults=BatchFaults(errored=1.0))
+    with Journal.open(db, create=True) as journal:
+        run = start(journal, batched, work(3), fake, retry=RetryPolicy(max_attempts=6)).run
+        assert run.status == "killed" and "the breaker opened" in str(run.error), run.error
+        assert len(fake.batches) == 2
+        fake.set_batch_faults(BatchFaults())
+        run = resume(journal, run.run_id, batched, fake).run
+        assert run.status == "done" and len(fake.batches) == 3
+
+
+def test_batches_after_waits_replay_the_ones_before_on_each_resume(db: Path) -> None:
+    """Errored items and rejected answers with batches that take time: each resume replays the
+    batches before (their answers and feedback from the journal, no request) and goes on with
+    the next; runs are done (or fail NoValidAnswer) with one batch per intent."""
+    statuses: Counter[str] = Counter()
+    most = 0
+    with Journal.open(db, create=True) as journal:
+        for seed in range(12):
+            clock = Clock()
+            fake = FakeModel(
+                processing_time=10,
+                clock=clock,
+                faults=parse_spec(f"empty=0.2,truncated=0.1,seed={seed}"),
+                batch_faults=BatchFaults(errored=0.2),
+            )
+            retry = RetryPolicy(max_attempts=10, base=0)
+            run = start(journal, batched, work(8, poll=1), fake, retry=retry).run
+            waits = 0
+            while run.status == "waiting":
+                waits += 1
+                assert len(fake.batches) == waits  # one batch per wait, none made twice
+                clock.now += 10
+                run = resume(journal, run.run_id, batched, fake).run
+            status, count = check_rounds(journal, run.run_id, fake)
+            assert waits == count
+            statuses[status] += 1
+            failed = events(journal, run.run_id, k.MODEL_FAILED)
+            batch_ids = [e.data["batch_id"] for e in events(journal, run.run_id, k.BATCH_CREATED)]
+            for e in failed:  # each errored item is in the next batch
+                number = batch_ids.index(e.data["batch_id"])
+                if status == "done":
+                    assert item_of(e) in intents(journal, run.run_id)[number + 1].data["items"]
+            assert len(events(journal, run.run_id, k.RUN_RESUMED)) == waits
+            most = max(most, waits)
+            if statuses["done"] >= 2 and most >= 3:
+                break
+    assert statuses["done"] >= 2, statuses
+    assert most >= 3, "some run must have replayed two batches or more"
 
 
 # 6. Limits stop before the create
@@ -479,15 +592,17 @@ def test_a_batch_over_a_limit_kills_the_run_before_anything_is_sent(
 
 def test_a_batch_within_its_limits_is_sent(db: Path) -> None:
     """The other side of the limits above: ten items within a cap of ten calls, and of a cost
-    above their worst case at batch prices (but below it at standard prices)."""
+    that their worst case at standard prices passes, but not at batch prices (half)."""
     probe = FakeModel()
+    standard = PriceTable.load().price(MODEL)
     with Journal.open(db, create=True) as journal:
         run = start(journal, limited(Limits()), {"items": work(10)["items"]}, probe).run
+        requested = events(journal, run.run_id, k.MODEL_REQUESTED)
+        worst = sum(worst_case(request_of(journal, e), standard)[1] for e in requested)
         (intent,) = events(journal, run.run_id, k.BATCH_INTENDED)
-        worst = money(intent.data["worst_case_usd"])
-        cap = worst * Decimal("1.5")  # under the standard prices' worst case, twice this
+        assert money(intent.data["worst_case_usd"]) == worst / 2
         fake = FakeModel()
-        limits = Limits(max_cost_usd=cap, max_model_calls=10)
+        limits = Limits(max_cost_usd=worst * Decimal("0.75"), max_model_calls=10)
         run = start(journal, limited(limits), {"items": work(10)["items"]}, fake).run
         assert run.status == "done", run.error
         assert len(fake.batches) == 1
