@@ -124,7 +124,7 @@ def fake_model(
     errored; `lost`: a create whose answer is lost, its batch made all the same).
 
     \b
-    Examples:
+    Example:
         journal fake-model --port 8765 --spec chaos --log requests.jsonl
         journal fake-model --batch-time 60 --batch-faults errored=0.05
     """

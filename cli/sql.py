@@ -50,7 +50,9 @@ def _ctrl_c() -> Iterator[Callable[[], bool]]:
     try:
         yield lambda: bool(raised)
     finally:
-        signal.signal(signal.SIGINT, before)
+        # Once Ctrl-C stopped the query the command only says so and exits: a second Ctrl-C,
+        # pressed while it does, must not turn that into a traceback or a death by signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if raised else before)
 
 
 @click.command()
