@@ -411,18 +411,9 @@ class _Batching:
         """The API refused the create, so no batch exists and nothing is billed: each item's
         failure, and the batch's end, are journaled (a resume fails the same way)."""
         writer, step = self.calls.writer, self.calls.step
-        for key, custom_id in zip(intended.data["items"], ids, strict=True):
-            requested = self.requested[custom_id]
+        for custom_id in ids:
             data = kinds.ModelFailed(
-                call=f"{self.placed.call}/{key}",
-                name=self.name,
-                round=requested.data["round"],
-                attempt=requested.data["attempt"],
-                model=self.ask.model,
-                custom_id=custom_id,
-                requested_at=intended.at,
-                worst_case_usd=requested.data["worst_case_usd"],
-                worst_case_tokens=requested.data["worst_case_tokens"],
+                **self._outcome_fields(custom_id, intended, None),
                 status=failure.status,
                 error_type=failure.error_type,
                 message=failure.message,
@@ -537,7 +528,7 @@ class _Batching:
             counts[result.result.type] = counts.get(result.result.type, 0) + 1
             if custom_id in self.outcomes:
                 continue  # journaled before a crash
-            data = self._outcome_data(item, custom_id, intended, batch_id, result)
+            data = self._outcome_data(custom_id, intended, batch_id, result)
             if result.result.type != "canceled":  # the breaker counts a batch's items too
                 self.guard.record(result.result.type == "succeeded")
             event = writer.record(step, data)
@@ -546,10 +537,10 @@ class _Batching:
             if written % RESULTS_PER_COMMIT == 0:
                 writer.flush()
                 self.calls.checkpoint("batch.results")
-        for custom_id, item in items.items():
+        for custom_id in items:
             if custom_id not in self.outcomes:  # no result: as if it had errored
                 counts["errored"] += 1
-                data = self._failed(item, custom_id, intended, batch_id, "missing", "no result")
+                data = self._failed(custom_id, intended, batch_id, "missing", "no result")
                 self.outcomes[custom_id] = writer.record(step, data)
         ended = kinds.BatchEnded(
             call=self.placed.call, name=self.name, batch=number, batch_id=batch_id, **counts
@@ -558,7 +549,7 @@ class _Batching:
         self.calls.checkpoint("batch.ended")
 
     def _outcome_data(
-        self, item: _Item, custom_id: str, intended: Event, batch_id: str, result: Any
+        self, custom_id: str, intended: Event, batch_id: str, result: Any
     ) -> kinds.Data:
         outcome = result.result
         if outcome.type != "succeeded":
@@ -568,7 +559,7 @@ class _Batching:
             if inner is not None:
                 kind = f"{outcome.type}: {getattr(inner, 'type', 'error')}"
             message = getattr(inner, "message", "") or outcome.type
-            return self._failed(item, custom_id, intended, batch_id, kind, message)
+            return self._failed(custom_id, intended, batch_id, kind, message)
         body = outcome.message.model_dump(mode="json", exclude_none=True)
         usage = Usage.from_api(body.get("usage", {}))
         requested = self.requested[custom_id]
@@ -576,16 +567,7 @@ class _Batching:
         price = self.session.models.prices.price(self.ask.model, on=_day(self.session.clock()))
         batched = price.batched(self.session.models.prices.batch)
         return kinds.ModelAnswered(
-            call=item.call,
-            name=self.name,
-            round=item.round,
-            attempt=item.attempt,
-            model=self.ask.model,
-            custom_id=custom_id,
-            batch_id=batch_id,
-            requested_at=intended.at,
-            worst_case_usd=requested.data["worst_case_usd"],
-            worst_case_tokens=requested.data["worst_case_tokens"],
+            **self._outcome_fields(custom_id, intended, batch_id),
             request_hash=requested.data["request_hash"],
             mechanism=self.plan.mechanism,
             stop_reason=body.get("stop_reason"),
@@ -596,21 +578,23 @@ class _Batching:
             latency_ms=round((self.session.clock() - _moment(intended.at)) * 1000, 1),
         )
 
+    def _outcome_fields(self, custom_id: str, intended: Event, batch_id: str | None) -> Any:
+        """What an item's outcome repeats of its request (`model.requested`)."""
+        d = self.requested[custom_id].data
+        return {
+            **{name: d[name] for name in ("call", "name", "round", "attempt", "model")},
+            "custom_id": custom_id,
+            "batch_id": batch_id,
+            "requested_at": intended.at,
+            "worst_case_usd": d["worst_case_usd"],
+            "worst_case_tokens": d["worst_case_tokens"],
+        }
+
     def _failed(
-        self, item: _Item, custom_id: str, intended: Event, batch_id: str, kind: str, message: str
+        self, custom_id: str, intended: Event, batch_id: str, kind: str, message: str
     ) -> kinds.ModelFailed:
-        requested = self.requested[custom_id]
         return kinds.ModelFailed(
-            call=item.call,
-            name=self.name,
-            round=item.round,
-            attempt=item.attempt,
-            model=self.ask.model,
-            custom_id=custom_id,
-            batch_id=batch_id,
-            requested_at=intended.at,
-            worst_case_usd=requested.data["worst_case_usd"],
-            worst_case_tokens=requested.data["worst_case_tokens"],
+            **self._outcome_fields(custom_id, intended, batch_id),
             status=None,
             error_type=kind,
             message=message[:300],

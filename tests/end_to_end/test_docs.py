@@ -168,6 +168,7 @@ def _in_order(excerpt: str, source: Path) -> None:
         ("Write a machine", "lines.py"),
         ("Ask a model", "triage.py"),
         ("Stop it: limits, budgets, kill", "triage.py"),
+        ("Half price: ask in a Message Batch", "triage_batch.py"),
     ],
 )
 def test_readme_excerpts_are_the_fixtures_code(title: str, fixture: str) -> None:
