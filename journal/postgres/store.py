@@ -433,13 +433,17 @@ class PostgresJournal(StoreBase):
         now = self.clock()
         sql, params = leases.claimable(now, machines, excluded)
         # Locked rows are skipped: workers claiming at once each get another run, at once.
-        sql = sql.replace(" LIMIT 8", " LIMIT 1 FOR UPDATE SKIP LOCKED")
+        sql = sql.replace(" LIMIT 8", " LIMIT 8 FOR UPDATE SKIP LOCKED")
         with self._write() as conn:
-            row = conn.execute(sql, params).fetchone()
-            if row is None:
-                return None
-            _acquire(conn, row[0], holder, now, ttl)
-            return self._run(conn, row[0])
+            for (run_id,) in conn.execute(sql, params).fetchall():
+                try:
+                    _acquire(conn, run_id, holder, now, ttl)
+                except LeaseHeld:
+                    # Its holder renewed the lease since the look (a late heartbeat): it lives,
+                    # so the run is not this worker's. Nothing was written: try the next.
+                    continue
+                return self._run(conn, run_id)
+            return None
 
     def renew_lease(self, run_id: str, owner: str, ttl: float) -> bool:
         with self._write() as conn:
