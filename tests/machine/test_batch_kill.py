@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, journal_command
 
 from runjournal.journal import Journal
@@ -30,6 +31,7 @@ def journal(url: str, db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_kill_cancels_the_batch_and_a_resume_asks_only_what_it_left(tmp_path: Path) -> None:
     now = [0.0]
     fake = FakeModel(processing_time=100.0, clock=lambda: now[0])

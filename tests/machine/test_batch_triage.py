@@ -46,6 +46,7 @@ def execute(db: Path, target: str, tickets: list[dict[str, Any]]) -> str:
         return outcome.run.run_id
 
 
+@pytest.mark.slow
 def test_a_thousand_tickets_as_a_batch_cost_half_for_the_same_decisions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
